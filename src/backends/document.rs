@@ -1,0 +1,129 @@
+//! `json.document`: any JSON value, stored as one immutable file per version.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::{ObjectStoreExt, PutMode, PutOptions as OsPutOptions, PutPayload};
+use serde_json::{Value, json};
+
+use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
+use crate::store::Metadata;
+use crate::store::error::{Result, StoreError};
+
+pub const KIND: &str = "json.document";
+
+pub struct DocumentBackend;
+
+/// The data path a version recorded in `kind_meta.path`.
+pub(crate) fn recorded_path(cx: &BackendContext<'_>, meta: &Metadata) -> Result<object_store::path::Path> {
+    let rel = meta
+        .kind_meta
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StoreError::CorruptMetadata {
+            name: meta.name.clone(),
+            path: meta.uri.clone(),
+            reason: format!("version {} records no data path", meta.version),
+        })?;
+    cx.root.resolve(rel)
+}
+
+#[async_trait]
+impl DataBackend for DocumentBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec![KIND.into()]
+    }
+
+    fn supports(&self, obj: &Object) -> bool {
+        matches!(obj, Object::Document(_))
+            || matches!(obj, Object::File { format: super::FileFormat::Json, .. })
+    }
+
+    async fn put(
+        &self,
+        cx: &BackendContext<'_>,
+        obj: Object,
+        _previous: Option<&Metadata>,
+        _opts: &PutOptions,
+    ) -> Result<Written> {
+        let value = match obj {
+            Object::Document(v) => v,
+            Object::File { path, .. } => {
+                let text = tokio::fs::read(&path).await.map_err(|e| StoreError::io(&path, e))?;
+                serde_json::from_slice(&text).map_err(|e| {
+                    StoreError::invalid_input(cx.name, format!("{} is not valid JSON: {e}", path.display()))
+                })?
+            }
+            other => {
+                return Err(StoreError::invalid_input(
+                    cx.name,
+                    format!("{} cannot be stored as {KIND}", other.describe()),
+                ));
+            }
+        };
+        let body = serde_json::to_vec(&value)
+            .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
+        let size = body.len();
+        let path = cx
+            .data_dir
+            .clone()
+            .join(format!("{}.json", uuid::Uuid::new_v4()));
+        let opts = OsPutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        cx.root
+            .store
+            .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        Ok(Written {
+            kind: KIND.into(),
+            uri: cx.root.url_of(&path).to_string(),
+            kind_meta: json!({
+                "path": cx.root.relative(&path),
+                "size": size,
+                "type": json_type(&value),
+            }),
+        })
+    }
+
+    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, _opts: &GetOptions) -> Result<Data> {
+        let path = recorded_path(cx, meta)?;
+        let bytes = match cx.root.store.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(|e| StoreError::object_store(&path, e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::MissingData {
+                    name: meta.name.clone(),
+                    version: meta.version,
+                    path: path.to_string(),
+                });
+            }
+            Err(e) => return Err(StoreError::object_store(&path, e)),
+        };
+        let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptData {
+            name: meta.name.clone(),
+            path: path.to_string(),
+            reason: format!("not valid JSON: {e}"),
+        })?;
+        Ok(Data::Document(value))
+    }
+
+    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
+        super::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path").await
+    }
+
+    async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
+        let _ = super::delete_recorded(cx, std::iter::once(&written.kind_meta), "path").await;
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

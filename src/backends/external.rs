@@ -1,0 +1,162 @@
+//! `table.external`: a Parquet, CSV, JSON-lines or Delta location registered
+//! by URL and read in place at every get (nothing is copied). The schema seen
+//! at registration is recorded; reads use the location's current contents.
+
+use async_trait::async_trait;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::table::{apply_options, open_table, schema_json};
+use super::{BackendContext, Data, DataBackend, ExternalFormat, GetOptions, Object, PutOptions, Written};
+use crate::store::Metadata;
+use crate::store::error::{Result, StoreError};
+
+pub const KIND: &str = "table.external";
+
+pub struct ExternalTableBackend;
+
+/// Normalises a location: URLs pass through (file, s3, memory), local paths
+/// become absolute `file://` URLs.
+pub fn normalize_location(name: &str, location: &str) -> Result<Url> {
+    let bad = |reason: String| StoreError::invalid_input(name, reason);
+    match Url::parse(location) {
+        Ok(u) if u.scheme().len() > 1 => match u.scheme() {
+            "file" | "s3" | "memory" => Ok(u),
+            s => Err(bad(format!(
+                "location scheme '{s}' is not supported; use file://, s3:// or a local path"
+            ))),
+        },
+        _ => {
+            let p = std::path::absolute(location)
+                .map_err(|e| bad(format!("cannot resolve '{location}': {e}")))?;
+            let is_dir = p.is_dir();
+            let url = if is_dir {
+                Url::from_directory_path(&p)
+            } else {
+                Url::from_file_path(&p)
+            };
+            url.map_err(|_| bad(format!("'{location}' is not a usable path")))
+        }
+    }
+}
+
+async fn read(
+    session: &SessionContext,
+    root: &crate::store::Root,
+    name: &str,
+    url: &Url,
+    format: ExternalFormat,
+) -> Result<DataFrame> {
+    let bad = |e: &dyn std::fmt::Display| StoreError::CorruptData {
+        name: name.to_string(),
+        path: url.to_string(),
+        reason: e.to_string(),
+    };
+    let u = url.as_str();
+    match format {
+        ExternalFormat::Parquet => session
+            .read_parquet(u, ParquetReadOptions::default())
+            .await
+            .map_err(|e| bad(&e)),
+        ExternalFormat::Csv => session
+            .read_csv(u, CsvReadOptions::new().has_header(true))
+            .await
+            .map_err(|e| bad(&e)),
+        ExternalFormat::Json => {
+            let ext = std::path::Path::new(url.path())
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(|e| format!(".{e}"))
+                .unwrap_or_else(|| ".json".into());
+            session
+                .read_json(u, JsonReadOptions::default().file_extension(&ext))
+                .await
+                .map_err(|e| bad(&e))
+        }
+        ExternalFormat::Delta => {
+            let mut dir_url = url.clone();
+            if !dir_url.path().ends_with('/') {
+                dir_url.set_path(&format!("{}/", dir_url.path()));
+            }
+            let table = if dir_url.scheme() == root.base.scheme()
+                && dir_url.host_str() == root.base.host_str()
+            {
+                let path = object_store::path::Path::from_url_path(dir_url.path())
+                    .map_err(|e| bad(&e))?;
+                open_table(root, &path, None).await.map_err(|e| bad(&e))?
+            } else {
+                deltalake::DeltaTableBuilder::from_url(dir_url)
+                    .map_err(|e| bad(&e))?
+                    .load()
+                    .await
+                    .map_err(|e| bad(&e))?
+            };
+            table
+                .update_datafusion_session(&session.state())
+                .map_err(|e| bad(&e))?;
+            let provider = table.table_provider().await.map_err(|e| bad(&e))?;
+            session.read_table(provider).map_err(|e| bad(&e))
+        }
+    }
+}
+
+#[async_trait]
+impl DataBackend for ExternalTableBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec![KIND.into()]
+    }
+
+    fn supports(&self, obj: &Object) -> bool {
+        matches!(obj, Object::External { .. })
+    }
+
+    async fn put(
+        &self,
+        cx: &BackendContext<'_>,
+        obj: Object,
+        _previous: Option<&Metadata>,
+        _opts: &PutOptions,
+    ) -> Result<Written> {
+        let Object::External { url, format } = obj else {
+            return Err(StoreError::invalid_input(cx.name, "not an external location"));
+        };
+        let url = normalize_location(cx.name.as_str(), &url)?;
+        // Reading the schema now makes a wrong location fail at registration.
+        let df = read(cx.session, cx.root, cx.name.as_str(), &url, format).await?;
+        let schema = df.schema().inner().clone();
+        Ok(Written {
+            kind: KIND.into(),
+            uri: url.to_string(),
+            kind_meta: json!({ "url": url.to_string(), "format": format, "schema": schema_json(&schema) }),
+        })
+    }
+
+    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+        let corrupt = |reason: &str| StoreError::CorruptMetadata {
+            name: meta.name.clone(),
+            path: meta.uri.clone(),
+            reason: reason.to_string(),
+        };
+        let url = meta
+            .kind_meta
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| corrupt("no url recorded"))?;
+        let url = Url::parse(url).map_err(|e| corrupt(&e.to_string()))?;
+        let format: ExternalFormat = meta
+            .kind_meta
+            .get("format")
+            .cloned()
+            .and_then(|f| serde_json::from_value(f).ok())
+            .ok_or_else(|| corrupt("no format recorded"))?;
+        let df = read(cx.session, cx.root, &meta.name, &url, format).await?;
+        Ok(Data::Table(apply_options(&meta.name, df, opts)?))
+    }
+
+    async fn drop_data(&self, _cx: &BackendContext<'_>, _versions: &[Metadata]) -> Result<()> {
+        // The data belongs to whoever owns the location; only the record goes.
+        Ok(())
+    }
+}

@@ -1,0 +1,296 @@
+//! Turns what a user gives to `put` (batches, streams, CSV/Parquet/JSON-lines
+//! files) into one DataFusion logical plan that streams the rows, so a writer
+//! never needs the whole input in memory.
+//!
+//! Files are read with arrow's own readers on a blocking thread; the batches
+//! flow through a small bounded channel, which is what keeps memory bounded.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::datasource::{MemTable, provider_as_source};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use futures::StreamExt;
+
+use super::{FileFormat, Object};
+use crate::store::error::{Result, StoreError};
+
+/// Rows per batch read from files.
+pub const BATCH_ROWS: usize = 64 * 1024;
+/// Rows used to infer a CSV or JSON-lines schema.
+pub const INFER_ROWS: usize = 10_000;
+
+/// A plan producing the rows of `obj`, and their schema.
+pub fn object_to_plan(
+    name: &str,
+    obj: Object,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<(LogicalPlan, SchemaRef)> {
+    let (schema, provider): (SchemaRef, Arc<dyn datafusion::catalog::TableProvider>) = match obj {
+        Object::Table { schema, batches } => {
+            if let Some(b) = batches.iter().find(|b| b.schema() != schema) {
+                return Err(StoreError::SchemaMismatch {
+                    name: name.to_string(),
+                    details: format!(
+                        "batches have different schemas: {} vs {}",
+                        describe_schema(&schema),
+                        describe_schema(&b.schema())
+                    ),
+                });
+            }
+            let mem = MemTable::try_new(schema.clone(), vec![batches])
+                .map_err(|e| StoreError::invalid_input(name, e))?;
+            (schema, Arc::new(mem))
+        }
+        Object::Stream(stream) => {
+            let schema = stream.schema();
+            (schema.clone(), streaming_table(schema, stream)?)
+        }
+        Object::File {
+            path,
+            format,
+            schema,
+        } => {
+            let stream = read_file(name, &path, format, schema, progress)?;
+            let schema = stream.schema();
+            (schema.clone(), streaming_table(schema, stream)?)
+        }
+        other => {
+            return Err(StoreError::invalid_input(
+                name,
+                format!("{} is not a table", other.describe()),
+            ));
+        }
+    };
+    let plan = LogicalPlanBuilder::scan("input", provider_as_source(provider), None)
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::invalid_input(name, e))?;
+    Ok((plan, schema))
+}
+
+fn streaming_table(
+    schema: SchemaRef,
+    stream: SendableRecordBatchStream,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    let part = OnceStream {
+        schema: schema.clone(),
+        stream: Mutex::new(Some(stream)),
+    };
+    let table = StreamingTable::try_new(schema, vec![Arc::new(part)])
+        .map_err(|e| StoreError::invalid_input("<stream>", e))?;
+    Ok(Arc::new(table))
+}
+
+/// A partition that hands out its stream once; a second execution is an error
+/// (a stream cannot be replayed).
+struct OnceStream {
+    schema: SchemaRef,
+    stream: Mutex<Option<SendableRecordBatchStream>>,
+}
+
+impl std::fmt::Debug for OnceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnceStream")
+    }
+}
+
+impl PartitionStream for OnceStream {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.stream.lock().ok().and_then(|mut s| s.take());
+        match taken {
+            Some(s) => s,
+            None => Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async {
+                    Err(DataFusionError::Execution(
+                        "an input stream can be read only once".into(),
+                    ))
+                }),
+            )),
+        }
+    }
+}
+
+/// Counts bytes read into a progress bar.
+struct Counting<R> {
+    inner: R,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(p) = &self.progress {
+            p.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Counting<R> {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+fn open(path: &FsPath) -> Result<File> {
+    File::open(path).map_err(|e| StoreError::io(path, e))
+}
+
+/// The schema a file would be read with (inferred unless given).
+pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Result<SchemaRef> {
+    let bad = |e: &dyn std::fmt::Display| {
+        StoreError::invalid_input(name, format!("cannot read {}: {e}", path.display()))
+    };
+    match format {
+        FileFormat::Csv => {
+            let fmt = csv_format(path);
+            let (schema, _) = fmt
+                .infer_schema(BufReader::new(open(path)?), Some(INFER_ROWS))
+                .map_err(|e| bad(&e))?;
+            Ok(Arc::new(schema))
+        }
+        FileFormat::JsonLines => {
+            let (schema, _) = arrow::json::reader::infer_json_schema_from_seekable(
+                BufReader::new(open(path)?),
+                Some(INFER_ROWS),
+            )
+            .map_err(|e| bad(&e))?;
+            Ok(Arc::new(schema))
+        }
+        FileFormat::Parquet => {
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open(path)?)
+                    .map_err(|e| bad(&e))?;
+            Ok(builder.schema().clone())
+        }
+        FileFormat::Json | FileFormat::Raw => Err(StoreError::invalid_input(
+            name,
+            "JSON documents and raw files have no table schema",
+        )),
+    }
+}
+
+fn csv_format(path: &FsPath) -> arrow::csv::reader::Format {
+    let tsv = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+    arrow::csv::reader::Format::default()
+        .with_header(true)
+        .with_delimiter(if tsv { b'\t' } else { b',' })
+}
+
+/// Streams a CSV, JSON-lines or Parquet file as batches.
+pub fn read_file(
+    name: &str,
+    path: &FsPath,
+    format: FileFormat,
+    schema: Option<SchemaRef>,
+    progress: Option<indicatif::ProgressBar>,
+) -> Result<SendableRecordBatchStream> {
+    let schema = match schema {
+        Some(s) => s,
+        None => infer_file_schema(name, path, format)?,
+    };
+    let name = name.to_string();
+    let path: PathBuf = path.to_path_buf();
+    // Opened here so that a missing file fails the put at once.
+    let file = open(&path)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+    let reader_schema = schema.clone();
+    tokio::task::spawn_blocking(move || {
+        let file = Counting {
+            inner: file,
+            progress,
+        };
+        let context = |e: &dyn std::fmt::Display| {
+            DataFusionError::External(Box::new(StoreError::invalid_input(
+                &name,
+                format!("cannot read {}: {e}", path.display()),
+            )))
+        };
+        let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>>> =
+            match format {
+                FileFormat::Csv => {
+                    let fmt = csv_format(&path);
+                    match arrow::csv::ReaderBuilder::new(reader_schema)
+                        .with_format(fmt)
+                        .with_batch_size(BATCH_ROWS)
+                        .build(BufReader::with_capacity(1 << 20, file))
+                    {
+                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
+                    }
+                }
+                FileFormat::JsonLines => {
+                    match arrow::json::ReaderBuilder::new(reader_schema)
+                        .with_batch_size(BATCH_ROWS)
+                        .build(BufReader::with_capacity(1 << 20, file))
+                    {
+                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
+                    }
+                }
+                FileFormat::Parquet => {
+                    match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                        file.inner,
+                    )
+                    .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                    {
+                        // Parquet is read by row group, not as a byte stream: the
+                        // progress bar shows elapsed time only.
+                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
+                    }
+                }
+                FileFormat::Json | FileFormat::Raw => Box::new(std::iter::once(Err(context(
+                    &"this format is not a table; store it as a document or raw file",
+                )))),
+            };
+        for b in batches {
+            let stop = b.is_err();
+            if tx.blocking_send(b).is_err() || stop {
+                break;
+            }
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// `a: Int64, b: Utf8?` — for error messages.
+pub fn describe_schema(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}: {}{}",
+                f.name(),
+                f.data_type(),
+                if f.is_nullable() { "" } else { " NOT NULL" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,344 @@
+//! Kind-specific storage backends and the trait they implement.
+//!
+//! | kind | backend | object |
+//! | --- | --- | --- |
+//! | `table.delta` | [`table::DeltaTableBackend`] | Arrow batches, streams, CSV/Parquet/JSON-lines files |
+//! | `json.document` | [`document::DocumentBackend`] | any `serde_json::Value` |
+//! | `file.raw` | [`file::RawFileBackend`] | bytes, streamed from and to files |
+//! | `table.external` | [`external::ExternalTableBackend`] | a Parquet/CSV/JSON/Delta location read in place |
+//!
+//! A backend writes data under a fresh path and returns what the store
+//! records; the store commits the version (see [`crate::store::Catalog`]).
+
+pub mod document;
+pub mod external;
+pub mod file;
+pub mod ingest;
+pub mod table;
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use serde_json::{Map, Value};
+
+use crate::store::error::{Result, StoreError};
+use crate::store::{Metadata, ObjectName, Root};
+
+/// The format of a file given to `put`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Parquet,
+    /// Newline-delimited JSON records: a table.
+    JsonLines,
+    /// One JSON value: a document.
+    Json,
+    /// Opaque bytes.
+    Raw,
+}
+
+impl FileFormat {
+    /// Guesses the format from a file extension.
+    pub fn from_path(path: &std::path::Path) -> Option<Self> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        Some(match ext.as_str() {
+            "csv" | "tsv" => FileFormat::Csv,
+            "parquet" | "pq" => FileFormat::Parquet,
+            "jsonl" | "ndjson" => FileFormat::JsonLines,
+            "json" => FileFormat::Json,
+            _ => FileFormat::Raw,
+        })
+    }
+}
+
+impl std::str::FromStr for FileFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "csv" => FileFormat::Csv,
+            "parquet" => FileFormat::Parquet,
+            "jsonl" | "ndjson" => FileFormat::JsonLines,
+            "json" => FileFormat::Json,
+            "raw" => FileFormat::Raw,
+            other => {
+                return Err(format!(
+                    "unknown format '{other}': use csv, parquet, json, jsonl or raw"
+                ));
+            }
+        })
+    }
+}
+
+/// The format of an external table location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalFormat {
+    Parquet,
+    Csv,
+    Json,
+    Delta,
+}
+
+/// Something to store.
+pub enum Object {
+    /// Arrow batches with their schema (the schema survives when there are no rows).
+    Table {
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// A stream of batches, written without being collected first.
+    Stream(SendableRecordBatchStream),
+    /// A local file; CSV, Parquet and JSON lines become tables, JSON a
+    /// document, raw bytes a file. `schema` overrides inference (CSV, JSON lines).
+    File {
+        path: PathBuf,
+        format: FileFormat,
+        schema: Option<SchemaRef>,
+    },
+    /// Bytes in memory, stored as a raw file.
+    Bytes(Bytes),
+    /// A JSON document.
+    Document(Value),
+    /// A location read in place.
+    External { url: String, format: ExternalFormat },
+    /// Anything else, for user backends (matched with `supports`).
+    Any(Box<dyn Any + Send + Sync>),
+}
+
+impl Object {
+    /// A table from batches; all batches must share the schema of the first.
+    pub fn from_batches(batches: Vec<RecordBatch>) -> Result<Self> {
+        let schema = batches
+            .first()
+            .map(|b| b.schema())
+            .ok_or_else(|| StoreError::invalid_input("<batches>", "no batches given; use Object::Table with a schema to store an empty table"))?;
+        Ok(Object::Table { schema, batches })
+    }
+
+    /// A short description for error messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Object::Table { .. } => "a table",
+            Object::Stream(_) => "a batch stream",
+            Object::File { .. } => "a file",
+            Object::Bytes(_) => "bytes",
+            Object::Document(_) => "a document",
+            Object::External { .. } => "an external location",
+            Object::Any(_) => "a custom object",
+        }
+    }
+}
+
+impl From<RecordBatch> for Object {
+    fn from(b: RecordBatch) -> Self {
+        Object::Table {
+            schema: b.schema(),
+            batches: vec![b],
+        }
+    }
+}
+
+impl From<Value> for Object {
+    fn from(v: Value) -> Self {
+        Object::Document(v)
+    }
+}
+
+/// What `get` returns.
+pub enum Data {
+    /// A lazy DataFusion frame (projection, filter and limit already applied).
+    Table(DataFrame),
+    Document(Value),
+    /// A byte stream and its length.
+    File {
+        size: u64,
+        stream: BoxStream<'static, Result<Bytes>>,
+    },
+    Any(Box<dyn Any + Send + Sync>),
+}
+
+/// How a put treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PutMode {
+    /// Append to an existing table; replace other kinds (a new version).
+    #[default]
+    Auto,
+    /// Append rows (tables only).
+    Append,
+    /// Replace the contents.
+    Overwrite,
+    /// Fail if the name exists.
+    Error,
+}
+
+impl std::str::FromStr for PutMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" => PutMode::Auto,
+            "append" => PutMode::Append,
+            "overwrite" => PutMode::Overwrite,
+            "error" => PutMode::Error,
+            other => {
+                return Err(format!(
+                    "unknown mode '{other}': use append, overwrite or error"
+                ));
+            }
+        })
+    }
+}
+
+/// Options of a put.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    pub mode: PutMode,
+    /// Store with this kind's backend instead of the first that supports the object.
+    pub kind: Option<String>,
+    /// Add new (nullable) columns on append instead of failing.
+    pub merge_schema: bool,
+    /// `None` keeps the previous attributes, `{}` resets, otherwise merged.
+    pub attributes: Option<Map<String, Value>>,
+    /// Reports bytes read of file inputs.
+    pub progress: Option<indicatif::ProgressBar>,
+}
+
+/// Options of a get (tables).
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    pub columns: Option<Vec<String>>,
+    /// A SQL expression over the table's columns, e.g. `fare > 10 AND vendor = 'A'`.
+    pub filter: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// Everything a backend needs to know about where it works.
+pub struct BackendContext<'a> {
+    pub root: &'a Root,
+    pub name: &'a ObjectName,
+    /// Directory for this object's data; write under fresh names only.
+    pub data_dir: Path,
+    pub session: &'a SessionContext,
+}
+
+/// What a backend wrote: the store records it as the new version.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub kind: String,
+    pub uri: String,
+    pub kind_meta: Value,
+}
+
+/// A storage backend for one or more kinds.
+///
+/// Contract: `put` never modifies data that a committed version references;
+/// it writes under fresh paths in `data_dir` (or commits through a log that is
+/// itself atomic, as Delta does) and returns what to record. Until the store
+/// commits the record, nothing the backend wrote is visible.
+#[async_trait]
+pub trait DataBackend: Send + Sync + 'static {
+    /// The kinds this backend owns (what `meta.kind` selects on get).
+    fn kinds(&self) -> Vec<String>;
+
+    /// Whether a put of `obj` with no explicit kind should use this backend.
+    fn supports(&self, obj: &Object) -> bool;
+
+    /// Writes `obj`; `previous` is the current version, if any.
+    async fn put(
+        &self,
+        cx: &BackendContext<'_>,
+        obj: Object,
+        previous: Option<&Metadata>,
+        opts: &PutOptions,
+    ) -> Result<Written>;
+
+    /// Reads a version.
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        opts: &GetOptions,
+    ) -> Result<Data>;
+
+    /// Another writer committed `latest` before `written` could be committed.
+    /// Return what to commit at the next version instead, or `None` when the
+    /// write cannot be rebased (the store reports a conflict). The default
+    /// suits replace semantics: the write simply becomes the newer version.
+    async fn rebase(
+        &self,
+        _cx: &BackendContext<'_>,
+        written: Written,
+        _latest: &Metadata,
+    ) -> Result<Option<Written>> {
+        Ok(Some(written))
+    }
+
+    /// Removes the data the given (no longer referenced) versions point at.
+    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()>;
+
+    /// Removes data that was written but will never be committed (best effort).
+    async fn discard(&self, _cx: &BackendContext<'_>, _written: &Written) {}
+}
+
+/// Deletes the files or directories that `kind_meta.<key>` of each version
+/// records (relative to the root), each once.
+pub(crate) async fn delete_recorded(
+    cx: &BackendContext<'_>,
+    kind_metas: impl Iterator<Item = &Value>,
+    key: &str,
+) -> Result<()> {
+    let mut rels: Vec<&str> = kind_metas
+        .filter_map(|m| m.get(key).and_then(Value::as_str))
+        .collect();
+    rels.sort_unstable();
+    rels.dedup();
+    for rel in rels {
+        let path = cx.root.resolve(rel)?;
+        // A directory (a Delta table) or a single file: delete whatever is under it.
+        delete_prefix(cx.root, &path).await?;
+        use object_store::ObjectStoreExt;
+        match cx.root.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(StoreError::object_store(&path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// The built-in backends, in the order `put` tries them.
+pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
+    vec![
+        Arc::new(table::DeltaTableBackend),
+        Arc::new(document::DocumentBackend),
+        Arc::new(file::RawFileBackend),
+        Arc::new(external::ExternalTableBackend),
+    ]
+}
+
+/// Deletes everything under `dir` (best effort on already-missing files).
+pub(crate) async fn delete_prefix(root: &Root, dir: &Path) -> Result<()> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let listed: Vec<_> = root
+        .store
+        .list(Some(dir))
+        .try_collect()
+        .await
+        .map_err(|e| StoreError::object_store(dir, e))?;
+    for m in listed {
+        match root.store.delete(&m.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(StoreError::object_store(&m.location, e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,438 @@
+//! `table.delta`: Arrow tables stored as Delta Lake tables (Parquet files and
+//! a JSON commit log), readable by any Delta engine.
+//!
+//! One Delta table per dataset, created under a fresh directory on first put;
+//! appends and overwrites are Delta commits to it, and each omegastore version
+//! records the Delta version it saw (`kind_meta.delta_version`), so `name@3`
+//! is Delta time travel. The Delta log is linear, so the omegastore versions
+//! of a table are kept monotonic in Delta version (see [`DeltaTableBackend::rebase`]).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use object_store::path::Path;
+use serde_json::{Value, json};
+
+use super::ingest::{describe_schema, object_to_plan};
+use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions, Written};
+use crate::store::Metadata;
+use crate::store::error::{Result, StoreError};
+use crate::store::root::Root;
+
+pub const KIND: &str = "table.delta";
+
+pub struct DeltaTableBackend;
+
+/// Opens the Delta table at `dir`, at `version` or the latest.
+pub(crate) async fn open_table(
+    root: &Root,
+    dir: &Path,
+    version: Option<u64>,
+) -> deltalake::DeltaResult<DeltaTable> {
+    let url = root.dir_url_of(dir);
+    let mut builder =
+        DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(root.store.clone(), url);
+    if let Some(v) = version {
+        builder = builder.with_version(v);
+    }
+    builder.load().await
+}
+
+fn location(meta: &Metadata) -> Option<&str> {
+    meta.kind_meta.get("location").and_then(Value::as_str)
+}
+
+fn delta_version(meta: &Metadata) -> Option<u64> {
+    meta.kind_meta.get("delta_version").and_then(Value::as_u64)
+}
+
+/// What the store records about a table version.
+fn describe(root: &Root, dir: &Path, table: &DeltaTable) -> Result<Written> {
+    let state = table
+        .snapshot()
+        .map_err(|e| StoreError::table(dir, format!("cannot read the table state: {e}")))?;
+    let schema = state.snapshot().arrow_schema();
+    let (mut rows, mut size, mut files) = (0u64, 0u64, 0u64);
+    for f in state.log_data().iter() {
+        rows += f.num_records().unwrap_or(0) as u64;
+        size += f.size().max(0) as u64;
+        files += 1;
+    }
+    Ok(Written {
+        kind: KIND.into(),
+        uri: root.dir_url_of(dir).to_string(),
+        kind_meta: json!({
+            "format": "delta",
+            "location": root.relative(dir),
+            "delta_version": table.version(),
+            "schema": schema_json(&schema),
+            "rows": rows,
+            "files": files,
+            "size": size,
+        }),
+    })
+}
+
+/// The schema as `[{name, type, nullable}]`.
+pub fn schema_json(schema: &SchemaRef) -> Value {
+    Value::Array(
+        schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable()}))
+            .collect(),
+    )
+}
+
+/// Type identity as Delta stores it: string, binary and dictionary encodings
+/// and timestamp units collapse; nested types compare field by field.
+fn storage_type(t: &DataType) -> String {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::Dictionary(_, v) => storage_type(v),
+        DataType::Timestamp(_, tz) => {
+            format!("timestamp{}", if tz.is_some() { "" } else { "_ntz" })
+        }
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => {
+            format!("array<{}>", storage_type(f.data_type()))
+        }
+        DataType::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}:{}", f.name(), storage_type(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Integer widening that Delta applies safely on append.
+fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let rank = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(3),
+        Int64 => Some(4),
+        _ => None,
+    };
+    matches!((rank(from), rank(to)), (Some(a), Some(b)) if a <= b)
+        || matches!((from, to), (Float32, Float64))
+}
+
+/// Checks an append against the table's schema; lists every difference.
+fn check_append_schema(
+    name: &str,
+    table: &SchemaRef,
+    incoming: &SchemaRef,
+    merge_schema: bool,
+) -> Result<()> {
+    let mut problems = Vec::new();
+    for f in incoming.fields() {
+        match table.field_with_name(f.name()) {
+            Err(_) if merge_schema => {}
+            Err(_) => problems.push(format!("new column '{}' ({})", f.name(), f.data_type())),
+            Ok(t) => {
+                let (a, b) = (storage_type(f.data_type()), storage_type(t.data_type()));
+                if a != b && !widens(f.data_type(), t.data_type()) {
+                    problems.push(format!(
+                        "column '{}' is {} in the data but {} in the table",
+                        f.name(),
+                        f.data_type(),
+                        t.data_type()
+                    ));
+                }
+            }
+        }
+    }
+    for t in table.fields() {
+        if incoming.field_with_name(t.name()).is_err() && !merge_schema {
+            problems.push(format!("missing column '{}' ({})", t.name(), t.data_type()));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::SchemaMismatch {
+        name: name.to_string(),
+        details: format!(
+            "{}. Table columns: [{}]; use mode overwrite to replace the table, or merge_schema to add new columns",
+            problems.join("; "),
+            describe_schema(table)
+        ),
+    })
+}
+
+/// Delta has no unsigned integers or nanosecond timestamps in its protocol:
+/// such columns are refused with a clear message rather than silently altered.
+fn check_storable(name: &str, schema: &SchemaRef) -> Result<()> {
+    fn bad(t: &DataType) -> bool {
+        match t {
+            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => true,
+            DataType::Dictionary(_, v) => bad(v),
+            DataType::List(f) | DataType::LargeList(f) => bad(f.data_type()),
+            DataType::Struct(fs) => fs.iter().any(|f| bad(f.data_type())),
+            _ => false,
+        }
+    }
+    let unsupported: Vec<&Arc<Field>> =
+        schema.fields().iter().filter(|f| bad(f.data_type())).collect();
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::invalid_input(
+        name,
+        format!(
+            "Delta tables have no unsigned integer types; cast these columns to a signed type first: {}",
+            unsupported
+                .iter()
+                .map(|f| format!("{} ({})", f.name(), f.data_type()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+fn delta_err(name: &str, e: deltalake::DeltaTableError) -> StoreError {
+    StoreError::table(name, e)
+}
+
+#[async_trait]
+impl DataBackend for DeltaTableBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec![KIND.into()]
+    }
+
+    fn supports(&self, obj: &Object) -> bool {
+        match obj {
+            Object::Table { .. } | Object::Stream(_) => true,
+            Object::File { format, .. } => matches!(
+                format,
+                super::FileFormat::Csv | super::FileFormat::Parquet | super::FileFormat::JsonLines
+            ),
+            _ => false,
+        }
+    }
+
+    async fn put(
+        &self,
+        cx: &BackendContext<'_>,
+        obj: Object,
+        previous: Option<&Metadata>,
+        opts: &PutOptions,
+    ) -> Result<Written> {
+        let name = cx.name.as_str();
+        let (plan, schema) = object_to_plan(name, obj, opts.progress.clone())?;
+        check_storable(name, &schema)?;
+        let existing = previous
+            .filter(|p| p.kind == KIND)
+            .and_then(location)
+            .map(|l| cx.root.resolve(l))
+            .transpose()?;
+        if previous.is_some_and(|p| p.kind != KIND) && opts.mode == PutMode::Append {
+            return Err(StoreError::invalid_input(
+                name,
+                format!(
+                    "cannot append a table to an object of kind '{}'; use mode overwrite",
+                    previous.map(|p| p.kind.as_str()).unwrap_or_default()
+                ),
+            ));
+        }
+        let session = Arc::new(cx.session.state());
+        let (dir, table) = match existing {
+            Some(dir) => {
+                let table = open_table(cx.root, &dir, None).await.map_err(|e| {
+                    StoreError::MissingData {
+                        name: name.to_string(),
+                        version: previous.map(|p| p.version).unwrap_or(0),
+                        path: format!("{dir} ({e})"),
+                    }
+                })?;
+                let builder = if opts.mode == PutMode::Overwrite {
+                    table
+                        .write(vec![])
+                        .with_save_mode(SaveMode::Overwrite)
+                        .with_schema_mode(SchemaMode::Overwrite)
+                } else {
+                    let current = table
+                        .snapshot()
+                        .map_err(|e| delta_err(name, e))?
+                        .snapshot()
+                        .arrow_schema();
+                    check_append_schema(name, &current, &schema, opts.merge_schema)?;
+                    let b = table.write(vec![]).with_save_mode(SaveMode::Append);
+                    if opts.merge_schema {
+                        b.with_schema_mode(SchemaMode::Merge)
+                    } else {
+                        b
+                    }
+                };
+                let table = builder
+                    .with_input_plan(plan)
+                    .with_session_state(session)
+                    .await
+                    .map_err(|e| delta_err(name, e))?;
+                (dir, table)
+            }
+            None => {
+                let dir = cx.data_dir.clone().join(uuid::Uuid::new_v4().to_string());
+                let url = cx.root.dir_url_of(&dir);
+                let table = DeltaTableBuilder::from_url(url.clone())
+                    .and_then(|b| b.with_storage_backend(cx.root.store.clone(), url).build())
+                    .map_err(|e| delta_err(name, e))?;
+                let table = table
+                    .write(vec![])
+                    .with_save_mode(SaveMode::ErrorIfExists)
+                    .with_table_name(name)
+                    .with_input_plan(plan)
+                    .with_session_state(session)
+                    .await;
+                match table {
+                    Ok(t) => (dir, t),
+                    Err(e) => {
+                        // Nothing references the new directory: remove what was written.
+                        let _ = super::delete_prefix(cx.root, &dir).await;
+                        return Err(delta_err(name, e));
+                    }
+                }
+            }
+        };
+        describe(cx.root, &dir, &table)
+    }
+
+    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+        let provider = table_provider(cx.root, cx.session, meta).await?;
+        let df = cx
+            .session
+            .read_table(provider)
+            .map_err(|e| StoreError::table(&meta.name, e))?;
+        Ok(Data::Table(apply_options(&meta.name, df, opts)?))
+    }
+
+    async fn rebase(
+        &self,
+        cx: &BackendContext<'_>,
+        written: Written,
+        latest: &Metadata,
+    ) -> Result<Option<Written>> {
+        let ours = written.kind_meta.get("location").and_then(Value::as_str);
+        if latest.kind != KIND || location(latest) != ours {
+            // Another writer created the table first; ours is unreferenced.
+            self.discard(cx, &written).await;
+            return Ok(None);
+        }
+        // The Delta log is linear: the later Delta version contains the earlier commit.
+        let our_version = written.kind_meta.get("delta_version").and_then(Value::as_u64);
+        if delta_version(latest) >= our_version {
+            Ok(Some(Written {
+                kind: latest.kind.clone(),
+                uri: latest.uri.clone(),
+                kind_meta: latest.kind_meta.clone(),
+            }))
+        } else {
+            Ok(Some(written))
+        }
+    }
+
+    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
+        super::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "location").await
+    }
+
+    async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
+        // Only a table this write created is ours to remove; an append
+        // to an existing table stays (the Delta log already has it).
+        if written.kind_meta.get("delta_version").and_then(Value::as_u64) == Some(0) {
+            let _ = super::delete_recorded(cx, std::iter::once(&written.kind_meta), "location").await;
+        }
+    }
+}
+
+/// A DataFusion provider for the Delta version a record pins.
+pub(crate) async fn table_provider(
+    root: &Root,
+    session: &SessionContext,
+    meta: &Metadata,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    let rel = location(meta).ok_or_else(|| StoreError::CorruptMetadata {
+        name: meta.name.clone(),
+        path: meta.uri.clone(),
+        reason: format!("version {} records no table location", meta.version),
+    })?;
+    let dir = root.resolve(rel)?;
+    let table = open_table(root, &dir, delta_version(meta))
+        .await
+        .map_err(|e| match e {
+            deltalake::DeltaTableError::NotATable(_)
+            | deltalake::DeltaTableError::InvalidVersion(_) => StoreError::MissingData {
+                name: meta.name.clone(),
+                version: meta.version,
+                path: format!("{dir}/_delta_log"),
+            },
+            e => StoreError::CorruptData {
+                name: meta.name.clone(),
+                path: dir.to_string(),
+                reason: e.to_string(),
+            },
+        })?;
+    table
+        .update_datafusion_session(&session.state())
+        .map_err(|e| StoreError::table(&meta.name, e))?;
+    table
+        .table_provider()
+        .await
+        .map_err(|e| StoreError::table(&meta.name, e))
+}
+
+/// Applies column projection, filter and limit; DataFusion pushes them into
+/// the Parquet scan (row groups and pages pruned by statistics).
+pub fn apply_options(
+    name: &str,
+    mut df: datafusion::dataframe::DataFrame,
+    opts: &GetOptions,
+) -> Result<datafusion::dataframe::DataFrame> {
+    let bad = |e: datafusion::error::DataFusionError| StoreError::invalid_input(name, e);
+    if let Some(filter) = &opts.filter {
+        let expr = df.parse_sql_expr(filter).map_err(bad)?;
+        df = df.filter(expr).map_err(bad)?;
+    }
+    if let Some(cols) = &opts.columns {
+        let schema = df.schema().clone();
+        let missing: Vec<&String> = cols
+            .iter()
+            .filter(|c| schema.field_with_unqualified_name(c).is_err())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StoreError::invalid_input(
+                name,
+                format!(
+                    "no column {} (columns: {})",
+                    missing
+                        .iter()
+                        .map(|c| format!("'{c}'"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+        df = df.select_columns(&cols).map_err(bad)?;
+    }
+    if let Some(limit) = opts.limit {
+        df = df.limit(0, Some(limit)).map_err(bad)?;
+    }
+    Ok(df)
+}

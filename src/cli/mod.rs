@@ -1,0 +1,2 @@
+//! The `om` command line.
+pub fn placeholder() {}

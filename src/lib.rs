@@ -1,0 +1,31 @@
+//! # omegastore
+//!
+//! An embeddable, Arrow-native store for datasets and models, after omegaml:
+//! named objects with a [`Metadata`] record per version, kind-specific
+//! backends, and one DataFusion engine over every table.
+//!
+//! ```no_run
+//! # async fn demo() -> omegastore::Result<()> {
+//! use omegastore::{Omega, PutOptions};
+//! # let batch: arrow::record_batch::RecordBatch = unimplemented!();
+//! let om = Omega::open("./.omega").await?;
+//! om.datasets().put(batch, "sales", PutOptions::default()).await?;
+//! let rows = om.datasets().get_batches("sales@1", Default::default()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Layers (arrows point down): [`cli`] → [`Omega`] → [`store`] → [`backends`].
+
+pub mod backends;
+pub mod cli;
+pub mod omega;
+pub mod store;
+
+pub use backends::{
+    Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions,
+};
+pub use omega::{DEFAULT_BUCKET, Omega};
+pub use store::{ListOptions, Metadata, NameRef, ObjectName, Store, StoreError};
+
+/// Result of the store layer.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,304 @@
+//! The catalog of one store: committed metadata records and tags.
+//!
+//! # Commit contract
+//!
+//! * Data is written first, by the backend, under a path nobody else uses (a
+//!   fresh UUID) — or, for Delta tables, through the Delta log's own atomic
+//!   commit.
+//! * The version is then made visible by writing its metadata record
+//!   `meta/<encoded name>/<version>.json` with put-if-absent
+//!   ([`PutMode::Create`]); records are never modified afterwards. The highest
+//!   committed record is the current version.
+//! * A reader therefore sees a whole version or the one before it; a writer
+//!   that crashes before its record is committed leaves only unreferenced
+//!   data (garbage), and the previous version stays readable.
+//! * Two writers of the same version: put-if-absent lets exactly one win.
+//!   The loser gets [`CommitConflict`] and the store decides: retry at the next
+//!   version where the operation allows it (append, replace), or report a
+//!   typed conflict.
+//! * Drop commits a tombstone record first (the atomic drop point), then
+//!   removes data, then the records.
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use super::error::{Result, StoreError};
+use super::metadata::Metadata;
+use super::name::{ObjectName, encode_segment, validate_tag};
+use super::root::Root;
+
+/// The version a writer tried to commit already exists.
+#[derive(Debug)]
+pub struct CommitConflict {
+    pub version: u64,
+}
+
+/// Records and tags of one store (`<bucket>/<prefix>`).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    root: Root,
+    bucket: String,
+    prefix: String,
+}
+
+/// Width of the zero-padded version in record file names, so that
+/// lexicographic order is numeric order.
+const VERSION_WIDTH: usize = 20;
+
+impl Catalog {
+    pub fn new(root: Root, bucket: &str, prefix: &str) -> Self {
+        Self {
+            root,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn root(&self) -> &Root {
+        &self.root
+    }
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn meta_root(&self) -> Path {
+        self.root.path(&[&self.bucket, &self.prefix, "meta"])
+    }
+
+    fn meta_dir(&self, name: &ObjectName) -> Path {
+        self.meta_root().join(name.encoded())
+    }
+
+    fn tag_dir(&self, name: &ObjectName) -> Path {
+        self.root
+            .path(&[&self.bucket, &self.prefix, "tags", &name.encoded()])
+    }
+
+    /// Directory under which backends put the data of `name`.
+    pub fn data_dir(&self, name: &ObjectName) -> Path {
+        self.root
+            .path(&[&self.bucket, &self.prefix, "data", &name.encoded()])
+    }
+
+    pub fn record_path(&self, name: &ObjectName, version: u64) -> Path {
+        self.meta_dir(name)
+            .join(format!("{version:0width$}.json", width = VERSION_WIDTH))
+    }
+
+    /// Committed version numbers of `name`, ascending (tombstones included).
+    pub async fn versions(&self, name: &ObjectName) -> Result<Vec<u64>> {
+        let dir = self.meta_dir(name);
+        let listed: Vec<_> = self
+            .root
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let mut versions: Vec<u64> = listed
+            .iter()
+            .filter_map(|m| m.location.filename())
+            .filter_map(|f| f.strip_suffix(".json"))
+            .filter(|v| v.len() == VERSION_WIDTH)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
+    }
+
+    /// Reads one record.
+    pub async fn read(&self, name: &ObjectName, version: u64) -> Result<Option<Metadata>> {
+        let path = self.record_path(name, version);
+        let bytes = match self.root.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::object_store(&path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(StoreError::object_store(&path, e)),
+        };
+        let meta: Metadata =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
+                name: name.to_string(),
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Some(meta))
+    }
+
+    /// The newest record and its version, whether live or a tombstone.
+    pub async fn head(&self, name: &ObjectName) -> Result<Option<Metadata>> {
+        let versions = self.versions(name).await?;
+        match versions.last() {
+            None => Ok(None),
+            Some(&v) => self.read(name, v).await,
+        }
+    }
+
+    /// The current version, `None` when missing or dropped.
+    pub async fn latest(&self, name: &ObjectName) -> Result<Option<Metadata>> {
+        Ok(self.head(name).await?.filter(|m| !m.is_tombstone()))
+    }
+
+    /// Commits `meta` as version `meta.version` with put-if-absent.
+    pub async fn commit(
+        &self,
+        meta: &Metadata,
+    ) -> Result<std::result::Result<(), CommitConflict>> {
+        let name = ObjectName::new(&meta.name)?;
+        let path = self.record_path(&name, meta.version);
+        let body = serde_json::to_vec_pretty(meta).map_err(|e| {
+            StoreError::invalid_input(&meta.name, format!("metadata is not serializable: {e}"))
+        })?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .root
+            .store
+            .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
+            .await
+        {
+            Ok(_) => Ok(Ok(())),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Err(CommitConflict {
+                version: meta.version,
+            })),
+            Err(e) => Err(StoreError::object_store(&path, e)),
+        }
+    }
+
+    /// Names with at least one record (live or dropped), in name order.
+    pub async fn names(&self) -> Result<Vec<ObjectName>> {
+        let dir = self.meta_root();
+        let listed = self
+            .root
+            .store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let mut names: Vec<ObjectName> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .filter_map(ObjectName::from_encoded)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes the tags of `name` and its records up to `through` (its
+    /// tombstone); records a later writer committed meanwhile survive.
+    pub async fn purge(&self, name: &ObjectName, through: u64) -> Result<()> {
+        let mut paths: Vec<Path> = Vec::new();
+        for dir in [self.tag_dir(name), self.meta_dir(name)] {
+            let listed: Vec<_> = self
+                .root
+                .store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| StoreError::object_store(&dir, e))?;
+            paths.extend(listed.into_iter().map(|m| m.location));
+        }
+        let mut records: Vec<(u64, Path)> = Vec::new();
+        for p in paths {
+            let version = p
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .filter(|v| v.len() == VERSION_WIDTH)
+                .and_then(|v| v.parse::<u64>().ok());
+            match version {
+                Some(v) if p.prefix_matches(&self.meta_dir(name)) => {
+                    if v <= through {
+                        records.push((v, p));
+                    }
+                }
+                _ => self.delete_quietly(&p).await?,
+            }
+        }
+        // Oldest first and the tombstone last: a crash part way leaves the
+        // tombstone on top, so the object stays dropped.
+        records.sort();
+        for (_, p) in records {
+            self.delete_quietly(&p).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_quietly(&self, p: &Path) -> Result<()> {
+        match self.root.store.delete(p).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::object_store(p, e)),
+        }
+    }
+
+    /// Points `tag` at `version` (a tag is a pointer, replaced atomically).
+    pub async fn set_tag(&self, name: &ObjectName, tag: &str, version: u64) -> Result<()> {
+        validate_tag(tag).map_err(|reason| StoreError::InvalidName {
+            name: format!("{name}@{tag}"),
+            reason,
+        })?;
+        let path = self.tag_dir(name).join(encode_segment(tag) + ".json");
+        let body = serde_json::json!({ "tag": tag, "version": version }).to_string();
+        self.root
+            .store
+            .put(&path, PutPayload::from(Bytes::from(body)))
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        Ok(())
+    }
+
+    /// The version a tag points at.
+    pub async fn tag(&self, name: &ObjectName, tag: &str) -> Result<Option<u64>> {
+        let path = self.tag_dir(name).join(encode_segment(tag) + ".json");
+        let bytes = match self.root.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::object_store(&path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(StoreError::object_store(&path, e)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
+                name: format!("{name}@{tag}"),
+                path: path.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(v.get("version").and_then(|v| v.as_u64()))
+    }
+
+    /// All tags of `name` with their versions.
+    pub async fn tags(&self, name: &ObjectName) -> Result<Vec<(String, u64)>> {
+        let dir = self.tag_dir(name);
+        let listed: Vec<_> = self
+            .root
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let mut out = Vec::new();
+        for m in listed {
+            let Some(tag) = m
+                .location
+                .filename()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(super::name::decode_segment)
+            else {
+                continue;
+            };
+            if let Some(v) = self.tag(name, &tag).await? {
+                out.push((tag, v));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

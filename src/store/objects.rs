@@ -1,0 +1,537 @@
+//! [`Store`]: put, get, list, history, tags and drop of named objects in one
+//! `<bucket>/<prefix>` (the same code serves datasets, models and jobs).
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::Utc;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::catalog::Catalog;
+use super::error::{Result, StoreError};
+use super::metadata::{Metadata, TOMBSTONE_KIND, merge_attributes};
+use super::name::{NameRef, ObjectName, VersionSpec, glob_match, is_pattern};
+use super::registry::BackendRegistry;
+use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions};
+
+/// How often a put retries its commit after losing a race.
+const MAX_COMMIT_ATTEMPTS: usize = 100;
+
+/// Filters of [`Store::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Only objects of this kind.
+    pub kind: Option<String>,
+    /// Include names whose last segment starts with `.` or `_`.
+    pub hidden: bool,
+}
+
+/// One store (`datasets`, `models` or `jobs`) of one bucket.
+#[derive(Clone)]
+pub struct Store {
+    catalog: Catalog,
+    registry: Arc<BackendRegistry>,
+    session: SessionContext,
+}
+
+impl Store {
+    pub(crate) fn new(
+        catalog: Catalog,
+        registry: Arc<BackendRegistry>,
+        session: SessionContext,
+    ) -> Self {
+        Self {
+            catalog,
+            registry,
+            session,
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        self.catalog.bucket()
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.catalog.prefix()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn session(&self) -> &SessionContext {
+        &self.session
+    }
+
+    fn context<'a>(&'a self, name: &'a ObjectName) -> BackendContext<'a> {
+        BackendContext {
+            root: self.catalog.root(),
+            name,
+            data_dir: self.catalog.data_dir(name),
+            session: &self.session,
+        }
+    }
+
+    fn not_found(&self, name: &str) -> StoreError {
+        StoreError::NotFound {
+            store: self.prefix().to_string(),
+            bucket: self.bucket().to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    fn backend_for(&self, meta: &Metadata) -> Result<Arc<dyn DataBackend>> {
+        self.registry
+            .by_kind(&meta.kind)
+            .ok_or_else(|| StoreError::UnknownKind {
+                name: meta.name.clone(),
+                kind: meta.kind.clone(),
+            })
+    }
+
+    /// Stores `obj` as a new version of `name` and returns its metadata.
+    ///
+    /// Tables append by default when the name exists (`PutMode::Auto`); other
+    /// kinds are replaced. Concurrent puts of one name all commit, at
+    /// contiguous versions, except with `PutMode::Error` (exactly one wins,
+    /// the others get [`StoreError::AlreadyExists`]) or when two writers
+    /// create a new table at once (the loser gets [`StoreError::Conflict`]).
+    pub async fn put(&self, obj: impl Into<Object>, name: &str, opts: PutOptions) -> Result<Metadata> {
+        let obj = obj.into();
+        let name = ObjectName::new(name)?;
+        let head = self.catalog.head(&name).await?;
+        let mut previous = head.clone().filter(|m| !m.is_tombstone());
+        if opts.mode == PutMode::Error && previous.is_some() {
+            return Err(StoreError::AlreadyExists {
+                store: self.prefix().into(),
+                name: name.to_string(),
+            });
+        }
+        let backend = match &opts.kind {
+            Some(kind) => self.registry.by_kind(kind).ok_or_else(|| StoreError::NoBackend {
+                name: name.to_string(),
+                what: obj.describe().into(),
+                hint: format!(
+                    ": no backend owns kind '{kind}' (known kinds: {})",
+                    self.registry.kinds().join(", ")
+                ),
+            })?,
+            None => self
+                .registry
+                .supporting(&obj)
+                .ok_or_else(|| StoreError::NoBackend {
+                    name: name.to_string(),
+                    what: obj.describe().into(),
+                    hint: "; give an explicit kind or register a backend".into(),
+                })?,
+        };
+        let cx = self.context(&name);
+        let mut written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
+        let mut version = head.as_ref().map_or(1, |h| h.version + 1);
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let now = Utc::now();
+            let meta = Metadata {
+                name: name.to_string(),
+                bucket: self.bucket().into(),
+                prefix: self.prefix().into(),
+                kind: written.kind.clone(),
+                kind_meta: written.kind_meta.clone(),
+                attributes: merge_attributes(
+                    previous.as_ref().map(|p| &p.attributes),
+                    opts.attributes.as_ref(),
+                ),
+                uri: written.uri.clone(),
+                version,
+                created: previous.as_ref().map_or(now, |p| p.created),
+                modified: now,
+            };
+            if self.catalog.commit(&meta).await?.is_ok() {
+                return Ok(meta);
+            }
+            // Lost the race for `version`: see who won.
+            let latest = self.catalog.head(&name).await?;
+            if opts.mode == PutMode::Error {
+                backend.discard(&cx, &written).await;
+                return Err(StoreError::AlreadyExists {
+                    store: self.prefix().into(),
+                    name: name.to_string(),
+                });
+            }
+            match latest {
+                Some(l) if !l.is_tombstone() => {
+                    version = l.version + 1;
+                    written = match backend.rebase(&cx, written, &l).await? {
+                        Some(w) => w,
+                        None => {
+                            return Err(StoreError::Conflict {
+                                name: name.to_string(),
+                                version: l.version,
+                                advice: "it was created concurrently; run the put again to append to or overwrite it".into(),
+                            });
+                        }
+                    };
+                    previous = Some(l);
+                }
+                Some(l) => {
+                    version = l.version + 1;
+                    previous = None;
+                }
+                None => version = 1,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(
+                1 + (uuid::Uuid::new_v4().as_u128() % 20) as u64,
+            ))
+            .await;
+        }
+        backend.discard(&cx, &written).await;
+        Err(StoreError::Conflict {
+            name: name.to_string(),
+            version,
+            advice: format!("gave up after {MAX_COMMIT_ATTEMPTS} attempts under heavy contention; try again"),
+        })
+    }
+
+    /// Resolves `name`, `name@N` or `name@tag` to its metadata.
+    pub async fn metadata(&self, name: &str) -> Result<Metadata> {
+        let r = NameRef::parse(name)?;
+        let head = self
+            .catalog
+            .head(&r.name)
+            .await?
+            .filter(|m| !m.is_tombstone())
+            .ok_or_else(|| self.not_found(r.name.as_str()))?;
+        let version = match &r.spec {
+            VersionSpec::Latest => return Ok(head),
+            VersionSpec::Version(v) => *v,
+            VersionSpec::Tag(t) => self.catalog.tag(&r.name, t).await?.ok_or_else(|| {
+                StoreError::VersionNotFound {
+                    store: self.prefix().into(),
+                    name: r.name.to_string(),
+                    spec: r.spec.to_string(),
+                }
+            })?,
+        };
+        match self.catalog.read(&r.name, version).await? {
+            Some(m) if !m.is_tombstone() => Ok(m),
+            _ => Err(StoreError::VersionNotFound {
+                store: self.prefix().into(),
+                name: r.name.to_string(),
+                spec: VersionSpec::Version(version).to_string(),
+            }),
+        }
+    }
+
+    /// Whether `name` (with an optional modifier) exists.
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        match self.metadata(name).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an object through its kind's backend.
+    pub async fn get(&self, name: &str, opts: GetOptions) -> Result<Data> {
+        let meta = self.metadata(name).await?;
+        self.get_version(&meta, &opts).await
+    }
+
+    /// Reads the version `meta` describes.
+    pub async fn get_version(&self, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+        let backend = self.backend_for(meta)?;
+        let name = ObjectName::new(&meta.name)?;
+        backend.get(&self.context(&name), meta, opts).await
+    }
+
+    /// A lazy DataFusion frame over a table (`table.delta`, `table.external`, …).
+    pub async fn getl(&self, name: &str) -> Result<DataFrame> {
+        self.get_frame(name, GetOptions::default()).await
+    }
+
+    /// A lazy frame with projection, filter and limit applied.
+    pub async fn get_frame(&self, name: &str, opts: GetOptions) -> Result<DataFrame> {
+        match self.get(name, opts).await? {
+            Data::Table(df) => Ok(df),
+            _ => Err(StoreError::invalid_input(name, "is not a table; use get")),
+        }
+    }
+
+    /// Reads a table as Arrow batches.
+    pub async fn get_batches(&self, name: &str, opts: GetOptions) -> Result<Vec<RecordBatch>> {
+        let meta = self.metadata(name).await?;
+        let Data::Table(df) = self.get_version(&meta, &opts).await? else {
+            return Err(StoreError::invalid_input(name, "is not a table; use get"));
+        };
+        df.collect().await.map_err(|e| read_error(&meta, e))
+    }
+
+    /// Reads a JSON document.
+    pub async fn get_document(&self, name: &str) -> Result<Value> {
+        match self.get(name, GetOptions::default()).await? {
+            Data::Document(v) => Ok(v),
+            _ => Err(StoreError::invalid_input(name, "is not a document")),
+        }
+    }
+
+    /// Reads a raw file into memory (use [`Store::get_to_file`] for large files).
+    pub async fn get_bytes(&self, name: &str) -> Result<Bytes> {
+        crate::backends::file::collect_bytes(self.get(name, GetOptions::default()).await?).await
+    }
+
+    /// Streams a raw file to `path`: written to a temporary file beside it and
+    /// renamed into place, so `path` is never left half-written.
+    pub async fn get_to_file(&self, name: &str, path: &std::path::Path, progress: Option<&indicatif::ProgressBar>) -> Result<u64> {
+        let Data::File { size, mut stream } = self.get(name, GetOptions::default()).await? else {
+            return Err(StoreError::invalid_input(name, "is not a file"));
+        };
+        if let Some(p) = progress {
+            p.set_length(size);
+        }
+        let tmp = temp_beside(path);
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        let result: Result<()> = async {
+            while let Some(chunk) = stream.try_next().await? {
+                f.write_all(&chunk).await.map_err(|e| StoreError::io(&tmp, e))?;
+                if let Some(p) = progress {
+                    p.inc(chunk.len() as u64);
+                }
+            }
+            f.flush().await.map_err(|e| StoreError::io(&tmp, e))?;
+            f.sync_all().await.map_err(|e| StoreError::io(&tmp, e))
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        Ok(size)
+    }
+
+    /// Current versions of objects matching a glob `pattern` (all when `None`).
+    /// Objects whose record cannot be read are left out.
+    pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
+        let names = self.catalog.names().await?;
+        let wanted: Vec<ObjectName> = names
+            .into_iter()
+            .filter(|n| pattern.is_none_or(|p| glob_match(p, n.as_str())))
+            .filter(|n| opts.hidden || !n.is_hidden())
+            .collect();
+        let metas = futures::stream::iter(wanted)
+            .map(|n| {
+                let catalog = self.catalog.clone();
+                async move { catalog.latest(&n).await }
+            })
+            .buffered(16)
+            .try_collect::<Vec<_>>();
+        let metas = futures::TryFutureExt::into_future(metas).await;
+        let metas = match metas {
+            Ok(m) => m,
+            Err(_) => {
+                // Slow path that skips unreadable records instead of failing.
+                let mut out = Vec::new();
+                for n in self.catalog.names().await? {
+                    if let Ok(m) = self.catalog.latest(&n).await {
+                        out.push(m);
+                    }
+                }
+                out
+            }
+        };
+        Ok(metas
+            .into_iter()
+            .flatten()
+            .filter(|m| pattern.is_none_or(|p| glob_match(p, &m.name)))
+            .filter(|m| opts.kind.as_ref().is_none_or(|k| &m.kind == k))
+            .filter(|m| opts.hidden || !ObjectName::new(&m.name).is_ok_and(|n| n.is_hidden()))
+            .collect())
+    }
+
+    /// Every committed version of `name`, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<Metadata>> {
+        let r = NameRef::parse(name)?;
+        let mut out = Vec::new();
+        for v in self.catalog.versions(&r.name).await? {
+            if let Some(m) = self.catalog.read(&r.name, v).await? {
+                if m.is_tombstone() {
+                    out.clear();
+                } else {
+                    out.push(m);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(self.not_found(r.name.as_str()));
+        }
+        Ok(out)
+    }
+
+    /// Points `tag` at a version (the latest when `None`).
+    pub async fn tag(&self, name: &str, tag: &str, version: Option<u64>) -> Result<Metadata> {
+        let spec = match version {
+            Some(v) => format!("{name}@{v}"),
+            None => name.to_string(),
+        };
+        let meta = self.metadata(&spec).await?;
+        let n = ObjectName::new(&meta.name)?;
+        self.catalog.set_tag(&n, tag, meta.version).await?;
+        Ok(meta)
+    }
+
+    /// Tags of `name` and the versions they point at.
+    pub async fn tags(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let n = ObjectName::new(name)?;
+        self.catalog.tags(&n).await
+    }
+
+    /// Commits a new version with the same data and updated attributes
+    /// (`{}` resets them, otherwise keys are merged).
+    pub async fn set_attributes(&self, name: &str, attributes: Map<String, Value>) -> Result<Metadata> {
+        let n = ObjectName::new(name)?;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let current = self
+                .catalog
+                .latest(&n)
+                .await?
+                .ok_or_else(|| self.not_found(name))?;
+            let meta = Metadata {
+                attributes: merge_attributes(Some(&current.attributes), Some(&attributes)),
+                version: current.version + 1,
+                modified: Utc::now(),
+                ..current
+            };
+            if self.catalog.commit(&meta).await?.is_ok() {
+                return Ok(meta);
+            }
+        }
+        Err(StoreError::Conflict {
+            name: name.into(),
+            version: 0,
+            advice: "too many concurrent writers; try again".into(),
+        })
+    }
+
+    /// Drops `name`, or every match of a glob pattern. A missing name is
+    /// [`StoreError::NotFound`] unless `force`. Returns the names dropped.
+    ///
+    /// A tombstone version is committed first (from then on the object is
+    /// gone for every reader), then the data of all versions, then the records.
+    pub async fn drop(&self, name: &str, force: bool) -> Result<Vec<String>> {
+        if is_pattern(name) {
+            let opts = ListOptions {
+                hidden: true,
+                ..Default::default()
+            };
+            let mut dropped = Vec::new();
+            for m in self.list(Some(name), &opts).await? {
+                dropped.extend(self.drop_one(&m.name, true).await?);
+            }
+            if dropped.is_empty() && !force {
+                return Err(self.not_found(name));
+            }
+            return Ok(dropped);
+        }
+        self.drop_one(name, force).await
+    }
+
+    async fn drop_one(&self, name: &str, force: bool) -> Result<Vec<String>> {
+        let n = ObjectName::new(name)?;
+        let history = match self.history(name).await {
+            Ok(h) => h,
+            Err(e) if e.is_not_found() && force => return Ok(vec![]),
+            Err(e) => return Err(e),
+        };
+        let last = history.last().cloned().ok_or_else(|| self.not_found(name))?;
+        let mut version = last.version + 1;
+        loop {
+            let now = Utc::now();
+            let tombstone = Metadata {
+                kind: TOMBSTONE_KIND.into(),
+                kind_meta: Value::Null,
+                attributes: Map::new(),
+                uri: String::new(),
+                version,
+                modified: now,
+                ..last.clone()
+            };
+            if self.catalog.commit(&tombstone).await?.is_ok() {
+                break;
+            }
+            match self.catalog.head(&n).await? {
+                Some(h) if h.is_tombstone() => return Ok(vec![]),
+                Some(h) => version = h.version + 1,
+                None => version = 1,
+            }
+        }
+        // Data of every version, grouped by the backend that wrote it. A kind
+        // with no backend (yet) keeps its data; the records still go.
+        let cx = self.context(&n);
+        let full_history: Vec<Metadata> = {
+            let mut all = Vec::new();
+            for v in self.catalog.versions(&n).await? {
+                if let Ok(Some(m)) = self.catalog.read(&n, v).await
+                    && !m.is_tombstone()
+                {
+                    all.push(m);
+                }
+            }
+            all
+        };
+        let mut kinds: Vec<&str> = full_history.iter().map(|m| m.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            if let Some(b) = self.registry.by_kind(kind) {
+                let versions: Vec<Metadata> = full_history
+                    .iter()
+                    .filter(|m| m.kind == kind)
+                    .cloned()
+                    .collect();
+                b.drop_data(&cx, &versions).await?;
+            }
+        }
+        self.catalog.purge(&n, version).await?;
+        Ok(vec![name.to_string()])
+    }
+}
+
+use futures::StreamExt;
+
+/// Maps an error met while reading a table's files to a typed error.
+pub(crate) fn read_error(meta: &Metadata, e: datafusion::error::DataFusionError) -> StoreError {
+    let msg = e.to_string();
+    let lower = msg.to_lowercase();
+    if lower.contains("not found") || lower.contains("no such file") {
+        StoreError::MissingData {
+            name: meta.name.clone(),
+            version: meta.version,
+            path: format!("{} ({msg})", meta.uri),
+        }
+    } else if lower.contains("parquet") || lower.contains("arrow") || lower.contains("invalid") {
+        StoreError::CorruptData {
+            name: meta.name.clone(),
+            path: meta.uri.clone(),
+            reason: msg,
+        }
+    } else {
+        StoreError::table(&meta.name, msg)
+    }
+}
+
+/// A unique temporary path in the same directory as `path`.
+pub(crate) fn temp_beside(path: &std::path::Path) -> std::path::PathBuf {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{file}.{}.tmp", uuid::Uuid::new_v4()))
+}
