@@ -1,1 +1,4 @@
-fn main() {}
+//! The `om` binary; everything lives in `omegastore::cli`.
+fn main() -> std::process::ExitCode {
+    omegastore::cli::main()
+}

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
 
 use crate::backends::DataBackend;
@@ -40,10 +41,7 @@ impl Omega {
     /// is wrapped by a decorator).
     pub async fn open_root(root: Root) -> Result<Self> {
         root.check().await?;
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema("omega", DEFAULT_BUCKET);
-        let session = SessionContext::new_with_config(config);
+        let session = new_session();
         // Lets DataFusion read the root's own URLs (external tables on the same store).
         session
             .runtime_env()
@@ -112,6 +110,20 @@ impl Omega {
     pub fn registry(&self) -> &BackendRegistry {
         &self.registry
     }
+}
+
+/// The DataFusion session of an `Omega`: information_schema on, and Delta's
+/// query planner, which Delta writes need to plan their own plan nodes.
+fn new_session() -> SessionContext {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("omega", DEFAULT_BUCKET);
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// Bucket names: 1-63 characters of `[a-z0-9_-]`, starting with a letter or digit.

@@ -1,2 +1,116 @@
-//! The `om` command line.
-pub fn placeholder() {}
+//! The `om` command line: argument parsing, dispatch, and the one-line error
+//! report. Each command group lives in its own file.
+
+pub mod datasets;
+pub mod output;
+pub mod progress;
+pub mod quickstart;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use thiserror::Error;
+
+use crate::Omega;
+use crate::store::StoreError;
+
+/// Errors of the command line.
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("query failed: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("cannot write the output: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("cannot write Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("i/o error on '{path}': {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        CliError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// omegastore: an Arrow-native store for datasets and models.
+#[derive(Debug, Parser)]
+#[command(name = "om", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Store root: a local path, file://…, memory:// or s3://bucket/prefix.
+    #[arg(long, global = true, env = "OMEGA_ROOT", default_value = crate::store::root::DEFAULT_ROOT)]
+    pub root: String,
+    /// Bucket (namespace) inside the root.
+    #[arg(long, global = true, env = "OMEGA_BUCKET", default_value = crate::DEFAULT_BUCKET)]
+    pub bucket: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store, read, list and drop datasets.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
+    /// Create a local store with a sample dataset and show what omegastore does.
+    Quickstart {
+        /// Where to write the sample CSV (default: a temporary directory).
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
+}
+
+/// Runs `om` with `args`; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let om = Omega::open(&cli.root).await?.bucket(&cli.bucket)?;
+    match cli.command {
+        Command::Datasets(cmd) => datasets::run(&om, cmd).await,
+        Command::Quickstart { sample } => quickstart::run(&om, sample).await,
+    }
+}
+
+/// Entry point of the binary: parses arguments, runs, and turns any error
+/// into one line on stderr and exit code 1.
+pub fn main() -> std::process::ExitCode {
+    // A bug must not print a Rust backtrace at a user: one line, exit 101.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("om: internal error{at}: {msg} (please report this)");
+    }));
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("om: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let text = e.to_string().replace('\n', " ");
+            eprintln!("om: error: {text}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -11,7 +11,7 @@ pub enum StoreError {
     #[error("invalid name '{name}': {reason}")]
     InvalidName { name: String, reason: String },
 
-    #[error("{store} '{name}' not found in bucket '{bucket}'; list what exists with `om {store} list`")]
+    #[error("'{name}' not found in {store} of bucket '{bucket}'; list what exists with `om {store} list`")]
     NotFound {
         store: String,
         bucket: String,
