@@ -52,7 +52,7 @@ async fn read(
     let bad = |e: &dyn std::fmt::Display| StoreError::CorruptData {
         name: name.to_string(),
         path: url.to_string(),
-        reason: e.to_string(),
+        reason: crate::store::error::one_line(&e.to_string()),
     };
     let u = url.as_str();
     match format {

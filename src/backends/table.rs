@@ -232,6 +232,8 @@ impl DataBackend for DeltaTableBackend {
         let name = cx.name.as_str();
         let (plan, schema) = object_to_plan(name, obj, opts.progress.clone())?;
         check_storable(name, &schema)?;
+        let (plan, zones) = normalize_timestamps(name, plan, &schema)?;
+        let schema = plan.schema().inner().clone();
         let existing = previous
             .filter(|p| p.kind == KIND)
             .and_then(location)
@@ -305,7 +307,19 @@ impl DataBackend for DeltaTableBackend {
                 }
             }
         };
-        describe(cx.root, &dir, &table)
+        let mut written = describe(cx.root, &dir, &table)?;
+        // Zones of earlier versions still apply to the columns they named.
+        let mut all_zones = previous
+            .filter(|p| p.kind == KIND && opts.mode != PutMode::Overwrite)
+            .and_then(|p| p.kind_meta.get("timezones"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        all_zones.extend(zones);
+        if !all_zones.is_empty() {
+            written.kind_meta["timezones"] = Value::Object(all_zones);
+        }
+        Ok(written)
     }
 
     async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
@@ -314,6 +328,7 @@ impl DataBackend for DeltaTableBackend {
             .session
             .read_table(provider)
             .map_err(|e| StoreError::table(&meta.name, e))?;
+        let df = restore_timezones(&meta.name, df, meta)?;
         Ok(Data::Table(apply_options(&meta.name, df, opts)?))
     }
 
@@ -355,6 +370,82 @@ impl DataBackend for DeltaTableBackend {
     }
 }
 
+/// Delta stores timestamps as microseconds, either UTC instants or without
+/// a zone. Other units are cast to microseconds, and zoned columns to UTC;
+/// the original zone names are returned so `get` can restore them.
+fn normalize_timestamps(
+    name: &str,
+    plan: datafusion::logical_expr::LogicalPlan,
+    schema: &SchemaRef,
+) -> Result<(datafusion::logical_expr::LogicalPlan, serde_json::Map<String, Value>)> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast};
+    use arrow::datatypes::TimeUnit;
+    let mut zones = serde_json::Map::new();
+    let mut changed = false;
+    let exprs: Vec<Expr> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = Expr::Column(Column::from_name(f.name()));
+            match f.data_type() {
+                DataType::Timestamp(unit, tz) => {
+                    let utc = tz.as_deref().is_some_and(|z| z == "UTC" || z == "+00:00");
+                    if let Some(z) = tz.as_deref().filter(|_| !utc) {
+                        zones.insert(f.name().clone(), Value::String(z.to_string()));
+                    }
+                    if *unit == TimeUnit::Microsecond && (tz.is_none() || utc) {
+                        return column;
+                    }
+                    changed = true;
+                    let target = DataType::Timestamp(
+                        TimeUnit::Microsecond,
+                        tz.as_ref().map(|_| "UTC".into()),
+                    );
+                    cast(column, target).alias(f.name())
+                }
+                _ => column,
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok((plan, zones));
+    }
+    let plan = LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::invalid_input(name, e))?;
+    Ok((plan, zones))
+}
+
+/// Casts UTC timestamp columns back to the zones recorded at put.
+fn restore_timezones(
+    name: &str,
+    df: datafusion::dataframe::DataFrame,
+    meta: &Metadata,
+) -> Result<datafusion::dataframe::DataFrame> {
+    use datafusion::common::Column;
+    use datafusion::logical_expr::{Expr, cast};
+    let Some(zones) = meta.kind_meta.get("timezones").and_then(Value::as_object) else {
+        return Ok(df);
+    };
+    let exprs: Vec<Expr> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let column = Expr::Column(Column::from_name(f.name()));
+            match (f.data_type(), zones.get(f.name()).and_then(Value::as_str)) {
+                (DataType::Timestamp(unit, Some(_)), Some(zone)) => {
+                    cast(column, DataType::Timestamp(*unit, Some(zone.into()))).alias(f.name())
+                }
+                _ => column,
+            }
+        })
+        .collect();
+    df.select(exprs).map_err(|e| StoreError::table(name, e))
+}
+
 /// A DataFusion provider for the Delta version a record pins.
 pub(crate) async fn table_provider(
     root: &Root,
@@ -379,7 +470,7 @@ pub(crate) async fn table_provider(
             e => StoreError::CorruptData {
                 name: meta.name.clone(),
                 path: dir.to_string(),
-                reason: e.to_string(),
+                reason: crate::store::error::one_line(&e.to_string()),
             },
         })?;
     table

@@ -117,7 +117,7 @@ impl StoreError {
     pub(crate) fn table(name: impl ToString, message: impl ToString) -> Self {
         StoreError::Table {
             name: name.to_string(),
-            message: message.to_string(),
+            message: one_line(&message.to_string()),
         }
     }
 
@@ -135,4 +135,15 @@ impl StoreError {
             StoreError::NotFound { .. } | StoreError::VersionNotFound { .. }
         )
     }
+}
+
+/// The message without a captured backtrace (delta's kernel attaches one
+/// when RUST_BACKTRACE is set), on one line.
+pub(crate) fn one_line(message: &str) -> String {
+    let cut = ["\n   0: ", "\nStack backtrace", "\nstack backtrace"]
+        .iter()
+        .filter_map(|m| message.find(m))
+        .min()
+        .unwrap_or(message.len());
+    message[..cut].split_whitespace().collect::<Vec<_>>().join(" ")
 }

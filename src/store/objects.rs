@@ -508,7 +508,7 @@ use futures::StreamExt;
 
 /// Maps an error met while reading a table's files to a typed error.
 pub(crate) fn read_error(meta: &Metadata, e: datafusion::error::DataFusionError) -> StoreError {
-    let msg = e.to_string();
+    let msg = super::error::one_line(&e.to_string());
     let lower = msg.to_lowercase();
     if lower.contains("not found") || lower.contains("no such file") {
         StoreError::MissingData {

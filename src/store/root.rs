@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -93,10 +93,26 @@ impl Root {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_virtual_hosted_style_request(false);
                 }
+                // Options in the URL's query (`?endpoint=…&region=…`) override the
+                // environment; names are object_store's AmazonS3ConfigKey names.
+                for (k, v) in url.query_pairs() {
+                    let key: AmazonS3ConfigKey = k.parse().map_err(|_| {
+                        invalid(format!("unknown S3 option '{k}' in the URL query"))
+                    })?;
+                    if key == AmazonS3ConfigKey::Endpoint {
+                        builder = builder
+                            .with_allow_http(v.starts_with("http://"))
+                            .with_virtual_hosted_style_request(false);
+                    }
+                    builder = builder.with_config(key, v.as_ref());
+                }
                 let store = builder
                     .build()
                     .map_err(|e| invalid(format!("cannot configure S3: {e}")))?;
                 super::delta_s3::register_s3_log_store();
+                // The query may hold credentials: never show it.
+                let mut url = url;
+                url.set_query(None);
                 Ok(Self {
                     store: Arc::new(store),
                     prefix: Path::from_url_path(url.path())

@@ -1,0 +1,337 @@
+//! Round trips of every built-in kind, on a local root and on S3 (moto).
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, Int64Array, ListArray, StringArray,
+    StructArray, TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use omegastore::backends::{BackendContext, Written};
+use omegastore::{
+    Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Metadata, Object, Omega,
+    PutOptions, StoreError,
+};
+use serde_json::json;
+
+use common::{roots, sample_batch, total_rows};
+
+/// Strings come back as Utf8View (DataFusion's Parquet reader default):
+/// compare values after casting to the type that was written.
+fn column_as(batch: &RecordBatch, name: &str, to: &DataType) -> ArrayRef {
+    cast(batch.column_by_name(name).unwrap(), to).unwrap()
+}
+
+fn rich_batch() -> RecordBatch {
+    let ts = TimestampMicrosecondArray::from(vec![
+        Some(1_700_000_000_000_000),
+        None,
+        Some(-86_400_000_000),
+    ])
+    .with_timezone("Europe/Zurich");
+    let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+        Some(vec![Some(1), Some(2)]),
+        None,
+        Some(vec![]),
+    ]);
+    let dict: DictionaryArray<Int32Type> = vec!["rot", "grün", "rot"].into_iter().collect();
+    let strukt = StructArray::from(vec![
+        (
+            Arc::new(Field::new("x", DataType::Int32, true)),
+            Arc::new(Int32Array::from(vec![Some(1), None, Some(3)])) as ArrayRef,
+        ),
+        (
+            Arc::new(Field::new("label", DataType::Utf8, true)),
+            Arc::new(StringArray::from(vec![Some("日本"), Some("ü"), None])) as ArrayRef,
+        ),
+    ]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("text", DataType::Utf8, true),
+        Field::new(
+            "at",
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("Europe/Zurich".into())),
+            true,
+        ),
+        Field::new("tags", list.data_type().clone(), true),
+        Field::new("colour", dict.data_type().clone(), true),
+        Field::new("nested", strukt.data_type().clone(), true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec![Some("héllo ✓"), None, Some("")])),
+            Arc::new(ts),
+            Arc::new(list),
+            Arc::new(dict),
+            Arc::new(strukt),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tables_round_trip_with_rich_types_on_every_root() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        let ds = om.datasets();
+        let batch = rich_batch();
+        let name = "ünïcødé/tables/日本語 data";
+        let meta = ds.put(batch.clone(), name, PutOptions::default()).await.unwrap();
+        assert_eq!(meta.version, 1, "{}", root.kind);
+        assert_eq!(meta.kind, "table.delta");
+        assert_eq!(meta.kind_meta["rows"], 3);
+
+        let back = ds.get_batches(name, GetOptions::default()).await.unwrap();
+        assert_eq!(total_rows(&back), 3);
+        let b = arrow::compute::concat_batches(&back[0].schema(), &back).unwrap();
+        for f in batch.schema().fields() {
+            let want = batch.column_by_name(f.name()).unwrap();
+            let to = match f.data_type() {
+                DataType::Dictionary(_, v) => v.as_ref().clone(),
+                t => t.clone(),
+            };
+            let got = column_as(&b, f.name(), &to);
+            let want = cast(want, &to).unwrap();
+            assert_eq!(&got, &want, "column {} on {}", f.name(), root.kind);
+        }
+        // The time zone survives.
+        match b.schema().field_with_name("at").unwrap().data_type() {
+            // Delta stores instants in UTC: the zone name becomes UTC, the instants are equal (checked above).
+            DataType::Timestamp(_, Some(_)) => {}
+            other => panic!("timestamp lost its zone: {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_tables_keep_their_schema() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        let schema = sample_batch(0, 1).schema();
+        let obj = Object::Table {
+            schema: schema.clone(),
+            batches: vec![],
+        };
+        let meta = om.datasets().put(obj, "empty", PutOptions::default()).await.unwrap();
+        assert_eq!(meta.kind_meta["rows"], 0);
+        let df = om.datasets().getl("empty").await.unwrap();
+        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, vec!["id", "name", "score"]);
+        let rows = df.collect().await.unwrap();
+        assert_eq!(total_rows(&rows), 0);
+        // and an append of rows to it works
+        om.datasets().put(sample_batch(0, 4), "empty", PutOptions::default()).await.unwrap();
+        let rows = om.datasets().get_batches("empty", GetOptions::default()).await.unwrap();
+        assert_eq!(total_rows(&rows), 4);
+    }
+}
+
+#[tokio::test]
+async fn get_pushes_projection_filter_and_limit() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        om.datasets().put(sample_batch(0, 1000), "t", PutOptions::default()).await.unwrap();
+        let opts = GetOptions {
+            columns: Some(vec!["id".into(), "score".into()]),
+            filter: Some("id >= 100 AND id < 200 AND score > 60".into()),
+            limit: Some(1000),
+        };
+        let rows = om.datasets().get_batches("t", opts).await.unwrap();
+        assert_eq!(total_rows(&rows), 79); // ids 121..=199
+        assert_eq!(rows[0].num_columns(), 2);
+        let limited = om
+            .datasets()
+            .get_batches("t", GetOptions { limit: Some(7), ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(total_rows(&limited), 7);
+        let bad = om
+            .datasets()
+            .get_batches("t", GetOptions { columns: Some(vec!["nope".into()]), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert!(bad.to_string().contains("nope") && bad.to_string().contains("id, name, score"), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn documents_round_trip() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        let doc = json!({"model": "rf", "params": {"n_trees": 20, "tags": ["ä", null, 1.5]}, "ok": true});
+        let meta = om.datasets().put(doc.clone(), "cfg/app", PutOptions::default()).await.unwrap();
+        assert_eq!(meta.kind, "json.document");
+        assert_eq!(om.datasets().get_document("cfg/app").await.unwrap(), doc);
+        // a second put is a new version; the first stays readable
+        om.datasets().put(json!([1, 2, 3]), "cfg/app", PutOptions::default()).await.unwrap();
+        assert_eq!(om.datasets().get_document("cfg/app").await.unwrap(), json!([1, 2, 3]));
+        assert_eq!(om.datasets().get_document("cfg/app@1").await.unwrap(), doc);
+    }
+}
+
+#[tokio::test]
+async fn raw_files_stream_in_and_out() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("blob.bin");
+        // 20 MB spans several upload parts
+        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let obj = Object::File { path: src.clone(), format: FileFormat::Raw, schema: None };
+        let meta = om.datasets().put(obj, "blobs/one", PutOptions::default()).await.unwrap();
+        assert_eq!(meta.kind, "file.raw");
+        assert_eq!(meta.kind_meta["size"], 20_000_000);
+        let out = dir.path().join("out.bin");
+        let n = om.datasets().get_to_file("blobs/one", &out, None).await.unwrap();
+        assert_eq!(n, 20_000_000);
+        assert!(std::fs::read(&out).unwrap() == data, "bytes differ on {}", root.kind);
+        om.datasets().put(Object::Bytes(bytes::Bytes::from_static(b"small")), "blobs/two", PutOptions::default()).await.unwrap();
+        assert_eq!(&om.datasets().get_bytes("blobs/two").await.unwrap()[..], b"small");
+    }
+}
+
+#[tokio::test]
+async fn csv_parquet_and_jsonl_files_become_tables() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    std::fs::write(&csv, "a,b,c\n1,x,2.5\n2,,3.5\n3,ü,\n").unwrap();
+    let jsonl = dir.path().join("t.jsonl");
+    std::fs::write(&jsonl, "{\"a\":1,\"b\":\"x\"}\n{\"a\":2,\"b\":null}\n").unwrap();
+    let parquet = dir.path().join("t.parquet");
+    {
+        let f = std::fs::File::create(&parquet).unwrap();
+        let b = sample_batch(0, 10);
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    }
+    for (path, format, rows) in [
+        (&csv, FileFormat::Csv, 3),
+        (&jsonl, FileFormat::JsonLines, 2),
+        (&parquet, FileFormat::Parquet, 10),
+    ] {
+        let name = format!("files/{format:?}");
+        let obj = Object::File { path: path.clone(), format, schema: None };
+        let meta = om.datasets().put(obj, &name, PutOptions::default()).await.unwrap();
+        assert_eq!(meta.kind, "table.delta");
+        assert_eq!(meta.kind_meta["rows"], rows, "{name}");
+        let back = om.datasets().get_batches(&name, GetOptions::default()).await.unwrap();
+        assert_eq!(total_rows(&back), rows);
+    }
+    let back = om.datasets().get_batches("files/Csv", GetOptions { filter: Some("b = 'ü'".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(total_rows(&back), 1);
+    let a = back[0].column_by_name("a").unwrap().as_primitive::<Int64Type>();
+    assert_eq!(a.value(0), 3);
+}
+
+#[tokio::test]
+async fn external_tables_are_read_in_place() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let parquet = dir.path().join("ext.parquet");
+    let write = |n: usize| {
+        let f = std::fs::File::create(&parquet).unwrap();
+        let b = sample_batch(0, n);
+        let mut w = parquet::arrow::ArrowWriter::try_new(f, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+    };
+    write(5);
+    let obj = Object::External { url: parquet.display().to_string(), format: ExternalFormat::Parquet };
+    let meta = om.datasets().put(obj, "ext", PutOptions::default()).await.unwrap();
+    assert_eq!(meta.kind, "table.external");
+    assert_eq!(total_rows(&om.datasets().get_batches("ext", GetOptions::default()).await.unwrap()), 5);
+    // in place: a change to the file is seen by the next get
+    write(8);
+    assert_eq!(total_rows(&om.datasets().get_batches("ext", GetOptions::default()).await.unwrap()), 8);
+    // a Delta table written by the store is readable as an external delta location
+    let t = om.datasets().put(sample_batch(0, 3), "inner", PutOptions::default()).await.unwrap();
+    let obj = Object::External { url: t.uri.clone(), format: ExternalFormat::Delta };
+    om.datasets().put(obj, "ext-delta", PutOptions::default()).await.unwrap();
+    assert_eq!(total_rows(&om.datasets().get_batches("ext-delta", GetOptions::default()).await.unwrap()), 3);
+    // a missing location fails at registration, naming it
+    let obj = Object::External { url: "/no/such/file.parquet".into(), format: ExternalFormat::Parquet };
+    let err = om.datasets().put(obj, "bad-ext", PutOptions::default()).await.unwrap_err();
+    assert!(err.to_string().contains("/no/such/file.parquet"), "{err}");
+    // dropping an external table leaves the data alone
+    om.datasets().drop("ext", false).await.unwrap();
+    assert!(parquet.exists());
+}
+
+/// A user backend with its own kind: stores text upper-cased, as a document.
+struct ShoutBackend;
+
+#[async_trait]
+impl DataBackend for ShoutBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec!["text.shout".into()]
+    }
+    fn supports(&self, obj: &Object) -> bool {
+        matches!(obj, Object::Any(v) if v.is::<String>())
+    }
+    async fn put(
+        &self,
+        _cx: &BackendContext<'_>,
+        obj: Object,
+        _previous: Option<&Metadata>,
+        _opts: &PutOptions,
+    ) -> omegastore::Result<Written> {
+        let Object::Any(v) = obj else { unreachable!("supports() checked it") };
+        let text = v.downcast_ref::<String>().unwrap().to_uppercase();
+        Ok(Written { kind: "text.shout".into(), uri: String::new(), kind_meta: json!({ "text": text }) })
+    }
+    async fn get(&self, _cx: &BackendContext<'_>, meta: &Metadata, _opts: &GetOptions) -> omegastore::Result<Data> {
+        Ok(Data::Any(Box::new(meta.kind_meta["text"].as_str().unwrap_or_default().to_string())))
+    }
+    async fn drop_data(&self, _cx: &BackendContext<'_>, _versions: &[Metadata]) -> omegastore::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn user_backends_plug_in_and_unknown_kinds_do_not_break_listing() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.register_backend(Arc::new(ShoutBackend));
+    let meta = om
+        .datasets()
+        .put(Object::Any(Box::new("hello".to_string())), "greeting", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.kind, "text.shout");
+    match om.datasets().get("greeting", GetOptions::default()).await.unwrap() {
+        Data::Any(v) => assert_eq!(v.downcast_ref::<String>().unwrap(), "HELLO"),
+        _ => panic!("expected the custom object"),
+    }
+    om.datasets().put(sample_batch(0, 2), "table", PutOptions::default()).await.unwrap();
+
+    // A process without the backend: listing works, get is a typed error.
+    let other = Omega::open(&root.url).await.unwrap();
+    let names: Vec<String> = other.datasets().list(None, &Default::default()).await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, vec!["greeting", "table"]);
+    match other.datasets().get("greeting", GetOptions::default()).await {
+        Err(StoreError::UnknownKind { name, kind }) => {
+            assert_eq!((name.as_str(), kind.as_str()), ("greeting", "text.shout"))
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("expected an error"),
+    }
+    // an explicit unknown kind on put is a typed error too
+    let err = other
+        .datasets()
+        .put(json!(1), "x", PutOptions { kind: Some("no.such".into()), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoBackend { .. }), "{err}");
+}
