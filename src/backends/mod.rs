@@ -303,8 +303,10 @@ pub(crate) async fn delete_recorded(
     rels.dedup();
     for rel in rels {
         let path = cx.root.resolve(rel)?;
-        // A directory (a Delta table) or a single file: delete whatever is under it.
-        delete_prefix(cx.root, &path).await?;
+        // A directory (a Delta table) or a single file.
+        if delete_prefix(cx.root, &path).await? > 0 {
+            continue;
+        }
         use object_store::ObjectStoreExt;
         match cx.root.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -324,8 +326,9 @@ pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
     ]
 }
 
-/// Deletes everything under `dir` (best effort on already-missing files).
-pub(crate) async fn delete_prefix(root: &Root, dir: &Path) -> Result<()> {
+/// Deletes everything under `dir` (already-missing files are fine); returns
+/// how many objects were found there.
+pub(crate) async fn delete_prefix(root: &Root, dir: &Path) -> Result<usize> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;
     let listed: Vec<_> = root
@@ -334,11 +337,12 @@ pub(crate) async fn delete_prefix(root: &Root, dir: &Path) -> Result<()> {
         .try_collect()
         .await
         .map_err(|e| StoreError::object_store(dir, e))?;
+    let found = listed.len();
     for m in listed {
         match root.store.delete(&m.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(StoreError::object_store(&m.location, e)),
         }
     }
-    Ok(())
+    Ok(found)
 }
