@@ -448,6 +448,9 @@ impl Store {
         let history = match self.history(name).await {
             Ok(h) => h,
             Err(e) if e.is_not_found() && force => return Ok(vec![]),
+            Err(StoreError::CorruptMetadata { .. }) if force => {
+                return self.drop_unreadable(&n).await;
+            }
             Err(e) => return Err(e),
         };
         let last = history.last().cloned().ok_or_else(|| self.not_found(name))?;
@@ -501,6 +504,35 @@ impl Store {
         }
         self.catalog.purge(&n, version).await?;
         Ok(vec![name.to_string()])
+    }
+
+    /// Forced drop of an object whose records cannot be read: the tombstone
+    /// goes first as usual, then everything under its data directory.
+    async fn drop_unreadable(&self, n: &ObjectName) -> Result<Vec<String>> {
+        let last = self.catalog.versions(n).await?.last().copied().unwrap_or(0);
+        let now = Utc::now();
+        let tombstone = Metadata {
+            name: n.to_string(),
+            bucket: self.bucket().into(),
+            prefix: self.prefix().into(),
+            kind: TOMBSTONE_KIND.into(),
+            kind_meta: Value::Null,
+            attributes: Map::new(),
+            uri: String::new(),
+            version: last + 1,
+            created: now,
+            modified: now,
+        };
+        if self.catalog.commit(&tombstone).await?.is_err() {
+            return Err(StoreError::Conflict {
+                name: n.to_string(),
+                version: last + 1,
+                advice: "another writer changed it during the drop; try again".into(),
+            });
+        }
+        crate::backends::delete_prefix(self.catalog.root(), &self.catalog.data_dir(n)).await?;
+        self.catalog.purge(n, last + 1).await?;
+        Ok(vec![n.to_string()])
     }
 }
 

@@ -1,0 +1,131 @@
+//! Damaged stores give typed errors that name the object and the path:
+//! corrupt Parquet, truncated metadata, missing data files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use omegastore::{GetOptions, ListOptions, Omega, PutOptions, StoreError};
+use serde_json::json;
+
+use common::{local, om, sample_batch};
+
+fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_with(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn corrupt_parquet_is_a_typed_error_naming_object_and_path() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets().put(sample_batch(0, 100), "t", PutOptions::default()).await.unwrap();
+    let parquet = files_with(Path::new(&root.url), ".parquet");
+    assert_eq!(parquet.len(), 1);
+    std::fs::write(&parquet[0], b"this is not parquet at all, sorry").unwrap();
+    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
+    match &err {
+        StoreError::CorruptData { name, path, .. } => {
+            assert_eq!(name, "t");
+            assert!(path.contains("datasets/data/t/"), "{path}");
+        }
+        e => panic!("expected CorruptData, got {e}"),
+    }
+    assert!(!err.to_string().contains('\n'), "one line: {err}");
+}
+
+#[tokio::test]
+async fn a_missing_data_file_is_an_error_not_an_empty_result() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets().put(sample_batch(0, 100), "t", PutOptions::default()).await.unwrap();
+    om.datasets().put(json!({"a": 1}), "d", PutOptions::default()).await.unwrap();
+    for p in files_with(Path::new(&root.url), ".parquet") {
+        std::fs::remove_file(p).unwrap();
+    }
+    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
+    assert!(matches!(&err, StoreError::MissingData { name, version: 1, .. } if name == "t"), "{err}");
+    let doc = files_with(&Path::new(&root.url).join("default/datasets/data"), ".json");
+    std::fs::remove_file(&doc[0]).unwrap();
+    let err = om.datasets().get_document("d").await.unwrap_err();
+    match &err {
+        StoreError::MissingData { name, path, .. } => {
+            assert_eq!(name, "d");
+            assert!(path.ends_with(".json"), "{path}");
+        }
+        e => panic!("expected MissingData, got {e}"),
+    }
+    // the Delta log gone entirely
+    for p in files_with(Path::new(&root.url), "00000000000000000000.json")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("_delta_log"))
+    {
+        std::fs::remove_file(p).unwrap();
+    }
+    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::MissingData { .. } | StoreError::CorruptData { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn truncated_metadata_is_a_typed_error_and_does_not_break_listing() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets().put(json!({"a": 1}), "broken", PutOptions::default()).await.unwrap();
+    om.datasets().put(json!({"b": 2}), "fine", PutOptions::default()).await.unwrap();
+    let meta_dir = Path::new(&root.url).join("default/datasets/meta/broken");
+    let record = files_with(&meta_dir, ".json").pop().unwrap();
+    let text = std::fs::read(&record).unwrap();
+    std::fs::write(&record, &text[..text.len() / 2]).unwrap();
+    let err = om.datasets().metadata("broken").await.unwrap_err();
+    match &err {
+        StoreError::CorruptMetadata { name, path, .. } => {
+            assert_eq!(name, "broken");
+            assert!(path.ends_with("00000000000000000001.json"), "{path}");
+        }
+        e => panic!("expected CorruptMetadata, got {e}"),
+    }
+    let names: Vec<String> = om.datasets().list(None, &ListOptions::default()).await.unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, vec!["fine"]);
+    // the CLI reports it in one line, exit 1, no panic
+    let out = common::om(&root).args(["datasets", "get", "broken"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("metadata of 'broken'") && stderr.contains("corrupt"), "{stderr}");
+    // a put over it refuses rather than guess; a forced drop clears it
+    let err = om.datasets().put(json!({"c": 3}), "broken", PutOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::CorruptMetadata { .. }), "{err}");
+    assert!(om.datasets().drop("broken", false).await.is_err());
+    assert_eq!(om.datasets().drop("broken", true).await.unwrap(), vec!["broken"]);
+    let m = om.datasets().put(json!({"c": 3}), "broken", PutOptions::default()).await.unwrap();
+    assert_eq!(m.version, 1);
+    assert_eq!(om.datasets().get_document("broken").await.unwrap(), json!({"c": 3}));
+}
+
+#[test]
+fn cli_errors_are_one_line_with_exit_code_1() {
+    let root = local();
+    for args in [
+        vec!["datasets", "get", "missing"],
+        vec!["datasets", "put", "/no/such/file.csv", "x"],
+        vec!["datasets", "put", "Cargo.toml", "../escape"],
+        vec!["datasets", "drop", "missing"],
+        vec!["datasets", "get", "x@0"],
+    ] {
+        let out = om(&root).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("om: error: "), "{stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    }
+}
