@@ -132,8 +132,49 @@ impl Store {
         };
         let cx = self.context(&name);
         let mut written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
-        let mut version = head.as_ref().map_or(1, |h| h.version + 1);
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
+        // The version our write was based on; any commit after it must be
+        // rebased onto (a table's record must never point at an older Delta
+        // version than the record before it).
+        let mut base = head.as_ref().map(|h| h.version);
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    1 + (uuid::Uuid::new_v4().as_u128() % 20) as u64,
+                ))
+                .await;
+            }
+            let latest = self.catalog.head(&name).await?;
+            let version = latest.as_ref().map_or(1, |l| l.version + 1);
+            if latest.as_ref().map(|l| l.version) != base {
+                match latest {
+                    Some(l) if !l.is_tombstone() => {
+                        if opts.mode == PutMode::Error {
+                            backend.discard(&cx, &written).await;
+                            return Err(StoreError::AlreadyExists {
+                                store: self.prefix().into(),
+                                name: name.to_string(),
+                            });
+                        }
+                        written = match backend.rebase(&cx, written, &l).await? {
+                            Some(w) => w,
+                            None => {
+                                return Err(StoreError::Conflict {
+                                    name: name.to_string(),
+                                    version: l.version,
+                                    advice: "it was created concurrently; run the put again to append to or overwrite it".into(),
+                                });
+                            }
+                        };
+                        base = Some(l.version);
+                        previous = Some(l);
+                    }
+                    // dropped meanwhile: ours becomes the first version after the tombstone
+                    other => {
+                        base = other.map(|l| l.version);
+                        previous = None;
+                    }
+                }
+            }
             let now = Utc::now();
             let meta = Metadata {
                 name: name.to_string(),
@@ -153,45 +194,11 @@ impl Store {
             if self.catalog.commit(&meta).await?.is_ok() {
                 return Ok(meta);
             }
-            // Lost the race for `version`: see who won.
-            let latest = self.catalog.head(&name).await?;
-            if opts.mode == PutMode::Error {
-                backend.discard(&cx, &written).await;
-                return Err(StoreError::AlreadyExists {
-                    store: self.prefix().into(),
-                    name: name.to_string(),
-                });
-            }
-            match latest {
-                Some(l) if !l.is_tombstone() => {
-                    version = l.version + 1;
-                    written = match backend.rebase(&cx, written, &l).await? {
-                        Some(w) => w,
-                        None => {
-                            return Err(StoreError::Conflict {
-                                name: name.to_string(),
-                                version: l.version,
-                                advice: "it was created concurrently; run the put again to append to or overwrite it".into(),
-                            });
-                        }
-                    };
-                    previous = Some(l);
-                }
-                Some(l) => {
-                    version = l.version + 1;
-                    previous = None;
-                }
-                None => version = 1,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(
-                1 + (uuid::Uuid::new_v4().as_u128() % 20) as u64,
-            ))
-            .await;
         }
         backend.discard(&cx, &written).await;
         Err(StoreError::Conflict {
             name: name.to_string(),
-            version,
+            version: base.unwrap_or(0) + 1,
             advice: format!("gave up after {MAX_COMMIT_ATTEMPTS} attempts under heavy contention; try again"),
         })
     }
