@@ -16,33 +16,71 @@ use common::{om, roots, sample_batch, total_rows};
 async fn eight_tasks_appending_to_one_table_lose_nothing() {
     for root in roots() {
         let om = Omega::open(&root.url).await.unwrap();
-        om.datasets().put(sample_batch(0, 100), "shared", PutOptions::default()).await.unwrap();
+        om.datasets()
+            .put(sample_batch(0, 100), "shared", PutOptions::default())
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
         for t in 0..8i64 {
             let om = om.clone();
             tasks.push(tokio::spawn(async move {
                 om.datasets()
-                    .put(sample_batch(1000 * (t + 1), 50), "shared", PutOptions::default())
+                    .put(
+                        sample_batch(1000 * (t + 1), 50),
+                        "shared",
+                        PutOptions::default(),
+                    )
                     .await
             }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        let versions: Vec<u64> = om.datasets().history("shared").await.unwrap().iter().map(|m| m.version).collect();
-        assert_eq!(versions, (1..=9).collect::<Vec<_>>(), "contiguous versions on {}", root.kind);
-        let batches = om.datasets().get_batches("shared", GetOptions::default()).await.unwrap();
-        assert_eq!(total_rows(&batches), 100 + 8 * 50, "no lost rows on {}", root.kind);
+        let versions: Vec<u64> = om
+            .datasets()
+            .history("shared")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        assert_eq!(
+            versions,
+            (1..=9).collect::<Vec<_>>(),
+            "contiguous versions on {}",
+            root.kind
+        );
+        let batches = om
+            .datasets()
+            .get_batches("shared", GetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            total_rows(&batches),
+            100 + 8 * 50,
+            "no lost rows on {}",
+            root.kind
+        );
         let ids: BTreeSet<i64> = batches
             .iter()
-            .flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<Int64Type>().values().to_vec())
+            .flat_map(|b| {
+                b.column_by_name("id")
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
             .collect();
         assert_eq!(ids.len(), 500, "no duplicated rows");
         // every version's row count is at least the one before it (appends only)
         let mut last = 0;
         for m in om.datasets().history("shared").await.unwrap() {
             let rows = m.kind_meta["rows"].as_u64().unwrap();
-            assert!(rows >= last, "version {} went back to {rows} rows", m.version);
+            assert!(
+                rows >= last,
+                "version {} went back to {rows} rows",
+                m.version
+            );
             last = rows;
         }
         assert_eq!(last, 500);
@@ -60,7 +98,10 @@ fn run_parallel(root: &common::TestRoot, args: &[&str], n: usize) -> Vec<std::pr
                 .unwrap()
         })
         .collect();
-    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +118,22 @@ async fn eight_processes_putting_one_document() {
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         }
         let om = Omega::open(&root.url).await.unwrap();
-        let versions: Vec<u64> = om.datasets().history("config/shared").await.unwrap().iter().map(|m| m.version).collect();
+        let versions: Vec<u64> = om
+            .datasets()
+            .history("config/shared")
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.version)
+            .collect();
         assert_eq!(versions, (1..=8).collect::<Vec<_>>(), "on {}", root.kind);
 
         // create-only: exactly one winner, the others get a typed error
-        let outs = run_parallel(&root, &["datasets", "put", doc, "config/once", "--mode", "error"], 8);
+        let outs = run_parallel(
+            &root,
+            &["datasets", "put", doc, "config/once", "--mode", "error"],
+            8,
+        );
         let winners = outs.iter().filter(|o| o.status.success()).count();
         assert_eq!(winners, 1, "on {}", root.kind);
         for o in outs.iter().filter(|o| !o.status.success()) {
@@ -106,8 +158,19 @@ fn big_csv(path: &std::path::Path, rows: usize) {
 /// is well into the write, then kills it with SIGKILL.
 fn put_and_kill(root: &common::TestRoot, file: &std::path::Path, name: &str, after: Duration) {
     let mut child = common::om(root)
-        .args(["datasets", "put", file.to_str().unwrap(), name, "--mode", "overwrite"])
-        .args(if file.extension().is_some_and(|e| e == "fifo") { vec!["--format", "raw"] } else { vec![] })
+        .args([
+            "datasets",
+            "put",
+            file.to_str().unwrap(),
+            name,
+            "--mode",
+            "overwrite",
+        ])
+        .args(if file.extension().is_some_and(|e| e == "fifo") {
+            vec!["--format", "raw"]
+        } else {
+            vec![]
+        })
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -133,8 +196,15 @@ async fn a_put_killed_mid_write_leaves_the_previous_version_readable() {
     big_csv(&small_csv, 10);
     for root in roots() {
         let name = "crash/table";
-        let first = common::om(&root).args(["datasets", "put", small_csv.to_str().unwrap(), name]).output().unwrap();
-        assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+        let first = common::om(&root)
+            .args(["datasets", "put", small_csv.to_str().unwrap(), name])
+            .output()
+            .unwrap();
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
         put_and_kill(&root, &csv, name, Duration::from_millis(1500));
 
         // a raw file: streamed from a pipe that a writer keeps feeding, so the
@@ -142,10 +212,23 @@ async fn a_put_killed_mid_write_leaves_the_previous_version_readable() {
         let blob = "crash/blob";
         let small = dir.path().join("small.bin");
         std::fs::write(&small, b"small").unwrap();
-        let first = common::om(&root).args(["datasets", "put", small.to_str().unwrap(), blob]).output().unwrap();
-        assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+        let first = common::om(&root)
+            .args(["datasets", "put", small.to_str().unwrap(), blob])
+            .output()
+            .unwrap();
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
         let fifo = dir.path().join(format!("feed-{}.fifo", root.kind));
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         let feeder = {
             let fifo = fifo.clone();
             std::thread::spawn(move || {
@@ -166,17 +249,41 @@ async fn a_put_killed_mid_write_leaves_the_previous_version_readable() {
 
         // the store opens and the last committed versions are intact
         let om = Omega::open(&root.url).await.unwrap();
-        assert_eq!(om.datasets().metadata(name).await.unwrap().version, 1, "on {}", root.kind);
-        let rows = om.datasets().get_batches(name, GetOptions::default()).await.unwrap();
+        assert_eq!(
+            om.datasets().metadata(name).await.unwrap().version,
+            1,
+            "on {}",
+            root.kind
+        );
+        let rows = om
+            .datasets()
+            .get_batches(name, GetOptions::default())
+            .await
+            .unwrap();
         assert_eq!(total_rows(&rows), 10);
         assert_eq!(om.datasets().metadata(blob).await.unwrap().version, 1);
         assert_eq!(&om.datasets().get_bytes(blob).await.unwrap()[..], b"small");
         // and they still take writes
         for (file, n) in [(&small_csv, name), (&small, blob)] {
-            let again = common::om(&root).args(["datasets", "put", file.to_str().unwrap(), n]).output().unwrap();
-            assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+            let again = common::om(&root)
+                .args(["datasets", "put", file.to_str().unwrap(), n])
+                .output()
+                .unwrap();
+            assert!(
+                again.status.success(),
+                "{}",
+                String::from_utf8_lossy(&again.stderr)
+            );
             assert_eq!(om.datasets().metadata(n).await.unwrap().version, 2);
         }
-        assert_eq!(total_rows(&om.datasets().get_batches(name, GetOptions::default()).await.unwrap()), 20);
+        assert_eq!(
+            total_rows(
+                &om.datasets()
+                    .get_batches(name, GetOptions::default())
+                    .await
+                    .unwrap()
+            ),
+            20
+        );
     }
 }

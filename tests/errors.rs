@@ -28,11 +28,18 @@ fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 async fn corrupt_parquet_is_a_typed_error_naming_object_and_path() {
     let root = local();
     let om = Omega::open(&root.url).await.unwrap();
-    om.datasets().put(sample_batch(0, 100), "t", PutOptions::default()).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 100), "t", PutOptions::default())
+        .await
+        .unwrap();
     let parquet = files_with(Path::new(&root.url), ".parquet");
     assert_eq!(parquet.len(), 1);
     std::fs::write(&parquet[0], b"this is not parquet at all, sorry").unwrap();
-    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
+    let err = om
+        .datasets()
+        .get_batches("t", GetOptions::default())
+        .await
+        .unwrap_err();
     match &err {
         StoreError::CorruptData { name, path, .. } => {
             assert_eq!(name, "t");
@@ -47,13 +54,26 @@ async fn corrupt_parquet_is_a_typed_error_naming_object_and_path() {
 async fn a_missing_data_file_is_an_error_not_an_empty_result() {
     let root = local();
     let om = Omega::open(&root.url).await.unwrap();
-    om.datasets().put(sample_batch(0, 100), "t", PutOptions::default()).await.unwrap();
-    om.datasets().put(json!({"a": 1}), "d", PutOptions::default()).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 100), "t", PutOptions::default())
+        .await
+        .unwrap();
+    om.datasets()
+        .put(json!({"a": 1}), "d", PutOptions::default())
+        .await
+        .unwrap();
     for p in files_with(Path::new(&root.url), ".parquet") {
         std::fs::remove_file(p).unwrap();
     }
-    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
-    assert!(matches!(&err, StoreError::MissingData { name, version: 1, .. } if name == "t"), "{err}");
+    let err = om
+        .datasets()
+        .get_batches("t", GetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MissingData { name, version: 1, .. } if name == "t"),
+        "{err}"
+    );
     let doc = files_with(&Path::new(&root.url).join("default/datasets/data"), ".json");
     std::fs::remove_file(&doc[0]).unwrap();
     let err = om.datasets().get_document("d").await.unwrap_err();
@@ -71,16 +91,32 @@ async fn a_missing_data_file_is_an_error_not_an_empty_result() {
     {
         std::fs::remove_file(p).unwrap();
     }
-    let err = om.datasets().get_batches("t", GetOptions::default()).await.unwrap_err();
-    assert!(matches!(err, StoreError::MissingData { .. } | StoreError::CorruptData { .. }), "{err}");
+    let err = om
+        .datasets()
+        .get_batches("t", GetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::MissingData { .. } | StoreError::CorruptData { .. }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn truncated_metadata_is_a_typed_error_and_does_not_break_listing() {
     let root = local();
     let om = Omega::open(&root.url).await.unwrap();
-    om.datasets().put(json!({"a": 1}), "broken", PutOptions::default()).await.unwrap();
-    om.datasets().put(json!({"b": 2}), "fine", PutOptions::default()).await.unwrap();
+    om.datasets()
+        .put(json!({"a": 1}), "broken", PutOptions::default())
+        .await
+        .unwrap();
+    om.datasets()
+        .put(json!({"b": 2}), "fine", PutOptions::default())
+        .await
+        .unwrap();
     let meta_dir = Path::new(&root.url).join("default/datasets/meta/broken");
     let record = files_with(&meta_dir, ".json").pop().unwrap();
     let text = std::fs::read(&record).unwrap();
@@ -93,22 +129,49 @@ async fn truncated_metadata_is_a_typed_error_and_does_not_break_listing() {
         }
         e => panic!("expected CorruptMetadata, got {e}"),
     }
-    let names: Vec<String> = om.datasets().list(None, &ListOptions::default()).await.unwrap().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = om
+        .datasets()
+        .list(None, &ListOptions::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, vec!["fine"]);
     // the CLI reports it in one line, exit 1, no panic
-    let out = common::om(&root).args(["datasets", "get", "broken"]).output().unwrap();
+    let out = common::om(&root)
+        .args(["datasets", "get", "broken"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("metadata of 'broken'") && stderr.contains("corrupt"), "{stderr}");
+    assert!(
+        stderr.contains("metadata of 'broken'") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
     // a put over it refuses rather than guess; a forced drop clears it
-    let err = om.datasets().put(json!({"c": 3}), "broken", PutOptions::default()).await.unwrap_err();
+    let err = om
+        .datasets()
+        .put(json!({"c": 3}), "broken", PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::CorruptMetadata { .. }), "{err}");
     assert!(om.datasets().drop("broken", false).await.is_err());
-    assert_eq!(om.datasets().drop("broken", true).await.unwrap(), vec!["broken"]);
-    let m = om.datasets().put(json!({"c": 3}), "broken", PutOptions::default()).await.unwrap();
+    assert_eq!(
+        om.datasets().drop("broken", true).await.unwrap(),
+        vec!["broken"]
+    );
+    let m = om
+        .datasets()
+        .put(json!({"c": 3}), "broken", PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(m.version, 1);
-    assert_eq!(om.datasets().get_document("broken").await.unwrap(), json!({"c": 3}));
+    assert_eq!(
+        om.datasets().get_document("broken").await.unwrap(),
+        json!({"c": 3})
+    );
 }
 
 #[test]
@@ -126,6 +189,9 @@ fn cli_errors_are_one_line_with_exit_code_1() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("om: error: "), "{stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
     }
 }

@@ -14,8 +14,8 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use omegastore::backends::{BackendContext, Written};
 use omegastore::{
-    Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Metadata, Object, Omega,
-    PutOptions, StoreError,
+    Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Metadata, Object, Omega, PutOptions,
+    StoreError,
 };
 use serde_json::json;
 
@@ -55,7 +55,10 @@ fn rich_batch() -> RecordBatch {
         Field::new("text", DataType::Utf8, true),
         Field::new(
             "at",
-            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("Europe/Zurich".into())),
+            DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                Some("Europe/Zurich".into()),
+            ),
             true,
         ),
         Field::new("tags", list.data_type().clone(), true),
@@ -83,7 +86,10 @@ async fn tables_round_trip_with_rich_types_on_every_root() {
         let ds = om.datasets();
         let batch = rich_batch();
         let name = "ünïcødé/tables/日本語 data";
-        let meta = ds.put(batch.clone(), name, PutOptions::default()).await.unwrap();
+        let meta = ds
+            .put(batch.clone(), name, PutOptions::default())
+            .await
+            .unwrap();
         assert_eq!(meta.version, 1, "{}", root.kind);
         assert_eq!(meta.kind, "table.delta");
         assert_eq!(meta.kind_meta["rows"], 3);
@@ -119,16 +125,32 @@ async fn empty_tables_keep_their_schema() {
             schema: schema.clone(),
             batches: vec![],
         };
-        let meta = om.datasets().put(obj, "empty", PutOptions::default()).await.unwrap();
+        let meta = om
+            .datasets()
+            .put(obj, "empty", PutOptions::default())
+            .await
+            .unwrap();
         assert_eq!(meta.kind_meta["rows"], 0);
         let df = om.datasets().getl("empty").await.unwrap();
-        let names: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, vec!["id", "name", "score"]);
         let rows = df.collect().await.unwrap();
         assert_eq!(total_rows(&rows), 0);
         // and an append of rows to it works
-        om.datasets().put(sample_batch(0, 4), "empty", PutOptions::default()).await.unwrap();
-        let rows = om.datasets().get_batches("empty", GetOptions::default()).await.unwrap();
+        om.datasets()
+            .put(sample_batch(0, 4), "empty", PutOptions::default())
+            .await
+            .unwrap();
+        let rows = om
+            .datasets()
+            .get_batches("empty", GetOptions::default())
+            .await
+            .unwrap();
         assert_eq!(total_rows(&rows), 4);
     }
 }
@@ -137,7 +159,10 @@ async fn empty_tables_keep_their_schema() {
 async fn get_pushes_projection_filter_and_limit() {
     for root in roots() {
         let om = Omega::open(&root.url).await.unwrap();
-        om.datasets().put(sample_batch(0, 1000), "t", PutOptions::default()).await.unwrap();
+        om.datasets()
+            .put(sample_batch(0, 1000), "t", PutOptions::default())
+            .await
+            .unwrap();
         let opts = GetOptions {
             columns: Some(vec!["id".into(), "score".into()]),
             filter: Some("id >= 100 AND id < 200 AND score > 60".into()),
@@ -148,16 +173,31 @@ async fn get_pushes_projection_filter_and_limit() {
         assert_eq!(rows[0].num_columns(), 2);
         let limited = om
             .datasets()
-            .get_batches("t", GetOptions { limit: Some(7), ..Default::default() })
+            .get_batches(
+                "t",
+                GetOptions {
+                    limit: Some(7),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(total_rows(&limited), 7);
         let bad = om
             .datasets()
-            .get_batches("t", GetOptions { columns: Some(vec!["nope".into()]), ..Default::default() })
+            .get_batches(
+                "t",
+                GetOptions {
+                    columns: Some(vec!["nope".into()]),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap_err();
-        assert!(bad.to_string().contains("nope") && bad.to_string().contains("id, name, score"), "{bad}");
+        assert!(
+            bad.to_string().contains("nope") && bad.to_string().contains("id, name, score"),
+            "{bad}"
+        );
     }
 }
 
@@ -165,13 +205,24 @@ async fn get_pushes_projection_filter_and_limit() {
 async fn documents_round_trip() {
     for root in roots() {
         let om = Omega::open(&root.url).await.unwrap();
-        let doc = json!({"model": "rf", "params": {"n_trees": 20, "tags": ["ä", null, 1.5]}, "ok": true});
-        let meta = om.datasets().put(doc.clone(), "cfg/app", PutOptions::default()).await.unwrap();
+        let doc =
+            json!({"model": "rf", "params": {"n_trees": 20, "tags": ["ä", null, 1.5]}, "ok": true});
+        let meta = om
+            .datasets()
+            .put(doc.clone(), "cfg/app", PutOptions::default())
+            .await
+            .unwrap();
         assert_eq!(meta.kind, "json.document");
         assert_eq!(om.datasets().get_document("cfg/app").await.unwrap(), doc);
         // a second put is a new version; the first stays readable
-        om.datasets().put(json!([1, 2, 3]), "cfg/app", PutOptions::default()).await.unwrap();
-        assert_eq!(om.datasets().get_document("cfg/app").await.unwrap(), json!([1, 2, 3]));
+        om.datasets()
+            .put(json!([1, 2, 3]), "cfg/app", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            om.datasets().get_document("cfg/app").await.unwrap(),
+            json!([1, 2, 3])
+        );
         assert_eq!(om.datasets().get_document("cfg/app@1").await.unwrap(), doc);
     }
 }
@@ -183,18 +234,46 @@ async fn raw_files_stream_in_and_out() {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("blob.bin");
         // 20 MB spans several upload parts
-        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+        let data: Vec<u8> = (0..20_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+            .collect();
         std::fs::write(&src, &data).unwrap();
-        let obj = Object::File { path: src.clone(), format: FileFormat::Raw, schema: None };
-        let meta = om.datasets().put(obj, "blobs/one", PutOptions::default()).await.unwrap();
+        let obj = Object::File {
+            path: src.clone(),
+            format: FileFormat::Raw,
+            schema: None,
+        };
+        let meta = om
+            .datasets()
+            .put(obj, "blobs/one", PutOptions::default())
+            .await
+            .unwrap();
         assert_eq!(meta.kind, "file.raw");
         assert_eq!(meta.kind_meta["size"], 20_000_000);
         let out = dir.path().join("out.bin");
-        let n = om.datasets().get_to_file("blobs/one", &out, None).await.unwrap();
+        let n = om
+            .datasets()
+            .get_to_file("blobs/one", &out, None)
+            .await
+            .unwrap();
         assert_eq!(n, 20_000_000);
-        assert!(std::fs::read(&out).unwrap() == data, "bytes differ on {}", root.kind);
-        om.datasets().put(Object::Bytes(bytes::Bytes::from_static(b"small")), "blobs/two", PutOptions::default()).await.unwrap();
-        assert_eq!(&om.datasets().get_bytes("blobs/two").await.unwrap()[..], b"small");
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "bytes differ on {}",
+            root.kind
+        );
+        om.datasets()
+            .put(
+                Object::Bytes(bytes::Bytes::from_static(b"small")),
+                "blobs/two",
+                PutOptions::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            &om.datasets().get_bytes("blobs/two").await.unwrap()[..],
+            b"small"
+        );
     }
 }
 
@@ -221,16 +300,41 @@ async fn csv_parquet_and_jsonl_files_become_tables() {
         (&parquet, FileFormat::Parquet, 10),
     ] {
         let name = format!("files/{format:?}");
-        let obj = Object::File { path: path.clone(), format, schema: None };
-        let meta = om.datasets().put(obj, &name, PutOptions::default()).await.unwrap();
+        let obj = Object::File {
+            path: path.clone(),
+            format,
+            schema: None,
+        };
+        let meta = om
+            .datasets()
+            .put(obj, &name, PutOptions::default())
+            .await
+            .unwrap();
         assert_eq!(meta.kind, "table.delta");
         assert_eq!(meta.kind_meta["rows"], rows, "{name}");
-        let back = om.datasets().get_batches(&name, GetOptions::default()).await.unwrap();
+        let back = om
+            .datasets()
+            .get_batches(&name, GetOptions::default())
+            .await
+            .unwrap();
         assert_eq!(total_rows(&back), rows);
     }
-    let back = om.datasets().get_batches("files/Csv", GetOptions { filter: Some("b = 'ü'".into()), ..Default::default() }).await.unwrap();
+    let back = om
+        .datasets()
+        .get_batches(
+            "files/Csv",
+            GetOptions {
+                filter: Some("b = 'ü'".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(total_rows(&back), 1);
-    let a = back[0].column_by_name("a").unwrap().as_primitive::<Int64Type>();
+    let a = back[0]
+        .column_by_name("a")
+        .unwrap()
+        .as_primitive::<Int64Type>();
     assert_eq!(a.value(0), 3);
 }
 
@@ -248,21 +352,69 @@ async fn external_tables_are_read_in_place() {
         w.close().unwrap();
     };
     write(5);
-    let obj = Object::External { url: parquet.display().to_string(), format: ExternalFormat::Parquet };
-    let meta = om.datasets().put(obj, "ext", PutOptions::default()).await.unwrap();
+    let obj = Object::External {
+        url: parquet.display().to_string(),
+        format: ExternalFormat::Parquet,
+    };
+    let meta = om
+        .datasets()
+        .put(obj, "ext", PutOptions::default())
+        .await
+        .unwrap();
     assert_eq!(meta.kind, "table.external");
-    assert_eq!(total_rows(&om.datasets().get_batches("ext", GetOptions::default()).await.unwrap()), 5);
+    assert_eq!(
+        total_rows(
+            &om.datasets()
+                .get_batches("ext", GetOptions::default())
+                .await
+                .unwrap()
+        ),
+        5
+    );
     // in place: a change to the file is seen by the next get
     write(8);
-    assert_eq!(total_rows(&om.datasets().get_batches("ext", GetOptions::default()).await.unwrap()), 8);
+    assert_eq!(
+        total_rows(
+            &om.datasets()
+                .get_batches("ext", GetOptions::default())
+                .await
+                .unwrap()
+        ),
+        8
+    );
     // a Delta table written by the store is readable as an external delta location
-    let t = om.datasets().put(sample_batch(0, 3), "inner", PutOptions::default()).await.unwrap();
-    let obj = Object::External { url: t.uri.clone(), format: ExternalFormat::Delta };
-    om.datasets().put(obj, "ext-delta", PutOptions::default()).await.unwrap();
-    assert_eq!(total_rows(&om.datasets().get_batches("ext-delta", GetOptions::default()).await.unwrap()), 3);
+    let t = om
+        .datasets()
+        .put(sample_batch(0, 3), "inner", PutOptions::default())
+        .await
+        .unwrap();
+    let obj = Object::External {
+        url: t.uri.clone(),
+        format: ExternalFormat::Delta,
+    };
+    om.datasets()
+        .put(obj, "ext-delta", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        total_rows(
+            &om.datasets()
+                .get_batches("ext-delta", GetOptions::default())
+                .await
+                .unwrap()
+        ),
+        3
+    );
     // a missing location fails at registration, naming it
-    let obj = Object::External { url: "/no/such/file.parquet".into(), format: ExternalFormat::Parquet };
-    let err = om.datasets().put(obj, "bad-ext", PutOptions::default()).await.unwrap_err();
+    let obj = Object::External {
+        url: "/no/such/file.parquet".into(),
+        format: ExternalFormat::Parquet,
+    };
+    let err = om
+        .datasets()
+        .put(obj, "bad-ext", PutOptions::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("/no/such/file.parquet"), "{err}");
     // dropping an external table leaves the data alone
     om.datasets().drop("ext", false).await.unwrap();
@@ -287,14 +439,34 @@ impl DataBackend for ShoutBackend {
         _previous: Option<&Metadata>,
         _opts: &PutOptions,
     ) -> omegastore::Result<Written> {
-        let Object::Any(v) = obj else { unreachable!("supports() checked it") };
+        let Object::Any(v) = obj else {
+            unreachable!("supports() checked it")
+        };
         let text = v.downcast_ref::<String>().unwrap().to_uppercase();
-        Ok(Written { kind: "text.shout".into(), uri: String::new(), kind_meta: json!({ "text": text }) })
+        Ok(Written {
+            kind: "text.shout".into(),
+            uri: String::new(),
+            kind_meta: json!({ "text": text }),
+        })
     }
-    async fn get(&self, _cx: &BackendContext<'_>, meta: &Metadata, _opts: &GetOptions) -> omegastore::Result<Data> {
-        Ok(Data::Any(Box::new(meta.kind_meta["text"].as_str().unwrap_or_default().to_string())))
+    async fn get(
+        &self,
+        _cx: &BackendContext<'_>,
+        meta: &Metadata,
+        _opts: &GetOptions,
+    ) -> omegastore::Result<Data> {
+        Ok(Data::Any(Box::new(
+            meta.kind_meta["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )))
     }
-    async fn drop_data(&self, _cx: &BackendContext<'_>, _versions: &[Metadata]) -> omegastore::Result<()> {
+    async fn drop_data(
+        &self,
+        _cx: &BackendContext<'_>,
+        _versions: &[Metadata],
+    ) -> omegastore::Result<()> {
         Ok(())
     }
 }
@@ -306,21 +478,44 @@ async fn user_backends_plug_in_and_unknown_kinds_do_not_break_listing() {
     om.register_backend(Arc::new(ShoutBackend));
     let meta = om
         .datasets()
-        .put(Object::Any(Box::new("hello".to_string())), "greeting", PutOptions::default())
+        .put(
+            Object::Any(Box::new("hello".to_string())),
+            "greeting",
+            PutOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(meta.kind, "text.shout");
-    match om.datasets().get("greeting", GetOptions::default()).await.unwrap() {
+    match om
+        .datasets()
+        .get("greeting", GetOptions::default())
+        .await
+        .unwrap()
+    {
         Data::Any(v) => assert_eq!(v.downcast_ref::<String>().unwrap(), "HELLO"),
         _ => panic!("expected the custom object"),
     }
-    om.datasets().put(sample_batch(0, 2), "table", PutOptions::default()).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 2), "table", PutOptions::default())
+        .await
+        .unwrap();
 
     // A process without the backend: listing works, get is a typed error.
     let other = Omega::open(&root.url).await.unwrap();
-    let names: Vec<String> = other.datasets().list(None, &Default::default()).await.unwrap().into_iter().map(|m| m.name).collect();
+    let names: Vec<String> = other
+        .datasets()
+        .list(None, &Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, vec!["greeting", "table"]);
-    match other.datasets().get("greeting", GetOptions::default()).await {
+    match other
+        .datasets()
+        .get("greeting", GetOptions::default())
+        .await
+    {
         Err(StoreError::UnknownKind { name, kind }) => {
             assert_eq!((name.as_str(), kind.as_str()), ("greeting", "text.shout"))
         }
@@ -330,7 +525,14 @@ async fn user_backends_plug_in_and_unknown_kinds_do_not_break_listing() {
     // an explicit unknown kind on put is a typed error too
     let err = other
         .datasets()
-        .put(json!(1), "x", PutOptions { kind: Some("no.such".into()), ..Default::default() })
+        .put(
+            json!(1),
+            "x",
+            PutOptions {
+                kind: Some("no.such".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NoBackend { .. }), "{err}");

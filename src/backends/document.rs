@@ -14,7 +14,10 @@ pub const KIND: &str = "json.document";
 pub struct DocumentBackend;
 
 /// The data path a version recorded in `kind_meta.path`.
-pub(crate) fn recorded_path(cx: &BackendContext<'_>, meta: &Metadata) -> Result<object_store::path::Path> {
+pub(crate) fn recorded_path(
+    cx: &BackendContext<'_>,
+    meta: &Metadata,
+) -> Result<object_store::path::Path> {
     let rel = meta
         .kind_meta
         .get("path")
@@ -35,7 +38,13 @@ impl DataBackend for DocumentBackend {
 
     fn supports(&self, obj: &Object) -> bool {
         matches!(obj, Object::Document(_))
-            || matches!(obj, Object::File { format: super::FileFormat::Json, .. })
+            || matches!(
+                obj,
+                Object::File {
+                    format: super::FileFormat::Json,
+                    ..
+                }
+            )
     }
 
     async fn put(
@@ -48,9 +57,14 @@ impl DataBackend for DocumentBackend {
         let value = match obj {
             Object::Document(v) => v,
             Object::File { path, .. } => {
-                let text = tokio::fs::read(&path).await.map_err(|e| StoreError::io(&path, e))?;
+                let text = tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| StoreError::io(&path, e))?;
                 serde_json::from_slice(&text).map_err(|e| {
-                    StoreError::invalid_input(cx.name, format!("{} is not valid JSON: {e}", path.display()))
+                    StoreError::invalid_input(
+                        cx.name,
+                        format!("{} is not valid JSON: {e}", path.display()),
+                    )
                 })?
             }
             other => {
@@ -87,10 +101,18 @@ impl DataBackend for DocumentBackend {
         })
     }
 
-    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, _opts: &GetOptions) -> Result<Data> {
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        _opts: &GetOptions,
+    ) -> Result<Data> {
         let path = recorded_path(cx, meta)?;
         let bytes = match cx.root.store.get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| StoreError::object_store(&path, e))?,
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::object_store(&path, e))?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StoreError::MissingData {
                     name: meta.name.clone(),

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::table::{apply_options, open_table, schema_json};
-use super::{BackendContext, Data, DataBackend, ExternalFormat, GetOptions, Object, PutOptions, Written};
+use super::{
+    BackendContext, Data, DataBackend, ExternalFormat, GetOptions, Object, PutOptions, Written,
+};
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -83,8 +85,8 @@ async fn read(
             let table = if dir_url.scheme() == root.base.scheme()
                 && dir_url.host_str() == root.base.host_str()
             {
-                let path = object_store::path::Path::from_url_path(dir_url.path())
-                    .map_err(|e| bad(&e))?;
+                let path =
+                    object_store::path::Path::from_url_path(dir_url.path()).map_err(|e| bad(&e))?;
                 open_table(root, &path, None).await.map_err(|e| bad(&e))?
             } else {
                 deltalake::DeltaTableBuilder::from_url(dir_url)
@@ -120,7 +122,10 @@ impl DataBackend for ExternalTableBackend {
         _opts: &PutOptions,
     ) -> Result<Written> {
         let Object::External { url, format } = obj else {
-            return Err(StoreError::invalid_input(cx.name, "not an external location"));
+            return Err(StoreError::invalid_input(
+                cx.name,
+                "not an external location",
+            ));
         };
         let url = normalize_location(cx.name.as_str(), &url)?;
         // Reading the schema now makes a wrong location fail at registration.
@@ -133,7 +138,12 @@ impl DataBackend for ExternalTableBackend {
         })
     }
 
-    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        opts: &GetOptions,
+    ) -> Result<Data> {
         let corrupt = |reason: &str| StoreError::CorruptMetadata {
             name: meta.name.clone(),
             path: meta.uri.clone(),

@@ -10,7 +10,9 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use super::document::recorded_path;
-use super::{BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutOptions, Written};
+use super::{
+    BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutOptions, Written,
+};
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -29,7 +31,13 @@ impl DataBackend for RawFileBackend {
 
     fn supports(&self, obj: &Object) -> bool {
         matches!(obj, Object::Bytes(_))
-            || matches!(obj, Object::File { format: FileFormat::Raw, .. })
+            || matches!(
+                obj,
+                Object::File {
+                    format: FileFormat::Raw,
+                    ..
+                }
+            )
     }
 
     async fn put(
@@ -39,7 +47,10 @@ impl DataBackend for RawFileBackend {
         _previous: Option<&Metadata>,
         opts: &PutOptions,
     ) -> Result<Written> {
-        let path = cx.data_dir.clone().join(format!("{}.bin", uuid::Uuid::new_v4()));
+        let path = cx
+            .data_dir
+            .clone()
+            .join(format!("{}.bin", uuid::Uuid::new_v4()));
         let upload = cx
             .root
             .store
@@ -60,7 +71,10 @@ impl DataBackend for RawFileBackend {
                         .map_err(|e| StoreError::io(&file, e))?;
                     let mut buf = vec![0u8; 1024 * 1024];
                     loop {
-                        let n = f.read(&mut buf).await.map_err(|e| StoreError::io(&file, e))?;
+                        let n = f
+                            .read(&mut buf)
+                            .await
+                            .map_err(|e| StoreError::io(&file, e))?;
                         if n == 0 {
                             break;
                         }
@@ -100,7 +114,12 @@ impl DataBackend for RawFileBackend {
         })
     }
 
-    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, _opts: &GetOptions) -> Result<Data> {
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        _opts: &GetOptions,
+    ) -> Result<Data> {
         let path = recorded_path(cx, meta)?;
         let result = match cx.root.store.get(&path).await {
             Ok(r) => r,

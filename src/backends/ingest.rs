@@ -223,44 +223,44 @@ pub fn read_file(
                 format!("cannot read {}: {e}", path.display()),
             )))
         };
-        let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>>> =
-            match format {
-                FileFormat::Csv => {
-                    let fmt = csv_format(&path);
-                    match arrow::csv::ReaderBuilder::new(reader_schema)
-                        .with_format(fmt)
-                        .with_batch_size(BATCH_ROWS)
-                        .build(BufReader::with_capacity(1 << 20, file))
-                    {
-                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
-                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
-                    }
+        let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>>> = match format
+        {
+            FileFormat::Csv => {
+                let fmt = csv_format(&path);
+                match arrow::csv::ReaderBuilder::new(reader_schema)
+                    .with_format(fmt)
+                    .with_batch_size(BATCH_ROWS)
+                    .build(BufReader::with_capacity(1 << 20, file))
+                {
+                    Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                    Err(e) => Box::new(std::iter::once(Err(context(&e)))),
                 }
-                FileFormat::JsonLines => {
-                    match arrow::json::ReaderBuilder::new(reader_schema)
-                        .with_batch_size(BATCH_ROWS)
-                        .build(BufReader::with_capacity(1 << 20, file))
-                    {
-                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
-                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
-                    }
+            }
+            FileFormat::JsonLines => {
+                match arrow::json::ReaderBuilder::new(reader_schema)
+                    .with_batch_size(BATCH_ROWS)
+                    .build(BufReader::with_capacity(1 << 20, file))
+                {
+                    Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                    Err(e) => Box::new(std::iter::once(Err(context(&e)))),
                 }
-                FileFormat::Parquet => {
-                    match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                        file.inner,
-                    )
-                    .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
-                    {
-                        // Parquet is read by row group, not as a byte stream: the
-                        // progress bar shows elapsed time only.
-                        Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
-                        Err(e) => Box::new(std::iter::once(Err(context(&e)))),
-                    }
+            }
+            FileFormat::Parquet => {
+                match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    file.inner,
+                )
+                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                {
+                    // Parquet is read by row group, not as a byte stream: the
+                    // progress bar shows elapsed time only.
+                    Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
+                    Err(e) => Box::new(std::iter::once(Err(context(&e)))),
                 }
-                FileFormat::Json | FileFormat::Raw => Box::new(std::iter::once(Err(context(
-                    &"this format is not a table; store it as a document or raw file",
-                )))),
-            };
+            }
+            FileFormat::Json | FileFormat::Raw => Box::new(std::iter::once(Err(context(
+                &"this format is not a table; store it as a document or raw file",
+            )))),
+        };
         for b in batches {
             let stop = b.is_err();
             if tx.blocking_send(b).is_err() || stop {

@@ -118,10 +118,12 @@ pub enum Object {
 impl Object {
     /// A table from batches; all batches must share the schema of the first.
     pub fn from_batches(batches: Vec<RecordBatch>) -> Result<Self> {
-        let schema = batches
-            .first()
-            .map(|b| b.schema())
-            .ok_or_else(|| StoreError::invalid_input("<batches>", "no batches given; use Object::Table with a schema to store an empty table"))?;
+        let schema = batches.first().map(|b| b.schema()).ok_or_else(|| {
+            StoreError::invalid_input(
+                "<batches>",
+                "no batches given; use Object::Table with a schema to store an empty table",
+            )
+        })?;
         Ok(Object::Table { schema, batches })
     }
 

@@ -183,8 +183,11 @@ fn check_storable(name: &str, schema: &SchemaRef) -> Result<()> {
             _ => false,
         }
     }
-    let unsupported: Vec<&Arc<Field>> =
-        schema.fields().iter().filter(|f| bad(f.data_type())).collect();
+    let unsupported: Vec<&Arc<Field>> = schema
+        .fields()
+        .iter()
+        .filter(|f| bad(f.data_type()))
+        .collect();
     if unsupported.is_empty() {
         return Ok(());
     }
@@ -251,13 +254,14 @@ impl DataBackend for DeltaTableBackend {
         let session = Arc::new(cx.session.state());
         let (dir, table) = match existing {
             Some(dir) => {
-                let table = open_table(cx.root, &dir, None).await.map_err(|e| {
-                    StoreError::MissingData {
-                        name: name.to_string(),
-                        version: previous.map(|p| p.version).unwrap_or(0),
-                        path: format!("{dir} ({e})"),
-                    }
-                })?;
+                let table =
+                    open_table(cx.root, &dir, None)
+                        .await
+                        .map_err(|e| StoreError::MissingData {
+                            name: name.to_string(),
+                            version: previous.map(|p| p.version).unwrap_or(0),
+                            path: format!("{dir} ({e})"),
+                        })?;
                 let builder = if opts.mode == PutMode::Overwrite {
                     table
                         .write(vec![])
@@ -322,7 +326,12 @@ impl DataBackend for DeltaTableBackend {
         Ok(written)
     }
 
-    async fn get(&self, cx: &BackendContext<'_>, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        opts: &GetOptions,
+    ) -> Result<Data> {
         let provider = table_provider(cx.root, cx.session, meta).await?;
         let df = cx
             .session
@@ -345,7 +354,10 @@ impl DataBackend for DeltaTableBackend {
             return Ok(None);
         }
         // The Delta log is linear: the later Delta version contains the earlier commit.
-        let our_version = written.kind_meta.get("delta_version").and_then(Value::as_u64);
+        let our_version = written
+            .kind_meta
+            .get("delta_version")
+            .and_then(Value::as_u64);
         if delta_version(latest) >= our_version {
             Ok(Some(Written {
                 kind: latest.kind.clone(),
@@ -364,8 +376,14 @@ impl DataBackend for DeltaTableBackend {
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
         // Only a table this write created is ours to remove; an append
         // to an existing table stays (the Delta log already has it).
-        if written.kind_meta.get("delta_version").and_then(Value::as_u64) == Some(0) {
-            let _ = super::delete_recorded(cx, std::iter::once(&written.kind_meta), "location").await;
+        if written
+            .kind_meta
+            .get("delta_version")
+            .and_then(Value::as_u64)
+            == Some(0)
+        {
+            let _ =
+                super::delete_recorded(cx, std::iter::once(&written.kind_meta), "location").await;
         }
     }
 }
@@ -377,10 +395,13 @@ fn normalize_timestamps(
     name: &str,
     plan: datafusion::logical_expr::LogicalPlan,
     schema: &SchemaRef,
-) -> Result<(datafusion::logical_expr::LogicalPlan, serde_json::Map<String, Value>)> {
+) -> Result<(
+    datafusion::logical_expr::LogicalPlan,
+    serde_json::Map<String, Value>,
+)> {
+    use arrow::datatypes::TimeUnit;
     use datafusion::common::Column;
     use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast};
-    use arrow::datatypes::TimeUnit;
     let mut zones = serde_json::Map::new();
     let mut changed = false;
     let exprs: Vec<Expr> = schema

@@ -331,7 +331,10 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                     PutOptions::default(),
                 )
                 .await?;
-            println!("registered {} version {} -> {}", meta.name, meta.version, meta.uri);
+            println!(
+                "registered {} version {} -> {}",
+                meta.name, meta.version, meta.uri
+            );
         }
         DatasetsCommand::Drop { name, force } => {
             let dropped = store.drop(&name, force).await?;

@@ -98,7 +98,10 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("om: internal error{at}: {msg} (please report this)");
     }));
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("om: cannot start the async runtime: {e}");

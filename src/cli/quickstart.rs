@@ -16,7 +16,7 @@ pub const SAMPLE_ROWS: usize = 10_000;
 /// Writes the deterministic sample CSV (a fixed-seed generator, so every
 /// machine gets the same data) and returns its path.
 pub fn write_sample(path: &Path, rows: usize) -> Result<(), CliError> {
-    let mut state: u64 = 0x5eed_0f_0e6a;
+    let mut state: u64 = 0x005e_ed0f_0e6a;
     let mut next = move || {
         // xorshift64*: tiny, deterministic, good enough for sample data
         state ^= state >> 12;
@@ -52,7 +52,13 @@ pub fn write_sample(path: &Path, rows: usize) -> Result<(), CliError> {
     std::fs::write(path, csv).map_err(|e| CliError::io(path, e))
 }
 
-async fn show(om: &Omega, title: &str, cmd: &str, name: &str, opts: GetOptions) -> Result<(), CliError> {
+async fn show(
+    om: &Omega,
+    title: &str,
+    cmd: &str,
+    name: &str,
+    opts: GetOptions,
+) -> Result<(), CliError> {
     println!("\n== {title}\n$ {cmd}");
     let df = om.datasets().get_frame(name, opts).await?;
     write_frame(df, OutFormat::Table, None, None).await?;
@@ -71,7 +77,10 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
     write_sample(&path, SAMPLE_ROWS)?;
     println!("omegastore quickstart — store at {}", om.root().url());
     println!("\n== 1. put a CSV file as a dataset (a Delta table)");
-    println!("$ om datasets put {} trips --mode overwrite", path.display());
+    println!(
+        "$ om datasets put {} trips --mode overwrite",
+        path.display()
+    );
     let store = om.datasets();
     let file = || Object::File {
         path: path.clone(),
@@ -84,19 +93,43 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
             "trips",
             PutOptions {
                 mode: PutMode::Overwrite,
-                attributes: Some(serde_json::json!({"source": "quickstart"}).as_object().cloned().unwrap_or_default()),
+                attributes: Some(
+                    serde_json::json!({"source": "quickstart"})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
                 ..Default::default()
             },
         )
         .await?;
-    println!("stored trips version {} ({} rows)", meta.version, meta.kind_meta["rows"]);
+    println!(
+        "stored trips version {} ({} rows)",
+        meta.version, meta.kind_meta["rows"]
+    );
 
     println!("\n== 2. list the store\n$ om datasets list --long");
     for m in store.list(None, &ListOptions::default()).await? {
-        println!("{:<24} {:<14} v{:<4} {} rows", m.name, m.kind, m.version, m.kind_meta.get("rows").unwrap_or(&serde_json::Value::Null));
+        println!(
+            "{:<24} {:<14} v{:<4} {} rows",
+            m.name,
+            m.kind,
+            m.version,
+            m.kind_meta.get("rows").unwrap_or(&serde_json::Value::Null)
+        );
     }
 
-    show(om, "3. read it back", "om datasets get trips --limit 5", "trips", GetOptions { limit: Some(5), ..Default::default() }).await?;
+    show(
+        om,
+        "3. read it back",
+        "om datasets get trips --limit 5",
+        "trips",
+        GetOptions {
+            limit: Some(5),
+            ..Default::default()
+        },
+    )
+    .await?;
     show(
         om,
         "4. a filtered get (projection and filter pushed down to Parquet)",
@@ -110,12 +143,23 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
     )
     .await?;
 
-    println!("\n== 5. append the same file: a new version\n$ om datasets put {} trips", path.display());
+    println!(
+        "\n== 5. append the same file: a new version\n$ om datasets put {} trips",
+        path.display()
+    );
     let meta = store.put(file(), "trips", PutOptions::default()).await?;
-    println!("stored trips version {} ({} rows)", meta.version, meta.kind_meta["rows"]);
+    println!(
+        "stored trips version {} ({} rows)",
+        meta.version, meta.kind_meta["rows"]
+    );
     let v = meta.version - 1;
     let old = store.metadata(&format!("trips@{v}")).await?;
-    println!("\n== 6. time travel\n$ om datasets info trips@{v}   # {} rows, Delta version {}", old.kind_meta["rows"], old.kind_meta["delta_version"]);
-    println!("\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om --help");
+    println!(
+        "\n== 6. time travel\n$ om datasets info trips@{v}   # {} rows, Delta version {}",
+        old.kind_meta["rows"], old.kind_meta["delta_version"]
+    );
+    println!(
+        "\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om --help"
+    );
     Ok(())
 }

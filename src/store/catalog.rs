@@ -146,10 +146,7 @@ impl Catalog {
     }
 
     /// Commits `meta` as version `meta.version` with put-if-absent.
-    pub async fn commit(
-        &self,
-        meta: &Metadata,
-    ) -> Result<std::result::Result<(), CommitConflict>> {
+    pub async fn commit(&self, meta: &Metadata) -> Result<std::result::Result<(), CommitConflict>> {
         let name = ObjectName::new(&meta.name)?;
         let path = self.record_path(&name, meta.version);
         let body = serde_json::to_vec_pretty(meta).map_err(|e| {

@@ -11,7 +11,9 @@ pub enum StoreError {
     #[error("invalid name '{name}': {reason}")]
     InvalidName { name: String, reason: String },
 
-    #[error("'{name}' not found in {store} of bucket '{bucket}'; list what exists with `om {store} list`")]
+    #[error(
+        "'{name}' not found in {store} of bucket '{bucket}'; list what exists with `om {store} list`"
+    )]
     NotFound {
         store: String,
         bucket: String,
@@ -52,7 +54,9 @@ pub enum StoreError {
     #[error("schema of the data does not match dataset '{name}': {details}")]
     SchemaMismatch { name: String, details: String },
 
-    #[error("metadata of '{name}' at '{path}' is corrupt ({reason}); restore the file or drop the object")]
+    #[error(
+        "metadata of '{name}' at '{path}' is corrupt ({reason}); restore the file or drop the object"
+    )]
     CorruptMetadata {
         name: String,
         path: String,
@@ -145,5 +149,8 @@ pub(crate) fn one_line(message: &str) -> String {
         .filter_map(|m| message.find(m))
         .min()
         .unwrap_or(message.len());
-    message[..cut].split_whitespace().collect::<Vec<_>>().join(" ")
+    message[..cut]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }

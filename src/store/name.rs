@@ -101,7 +101,9 @@ pub fn validate_name(name: &str) -> Result<()> {
             && !suffix.is_empty()
             && suffix.bytes().all(|b| b.is_ascii_digit())
         {
-            return bad("a segment cannot end in '#' followed by digits (reserved by the object store)");
+            return bad(
+                "a segment cannot end in '#' followed by digits (reserved by the object store)",
+            );
         }
     }
     Ok(())
@@ -174,10 +176,12 @@ impl NameRef {
             Some((name, modifier)) => {
                 let name = ObjectName::new(name)?;
                 let spec = if !modifier.is_empty() && modifier.bytes().all(|b| b.is_ascii_digit()) {
-                    let v = modifier.parse::<u64>().map_err(|_| StoreError::InvalidName {
-                        name: s.to_string(),
-                        reason: format!("version '{modifier}' is too large"),
-                    })?;
+                    let v = modifier
+                        .parse::<u64>()
+                        .map_err(|_| StoreError::InvalidName {
+                            name: s.to_string(),
+                            reason: format!("version '{modifier}' is too large"),
+                        })?;
                     VersionSpec::Version(v)
                 } else {
                     validate_tag(modifier).map_err(|reason| StoreError::InvalidName {

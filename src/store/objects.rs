@@ -101,7 +101,12 @@ impl Store {
     /// contiguous versions, except with `PutMode::Error` (exactly one wins,
     /// the others get [`StoreError::AlreadyExists`]) or when two writers
     /// create a new table at once (the loser gets [`StoreError::Conflict`]).
-    pub async fn put(&self, obj: impl Into<Object>, name: &str, opts: PutOptions) -> Result<Metadata> {
+    pub async fn put(
+        &self,
+        obj: impl Into<Object>,
+        name: &str,
+        opts: PutOptions,
+    ) -> Result<Metadata> {
         let obj = obj.into();
         let name = ObjectName::new(name)?;
         let head = self.catalog.head(&name).await?;
@@ -113,14 +118,17 @@ impl Store {
             });
         }
         let backend = match &opts.kind {
-            Some(kind) => self.registry.by_kind(kind).ok_or_else(|| StoreError::NoBackend {
-                name: name.to_string(),
-                what: obj.describe().into(),
-                hint: format!(
-                    ": no backend owns kind '{kind}' (known kinds: {})",
-                    self.registry.kinds().join(", ")
-                ),
-            })?,
+            Some(kind) => self
+                .registry
+                .by_kind(kind)
+                .ok_or_else(|| StoreError::NoBackend {
+                    name: name.to_string(),
+                    what: obj.describe().into(),
+                    hint: format!(
+                        ": no backend owns kind '{kind}' (known kinds: {})",
+                        self.registry.kinds().join(", ")
+                    ),
+                })?,
             None => self
                 .registry
                 .supporting(&obj)
@@ -199,7 +207,9 @@ impl Store {
         Err(StoreError::Conflict {
             name: name.to_string(),
             version: base.unwrap_or(0) + 1,
-            advice: format!("gave up after {MAX_COMMIT_ATTEMPTS} attempts under heavy contention; try again"),
+            advice: format!(
+                "gave up after {MAX_COMMIT_ATTEMPTS} attempts under heavy contention; try again"
+            ),
         })
     }
 
@@ -212,17 +222,18 @@ impl Store {
             .await?
             .filter(|m| !m.is_tombstone())
             .ok_or_else(|| self.not_found(r.name.as_str()))?;
-        let version = match &r.spec {
-            VersionSpec::Latest => return Ok(head),
-            VersionSpec::Version(v) => *v,
-            VersionSpec::Tag(t) => self.catalog.tag(&r.name, t).await?.ok_or_else(|| {
-                StoreError::VersionNotFound {
-                    store: self.prefix().into(),
-                    name: r.name.to_string(),
-                    spec: r.spec.to_string(),
-                }
-            })?,
-        };
+        let version =
+            match &r.spec {
+                VersionSpec::Latest => return Ok(head),
+                VersionSpec::Version(v) => *v,
+                VersionSpec::Tag(t) => self.catalog.tag(&r.name, t).await?.ok_or_else(|| {
+                    StoreError::VersionNotFound {
+                        store: self.prefix().into(),
+                        name: r.name.to_string(),
+                        spec: r.spec.to_string(),
+                    }
+                })?,
+            };
         match self.catalog.read(&r.name, version).await? {
             Some(m) if !m.is_tombstone() => Ok(m),
             _ => Err(StoreError::VersionNotFound {
@@ -292,7 +303,12 @@ impl Store {
 
     /// Streams a raw file to `path`: written to a temporary file beside it and
     /// renamed into place, so `path` is never left half-written.
-    pub async fn get_to_file(&self, name: &str, path: &std::path::Path, progress: Option<&indicatif::ProgressBar>) -> Result<u64> {
+    pub async fn get_to_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<u64> {
         let Data::File { size, mut stream } = self.get(name, GetOptions::default()).await? else {
             return Err(StoreError::invalid_input(name, "is not a file"));
         };
@@ -305,7 +321,9 @@ impl Store {
             .map_err(|e| StoreError::io(&tmp, e))?;
         let result: Result<()> = async {
             while let Some(chunk) = stream.try_next().await? {
-                f.write_all(&chunk).await.map_err(|e| StoreError::io(&tmp, e))?;
+                f.write_all(&chunk)
+                    .await
+                    .map_err(|e| StoreError::io(&tmp, e))?;
                 if let Some(p) = progress {
                     p.inc(chunk.len() as u64);
                 }
@@ -402,7 +420,11 @@ impl Store {
 
     /// Commits a new version with the same data and updated attributes
     /// (`{}` resets them, otherwise keys are merged).
-    pub async fn set_attributes(&self, name: &str, attributes: Map<String, Value>) -> Result<Metadata> {
+    pub async fn set_attributes(
+        &self,
+        name: &str,
+        attributes: Map<String, Value>,
+    ) -> Result<Metadata> {
         let n = ObjectName::new(name)?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let current = self
@@ -460,7 +482,10 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        let last = history.last().cloned().ok_or_else(|| self.not_found(name))?;
+        let last = history
+            .last()
+            .cloned()
+            .ok_or_else(|| self.not_found(name))?;
         let mut version = last.version + 1;
         loop {
             let now = Utc::now();

@@ -149,7 +149,13 @@ pub fn sample_batch(start: i64, n: usize) -> RecordBatch {
     let ids: Vec<i64> = (start..start + n as i64).collect();
     let names: Vec<Option<String>> = ids
         .iter()
-        .map(|i| if i % 5 == 0 { None } else { Some(format!("name-{i}")) })
+        .map(|i| {
+            if i % 5 == 0 {
+                None
+            } else {
+                Some(format!("name-{i}"))
+            }
+        })
         .collect();
     let scores: Vec<f64> = ids.iter().map(|i| *i as f64 * 0.5).collect();
     let schema = Arc::new(Schema::new(vec![
