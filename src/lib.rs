@@ -5,9 +5,8 @@
 //! backends, and one DataFusion engine over every table.
 //!
 //! ```no_run
-//! # async fn demo() -> omegastore::Result<()> {
 //! use omegastore::{Omega, PutOptions};
-//! # let batch: arrow::record_batch::RecordBatch = unimplemented!();
+//! # async fn demo(batch: arrow::record_batch::RecordBatch) -> omegastore::Result<()> {
 //! let om = Omega::open("./.omega").await?;
 //! om.datasets().put(batch, "sales", PutOptions::default()).await?;
 //! let rows = om.datasets().get_batches("sales@1", Default::default()).await?;

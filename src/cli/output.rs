@@ -50,8 +50,17 @@ pub async fn write_frame(
     };
     let mut sink = match format {
         OutFormat::Csv => Sink::Csv(arrow::csv::Writer::new(writer)),
-        OutFormat::Json => Sink::Json(arrow::json::ArrayWriter::new(writer)),
-        OutFormat::Jsonl => Sink::Jsonl(arrow::json::LineDelimitedWriter::new(writer)),
+        // Nulls are written as `null`, not dropped, so every row has every key.
+        OutFormat::Json => Sink::Json(
+            arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build(writer),
+        ),
+        OutFormat::Jsonl => Sink::Jsonl(
+            arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build(writer),
+        ),
         OutFormat::Parquet => Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
             writer,
             schema.clone(),

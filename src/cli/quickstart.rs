@@ -158,6 +158,9 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
         "\n== 6. time travel\n$ om datasets info trips@{v}   # {} rows, Delta version {}",
         old.kind_meta["rows"], old.kind_meta["delta_version"]
     );
+    if path.starts_with(&dir) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     println!(
         "\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om --help"
     );
