@@ -13,17 +13,19 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers (arrows point down): [`cli`] → [`Omega`] → [`store`] → [`backends`].
+//! Layers (arrows point down): [`cli`] → [`Omega`] → [`sql`] → [`store`] → [`backends`].
 
 pub mod backends;
 pub mod cli;
 pub mod omega;
+pub mod sql;
 pub mod store;
 
 pub use backends::{
     Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions,
 };
 pub use omega::{DEFAULT_BUCKET, Omega};
+pub use sql::{Mixin, MixinContext, SqlError};
 pub use store::{ListOptions, Metadata, NameRef, ObjectName, Store, StoreError};
 
 /// Result of the store layer.

@@ -8,7 +8,7 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use serde_json::{Value, json};
 use url::Url;
 
-use super::table::{apply_options, open_table, schema_json};
+use super::table::{open_table, schema_json};
 use super::{
     BackendContext, Data, DataBackend, ExternalFormat, GetOptions, Object, PutOptions, Written,
 };
@@ -161,8 +161,10 @@ impl DataBackend for ExternalTableBackend {
             .cloned()
             .and_then(|f| serde_json::from_value(f).ok())
             .ok_or_else(|| corrupt("no format recorded"))?;
-        let df = read(cx.session, cx.root, &meta.name, &url, format).await?;
-        Ok(Data::Table(apply_options(&meta.name, df, opts)?))
+        let _ = opts; // applied by the store, above the named scan
+        Ok(Data::Table(
+            read(cx.session, cx.root, &meta.name, &url, format).await?,
+        ))
     }
 
     async fn drop_data(&self, _cx: &BackendContext<'_>, _versions: &[Metadata]) -> Result<()> {

@@ -6,6 +6,7 @@
 //! | `json.document` | [`document::DocumentBackend`] | any `serde_json::Value` |
 //! | `file.raw` | [`file::RawFileBackend`] | bytes, streamed from and to files |
 //! | `table.external` | [`external::ExternalTableBackend`] | a Parquet/CSV/JSON/Delta location read in place |
+//! | `sql.view` | [`view::ViewBackend`] | a stored query, resolved at read |
 //!
 //! A backend writes data under a fresh path and returns what the store
 //! records; the store commits the version (see [`crate::store::Catalog`]).
@@ -15,6 +16,7 @@ pub mod external;
 pub mod file;
 pub mod ingest;
 pub mod table;
+pub mod view;
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -230,6 +232,22 @@ pub struct BackendContext<'a> {
     /// Directory for this object's data; write under fresh names only.
     pub data_dir: Path,
     pub session: &'a SessionContext,
+    /// Bucket and store prefix the object lives in.
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+    /// Hooks every table write must pass through.
+    pub hooks: &'a crate::store::hooks::Hooks,
+}
+
+impl BackendContext<'_> {
+    /// The target description write hooks see.
+    pub fn write_target(&self) -> crate::store::hooks::WriteTarget {
+        crate::store::hooks::WriteTarget {
+            bucket: self.bucket.to_string(),
+            prefix: self.prefix.to_string(),
+            name: self.name.to_string(),
+        }
+    }
 }
 
 /// What a backend wrote: the store records it as the new version.
@@ -325,6 +343,7 @@ pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
         Arc::new(document::DocumentBackend),
         Arc::new(file::RawFileBackend),
         Arc::new(external::ExternalTableBackend),
+        Arc::new(view::ViewBackend),
     ]
 }
 

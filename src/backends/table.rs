@@ -236,6 +236,10 @@ impl DataBackend for DeltaTableBackend {
         let (plan, schema) = object_to_plan(name, obj, opts.progress.clone())?;
         check_storable(name, &schema)?;
         let (plan, zones) = normalize_timestamps(name, plan, &schema)?;
+        let plan = cx
+            .hooks
+            .rewrite_write(&cx.write_target(), plan, cx.session)
+            .await?;
         let schema = plan.schema().inner().clone();
         let existing = previous
             .filter(|p| p.kind == KIND)
@@ -337,8 +341,9 @@ impl DataBackend for DeltaTableBackend {
             .session
             .read_table(provider)
             .map_err(|e| StoreError::table(&meta.name, e))?;
-        let df = restore_timezones(&meta.name, df, meta)?;
-        Ok(Data::Table(apply_options(&meta.name, df, opts)?))
+        // Options are applied by the store, above the named scan.
+        let _ = opts;
+        Ok(Data::Table(restore_timezones(&meta.name, df, meta)?))
     }
 
     async fn rebase(
@@ -465,6 +470,69 @@ fn restore_timezones(
         })
         .collect();
     df.select(exprs).map_err(|e| StoreError::table(name, e))
+}
+
+/// A row-level change of a table.
+#[derive(Debug, Clone)]
+pub enum TableChange {
+    /// Delete the rows matching the predicate (all rows when `None`).
+    Delete {
+        predicate: Option<datafusion::logical_expr::Expr>,
+    },
+    /// Set columns to expressions on the rows matching the predicate.
+    Update {
+        predicate: Option<datafusion::logical_expr::Expr>,
+        assignments: Vec<(String, datafusion::logical_expr::Expr)>,
+    },
+}
+
+/// Applies `change` to the latest Delta version of the table `meta` names;
+/// returns what to record and how many rows changed.
+pub async fn apply_change(
+    cx: &BackendContext<'_>,
+    meta: &Metadata,
+    change: TableChange,
+) -> Result<(Written, u64)> {
+    let name = meta.name.as_str();
+    let rel = location(meta).ok_or_else(|| StoreError::CorruptMetadata {
+        name: meta.name.clone(),
+        path: meta.uri.clone(),
+        reason: "no table location recorded".into(),
+    })?;
+    let dir = cx.root.resolve(rel)?;
+    let table = open_table(cx.root, &dir, None)
+        .await
+        .map_err(|e| delta_err(name, e))?;
+    let session = Arc::new(cx.session.state());
+    let (table, rows) = match change {
+        TableChange::Delete { predicate } => {
+            let mut b = table.delete().with_session_state(session);
+            if let Some(p) = predicate {
+                b = b.with_predicate(p);
+            }
+            let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+            (t, m.num_deleted_rows.unwrap_or(0) as u64)
+        }
+        TableChange::Update {
+            predicate,
+            assignments,
+        } => {
+            let mut b = table.update().with_session_state(session);
+            if let Some(p) = predicate {
+                b = b.with_predicate(p);
+            }
+            for (col, expr) in assignments {
+                b = b.with_update(col, expr);
+            }
+            let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+            (t, m.num_updated_rows as u64)
+        }
+    };
+    let mut written = describe(cx.root, &dir, &table)?;
+    if let Some(z) = meta.kind_meta.get("timezones") {
+        written.kind_meta["timezones"] = z.clone();
+    }
+    Ok((written, rows))
 }
 
 /// A DataFusion provider for the Delta version a record pins.

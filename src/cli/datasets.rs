@@ -191,13 +191,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
             match store.get_version(&meta, &opts).await? {
                 Data::Table(df) => {
                     let format = format.unwrap_or(match &output {
-                        Some(p) if p.extension().is_some_and(|e| e == "parquet") => {
-                            OutFormat::Parquet
-                        }
-                        Some(p) if p.extension().is_some_and(|e| e == "csv") => OutFormat::Csv,
-                        Some(p) if p.extension().is_some_and(|e| e == "jsonl") => OutFormat::Jsonl,
-                        Some(p) if p.extension().is_some_and(|e| e == "json") => OutFormat::Json,
-                        Some(_) => OutFormat::Csv,
+                        Some(p) => OutFormat::from_extension(p),
                         None if std::io::IsTerminal::is_terminal(&std::io::stdout()) => {
                             OutFormat::Table
                         }

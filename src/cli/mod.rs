@@ -5,6 +5,7 @@ pub mod datasets;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod sql;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,8 @@ use crate::store::StoreError;
 pub enum CliError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Sql(#[from] crate::sql::SqlError),
     #[error("query failed: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("cannot write the output: {0}")]
@@ -63,6 +66,8 @@ pub enum Command {
     /// Store, read, list and drop datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Run SQL over every dataset: a query, --file, stdin, or an interactive shell.
+    Sql(sql::SqlArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -76,6 +81,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let om = Omega::open(&cli.root).await?.bucket(&cli.bucket)?;
     match cli.command {
         Command::Datasets(cmd) => datasets::run(&om, cmd).await,
+        Command::Sql(args) => sql::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }
 }

@@ -20,6 +20,26 @@ pub enum OutFormat {
     Json,
     Jsonl,
     Parquet,
+    /// Arrow IPC file.
+    Arrow,
+}
+
+impl OutFormat {
+    /// The format a file name suggests (CSV when unknown).
+    pub fn from_extension(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("parquet") => OutFormat::Parquet,
+            Some("json") => OutFormat::Json,
+            Some("jsonl") | Some("ndjson") => OutFormat::Jsonl,
+            Some("arrow") | Some("ipc") | Some("feather") => OutFormat::Arrow,
+            _ => OutFormat::Csv,
+        }
+    }
 }
 
 /// Rows shown by the `table` format (the rest is counted, not printed).
@@ -30,6 +50,7 @@ enum Sink {
     Json(arrow::json::ArrayWriter<Box<dyn Write + Send>>),
     Jsonl(arrow::json::LineDelimitedWriter<Box<dyn Write + Send>>),
     Parquet(parquet::arrow::ArrowWriter<Box<dyn Write + Send>>),
+    Arrow(arrow::ipc::writer::FileWriter<Box<dyn Write + Send>>),
     Table(Vec<RecordBatch>, usize),
 }
 
@@ -66,6 +87,7 @@ pub async fn write_frame(
             schema.clone(),
             None,
         )?),
+        OutFormat::Arrow => Sink::Arrow(arrow::ipc::writer::FileWriter::try_new(writer, &schema)?),
         OutFormat::Table => Sink::Table(Vec::new(), 0),
     };
     let result: Result<u64, CliError> = async {
@@ -81,6 +103,7 @@ pub async fn write_frame(
                 Sink::Json(w) => w.write(&batch)?,
                 Sink::Jsonl(w) => w.write(&batch)?,
                 Sink::Parquet(w) => w.write(&batch)?,
+                Sink::Arrow(w) => w.write(&batch)?,
                 Sink::Table(kept, n) => {
                     if *n < TABLE_ROWS {
                         let take = (TABLE_ROWS - *n).min(batch.num_rows());
@@ -102,6 +125,10 @@ pub async fn write_frame(
             }
             Sink::Parquet(w) => {
                 w.close()?;
+            }
+            Sink::Arrow(mut w) => {
+                w.finish()?;
+                w.into_inner()?.flush().map_err(|e| CliError::io("<output>", e))?
             }
             Sink::Table(kept, shown) => {
                 let text = if kept.is_empty() {

@@ -5,14 +5,20 @@
 pub mod catalog;
 pub(crate) mod delta_s3;
 pub mod error;
+pub mod hooks;
 pub mod metadata;
 pub mod name;
 pub mod objects;
 pub mod registry;
 pub mod root;
 
+/// The DataFusion catalog name under which every table dataset is scanned:
+/// `omega.<bucket>.<name>`.
+pub const CATALOG_NAME: &str = "omega";
+
 pub use catalog::Catalog;
 pub use error::{Result, StoreError};
+pub use hooks::{Hooks, ReadHook, WriteHook, WriteTarget};
 pub use metadata::Metadata;
 pub use name::{NameRef, ObjectName, VersionSpec};
 pub use objects::{ListOptions, Store};

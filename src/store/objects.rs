@@ -12,12 +12,19 @@ use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
+use super::CATALOG_NAME;
 use super::catalog::Catalog;
 use super::error::{Result, StoreError};
+use super::hooks::Hooks;
 use super::metadata::{Metadata, TOMBSTONE_KIND, merge_attributes};
 use super::name::{NameRef, ObjectName, VersionSpec, glob_match, is_pattern};
 use super::registry::BackendRegistry;
+use crate::backends::table::{TableChange, apply_options};
 use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions};
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::LogicalPlanBuilder;
 
 /// How often a put retries its commit after losing a race.
 const MAX_COMMIT_ATTEMPTS: usize = 100;
@@ -37,6 +44,7 @@ pub struct Store {
     catalog: Catalog,
     registry: Arc<BackendRegistry>,
     session: SessionContext,
+    hooks: Arc<Hooks>,
 }
 
 impl Store {
@@ -44,11 +52,13 @@ impl Store {
         catalog: Catalog,
         registry: Arc<BackendRegistry>,
         session: SessionContext,
+        hooks: Arc<Hooks>,
     ) -> Self {
         Self {
             catalog,
             registry,
             session,
+            hooks,
         }
     }
 
@@ -74,6 +84,9 @@ impl Store {
             name,
             data_dir: self.catalog.data_dir(name),
             session: &self.session,
+            bucket: self.catalog.bucket(),
+            prefix: self.catalog.prefix(),
+            hooks: &self.hooks,
         }
     }
 
@@ -110,7 +123,7 @@ impl Store {
         let obj = obj.into();
         let name = ObjectName::new(name)?;
         let head = self.catalog.head(&name).await?;
-        let mut previous = head.clone().filter(|m| !m.is_tombstone());
+        let previous = head.clone().filter(|m| !m.is_tombstone());
         if opts.mode == PutMode::Error && previous.is_some() {
             return Err(StoreError::AlreadyExists {
                 store: self.prefix().into(),
@@ -139,11 +152,34 @@ impl Store {
                 })?,
         };
         let cx = self.context(&name);
-        let mut written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
+        let written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
+        self.commit_written(
+            &cx,
+            backend.as_ref(),
+            written,
+            head.as_ref(),
+            previous,
+            &opts,
+        )
+        .await
+    }
+
+    /// Commits what a backend wrote as the next version, rebasing onto any
+    /// version another writer committed since `head` (see [`Store::put`]).
+    async fn commit_written(
+        &self,
+        cx: &BackendContext<'_>,
+        backend: &dyn DataBackend,
+        mut written: crate::backends::Written,
+        head: Option<&Metadata>,
+        mut previous: Option<Metadata>,
+        opts: &PutOptions,
+    ) -> Result<Metadata> {
+        let name = cx.name;
         // The version our write was based on; any commit after it must be
         // rebased onto (a table's record must never point at an older Delta
         // version than the record before it).
-        let mut base = head.as_ref().map(|h| h.version);
+        let mut base = head.map(|h| h.version);
         for attempt in 0..MAX_COMMIT_ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(
@@ -151,19 +187,19 @@ impl Store {
                 ))
                 .await;
             }
-            let latest = self.catalog.head(&name).await?;
+            let latest = self.catalog.head(name).await?;
             let version = latest.as_ref().map_or(1, |l| l.version + 1);
             if latest.as_ref().map(|l| l.version) != base {
                 match latest {
                     Some(l) if !l.is_tombstone() => {
                         if opts.mode == PutMode::Error {
-                            backend.discard(&cx, &written).await;
+                            backend.discard(cx, &written).await;
                             return Err(StoreError::AlreadyExists {
                                 store: self.prefix().into(),
                                 name: name.to_string(),
                             });
                         }
-                        written = match backend.rebase(&cx, written, &l).await? {
+                        written = match backend.rebase(cx, written, &l).await? {
                             Some(w) => w,
                             None => {
                                 return Err(StoreError::Conflict {
@@ -203,7 +239,7 @@ impl Store {
                 return Ok(meta);
             }
         }
-        backend.discard(&cx, &written).await;
+        backend.discard(cx, &written).await;
         Err(StoreError::Conflict {
             name: name.to_string(),
             version: base.unwrap_or(0) + 1,
@@ -259,11 +295,82 @@ impl Store {
         self.get_version(&meta, &opts).await
     }
 
-    /// Reads the version `meta` describes.
+    /// Reads the version `meta` describes. Tables come back as a lazy frame
+    /// whose scan is named `omega.<bucket>.<name>`, so that the read rewrite
+    /// rules (mixins) apply to it as to SQL; options are applied on top.
     pub async fn get_version(&self, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
         let backend = self.backend_for(meta)?;
         let name = ObjectName::new(&meta.name)?;
-        backend.get(&self.context(&name), meta, opts).await
+        match backend.get(&self.context(&name), meta, opts).await? {
+            Data::Table(df) => {
+                self.hooks.prepare_read().await?;
+                let reference =
+                    TableReference::full(CATALOG_NAME, self.bucket(), meta.name.as_str());
+                let plan =
+                    LogicalPlanBuilder::scan(reference, provider_as_source(df.into_view()), None)
+                        .and_then(|b| b.build())
+                        .map_err(|e| StoreError::table(&meta.name, e))?;
+                let df = DataFrame::new(self.session.state(), plan);
+                Ok(Data::Table(apply_options(&meta.name, df, opts)?))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The provider a SQL scan of a table dataset reads (`name` may carry a
+    /// modifier); it is pinned to the version the name resolved to.
+    pub async fn table_provider(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
+        let meta = self.metadata(name).await?;
+        let backend = self.backend_for(&meta)?;
+        let n = ObjectName::new(&meta.name)?;
+        match backend
+            .get(&self.context(&n), &meta, &GetOptions::default())
+            .await?
+        {
+            Data::Table(df) => Ok(df.into_view()),
+            _ => Err(StoreError::invalid_input(
+                name,
+                format!("is a {}, not a table", meta.kind),
+            )),
+        }
+    }
+
+    /// Deletes or updates rows of a table dataset as a new version (a Delta
+    /// delete/update commit); returns the new metadata and the rows changed.
+    pub async fn change_table(&self, name: &str, change: TableChange) -> Result<(Metadata, u64)> {
+        let n = ObjectName::new(name)?;
+        let meta = self
+            .catalog
+            .latest(&n)
+            .await?
+            .ok_or_else(|| self.not_found(name))?;
+        if meta.kind != crate::backends::table::KIND {
+            return Err(StoreError::invalid_input(
+                name,
+                format!(
+                    "is a {}; only table.delta datasets support DELETE and UPDATE",
+                    meta.kind
+                ),
+            ));
+        }
+        let backend = self.backend_for(&meta)?;
+        let cx = self.context(&n);
+        let (written, rows) = crate::backends::table::apply_change(&cx, &meta, change).await?;
+        let opts = PutOptions {
+            mode: PutMode::Append,
+            ..Default::default()
+        };
+        let committed = self
+            .commit_written(
+                &cx,
+                backend.as_ref(),
+                written,
+                Some(&meta),
+                Some(meta.clone()),
+                &opts,
+            )
+            .await?;
+        Ok((committed, rows))
     }
 
     /// A lazy DataFusion frame over a table (`table.delta`, `table.external`, …).

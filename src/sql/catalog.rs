@@ -1,0 +1,224 @@
+//! The `omega` DataFusion catalog: one schema per bucket, one table per
+//! dataset of kind `table.delta`, `table.external` or `sql.view`, resolved
+//! from the store at each query (no registration, no restart to see new
+//! data; a query pins the version it resolved). `omega.system.objects`
+//! lists every object of every store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result as DfResult};
+
+use crate::Omega;
+use crate::store::{ListOptions, StoreError};
+
+/// Kinds that are tables in SQL.
+pub const TABLE_KINDS: [&str; 3] = ["table.delta", "table.external", "sql.view"];
+/// The schema of catalog-wide system tables.
+pub const SYSTEM_SCHEMA: &str = "system";
+
+/// The `omega` catalog.
+#[derive(Debug)]
+pub struct OmegaCatalog {
+    omega: Omega,
+    /// Dataset names per bucket as of the last refresh (for `SHOW TABLES` and
+    /// information_schema; resolution itself always asks the store).
+    names: Arc<RwLock<HashMap<String, Vec<String>>>>,
+}
+
+impl OmegaCatalog {
+    pub fn new(omega: Omega) -> Self {
+        Self {
+            omega,
+            names: Default::default(),
+        }
+    }
+
+    /// Re-reads bucket and table names (cheap: listings only).
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let mut names = HashMap::new();
+        for bucket in crate::omega::list_buckets(self.omega.root()).await? {
+            let store = self.omega.bucket(&bucket)?.datasets();
+            let mut tables = Vec::new();
+            for m in store.list(None, &ListOptions::default()).await? {
+                if TABLE_KINDS.contains(&m.kind.as_str()) {
+                    tables.push(m.name);
+                }
+            }
+            names.insert(bucket, tables);
+        }
+        names
+            .entry(self.omega.bucket_name().to_string())
+            .or_default();
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
+        Ok(())
+    }
+}
+
+impl CatalogProvider for OmegaCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        n.push(SYSTEM_SCHEMA.to_string());
+        n.sort();
+        n
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM_SCHEMA {
+            return Some(Arc::new(SystemSchema {
+                omega: self.omega.clone(),
+            }));
+        }
+        let omega = self.omega.bucket(name).ok()?;
+        Some(Arc::new(BucketSchema {
+            omega,
+            names: self.names.clone(),
+        }))
+    }
+}
+
+/// The tables of one bucket.
+#[derive(Debug)]
+pub struct BucketSchema {
+    omega: Omega,
+    names: Arc<RwLock<HashMap<String, Vec<String>>>>,
+}
+
+#[async_trait]
+impl SchemaProvider for BucketSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(self.omega.bucket_name())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        match self.omega.datasets().table_provider(name).await {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if e.is_not_found() => Ok(None),
+            // a name that cannot be a dataset name is simply not a table here
+            Err(StoreError::InvalidName { .. }) => Ok(None),
+            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.table_names().iter().any(|n| n == name)
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        _table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Err(DataFusionError::Plan(format!(
+            "cannot register '{name}' directly: use CREATE TABLE … AS or put the dataset"
+        )))
+    }
+}
+
+/// `omega.system.*`: the catalog itself as tables.
+#[derive(Debug)]
+pub struct SystemSchema {
+    omega: Omega,
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        vec!["objects".into()]
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name != "objects" {
+            return Ok(None);
+        }
+        objects_table(&self.omega)
+            .await
+            .map(|t| Some(Arc::new(t) as Arc<dyn TableProvider>))
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == "objects"
+    }
+}
+
+/// One row per current object of every store of every bucket.
+async fn objects_table(omega: &Omega) -> Result<MemTable, StoreError> {
+    let mut rows = Vec::new();
+    for bucket in crate::omega::list_buckets(omega.root()).await? {
+        let b = omega.bucket(&bucket)?;
+        for prefix in ["datasets", "models", "jobs"] {
+            let opts = ListOptions {
+                hidden: true,
+                ..Default::default()
+            };
+            rows.extend(b.store(prefix)?.list(None, &opts).await?);
+        }
+    }
+    let utc = Some("UTC".into());
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("bucket", DataType::Utf8, false),
+        Field::new("store", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("attributes", DataType::Utf8, false),
+        Field::new("uri", DataType::Utf8, false),
+        Field::new(
+            "created",
+            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+            false,
+        ),
+        Field::new(
+            "modified",
+            DataType::Timestamp(TimeUnit::Microsecond, utc.clone()),
+            false,
+        ),
+    ]));
+    let s = |f: &dyn Fn(&crate::Metadata) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let ts = |f: &dyn Fn(&crate::Metadata) -> i64| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(f)).with_timezone("UTC"),
+        )
+    };
+    let columns: Vec<ArrayRef> = vec![
+        s(&|m| m.bucket.clone()),
+        s(&|m| m.prefix.clone()),
+        s(&|m| m.name.clone()),
+        s(&|m| m.kind.clone()),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|m| m.version),
+        )),
+        Arc::new(UInt64Array::from_iter(
+            rows.iter()
+                .map(|m| m.kind_meta.get("rows").and_then(|v| v.as_u64())),
+        )),
+        s(&|m| serde_json::Value::Object(m.attributes.clone()).to_string()),
+        s(&|m| m.uri.clone()),
+        ts(&|m| m.created.timestamp_micros()),
+        ts(&|m| m.modified.timestamp_micros()),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .map_err(|e| StoreError::table("system.objects", e))?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| StoreError::table("system.objects", e))
+}

@@ -1,0 +1,415 @@
+//! Runs SQL against an `Omega`: reads are DataFusion plans over the `omega`
+//! catalog; writes (CREATE TABLE AS, INSERT, DELETE, UPDATE, DROP, CREATE
+//! VIEW, CREATE EXTERNAL TABLE) are routed to the store, each an atomic new
+//! version; policy statements change the stored policies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::UInt64Array;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
+use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::StreamExt;
+
+use super::SqlError;
+use super::options::OmegaOptions;
+use super::policy_sql;
+use crate::Omega;
+use crate::backends::table::TableChange;
+use crate::backends::view::SqlView;
+use crate::backends::{ExternalFormat, Object, PutMode, PutOptions};
+use crate::store::{CATALOG_NAME, StoreError};
+
+/// Runs every statement of `sql` in order; returns the last one's result
+/// (a lazy frame for a query, a one-row `count` for a write).
+pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
+    omega.prepare_sql().await?;
+    let mut statements: Vec<String> = Vec::new();
+    // Policy statements are ours; everything else is parsed by DataFusion.
+    for text in split_statements(sql) {
+        statements.push(text);
+    }
+    if statements.is_empty() {
+        return Err(SqlError::Usage("no SQL statement given".into()));
+    }
+    let mut last = None;
+    let n = statements.len();
+    for (i, text) in statements.into_iter().enumerate() {
+        let df = run_one(omega, &text, params).await?;
+        if i + 1 < n {
+            // earlier statements run to completion (their effects matter)
+            df.collect().await?;
+        } else {
+            last = Some(df);
+        }
+    }
+    last.ok_or_else(|| SqlError::Usage("no SQL statement given".into()))
+}
+
+/// Splits a script into statements with the SQL parser (so `;` inside
+/// strings is fine); policy statements, which the parser does not know, are
+/// split on `;` at the end of a line.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") && current.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if trimmed.ends_with(';') && complete(&current) {
+            let stmt = current.trim().trim_end_matches(';').trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            current.clear();
+        }
+    }
+    let rest = current.trim().trim_end_matches(';').trim();
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+/// Whether the text ends outside of a string literal.
+fn complete(text: &str) -> bool {
+    let mut in_single = false;
+    let mut in_double = false;
+    for c in text.chars() {
+        match c {
+            '\'' if !in_double => in_single = !in_single,
+            '"' if !in_single => in_double = !in_double,
+            _ => {}
+        }
+    }
+    !in_single && !in_double
+}
+
+fn options(omega: &Omega) -> OmegaOptions {
+    omega
+        .session()
+        .state()
+        .config()
+        .options()
+        .extensions
+        .get::<OmegaOptions>()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn read_only_check(omega: &Omega, what: &str) -> Result<(), SqlError> {
+    if options(omega).read_only {
+        return Err(SqlError::ReadOnly(what.to_string()));
+    }
+    Ok(())
+}
+
+/// A one-row result: `count` of rows written or changed.
+fn count_frame(omega: &Omega, count: u64) -> Result<DataFrame, SqlError> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![count]))])?;
+    Ok(omega.session().read_batch(batch)?)
+}
+
+/// `(bucket, name)` of a table reference in a write statement.
+fn target(omega: &Omega, table: &TableReference) -> Result<(Omega, String), SqlError> {
+    let (catalog, schema) = match table {
+        TableReference::Bare { .. } => (CATALOG_NAME, omega.bucket_name()),
+        TableReference::Partial { schema, .. } => (CATALOG_NAME, schema.as_ref()),
+        TableReference::Full {
+            catalog, schema, ..
+        } => (catalog.as_ref(), schema.as_ref()),
+    };
+    if catalog != CATALOG_NAME {
+        return Err(SqlError::Usage(format!(
+            "'{table}' is not in the omega catalog; writes go to omega.<bucket>.<name>"
+        )));
+    }
+    Ok((omega.bucket(schema)?, table.table().to_string()))
+}
+
+async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
+    if let Some(stmt) = policy_sql::parse(text)? {
+        read_only_check(omega, "changing policies")?;
+        policy_sql::apply(omega, stmt).await?;
+        return count_frame(omega, 1);
+    }
+    let mut parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})?;
+    if parsed.len() != 1 {
+        return Err(SqlError::Usage(format!(
+            "expected one statement, got {}",
+            parsed.len()
+        )));
+    }
+    let statement = parsed
+        .pop_front()
+        .ok_or_else(|| SqlError::Usage("empty statement".into()))?;
+    // The query text of CREATE VIEW, kept as the view's definition.
+    let view_sql = match &statement {
+        DFStatement::Statement(s) => match s.as_ref() {
+            SqlStatement::CreateView(v) => Some(v.query.to_string()),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let DFStatement::Statement(s) = &statement
+        && let SqlStatement::Set(_) = s.as_ref()
+    {
+        let o = options(omega);
+        if o.locked && text.to_ascii_lowercase().contains("omega.") {
+            return Err(SqlError::Usage(
+                "this session's identity was fixed by the application; SET omega.* is not allowed"
+                    .into(),
+            ));
+        }
+    }
+    let state = omega.session().state();
+    let mut plan = state.statement_to_plan(statement).await?;
+    if !params.is_empty() {
+        plan = plan.with_param_values(ParamValues::List(
+            params.iter().cloned().map(Into::into).collect(),
+        ))?;
+    }
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
+            read_only_check(omega, "CREATE TABLE")?;
+            let (om, name) = target(omega, &c.name)?;
+            let exists = om.datasets().exists(&name).await?;
+            if exists && c.if_not_exists {
+                return count_frame(omega, 0);
+            }
+            let mode = if c.or_replace {
+                PutMode::Overwrite
+            } else {
+                PutMode::Error
+            };
+            let df = DataFrame::new(state, c.input.as_ref().clone());
+            let n = put_frame(&om, df, &name, mode).await?;
+            count_frame(omega, n)
+        }
+        LogicalPlan::Dml(DmlStatement {
+            table_name,
+            op: WriteOp::Insert(_),
+            input,
+            ..
+        }) => {
+            read_only_check(omega, "INSERT")?;
+            let (om, name) = target(omega, &table_name)?;
+            let df = DataFrame::new(state, input.as_ref().clone());
+            let n = put_frame(&om, df, &name, PutMode::Append).await?;
+            count_frame(omega, n)
+        }
+        LogicalPlan::Dml(DmlStatement {
+            table_name,
+            op: WriteOp::Delete,
+            input,
+            ..
+        }) => {
+            read_only_check(omega, "DELETE")?;
+            let (om, name) = target(omega, &table_name)?;
+            let predicate = filter_of(&input)?;
+            let (_, n) = om
+                .datasets()
+                .change_table(&name, TableChange::Delete { predicate })
+                .await?;
+            count_frame(omega, n)
+        }
+        LogicalPlan::Dml(DmlStatement {
+            table_name,
+            op: WriteOp::Update,
+            input,
+            ..
+        }) => {
+            read_only_check(omega, "UPDATE")?;
+            let (om, name) = target(omega, &table_name)?;
+            let (predicate, assignments) = update_of(&input)?;
+            let (_, n) = om
+                .datasets()
+                .change_table(
+                    &name,
+                    TableChange::Update {
+                        predicate,
+                        assignments,
+                    },
+                )
+                .await?;
+            count_frame(omega, n)
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+            read_only_check(omega, "DROP TABLE")?;
+            let (om, name) = target(omega, &d.name)?;
+            let dropped = om.datasets().drop(&name, d.if_exists).await?;
+            count_frame(omega, dropped.len() as u64)
+        }
+        LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+            read_only_check(omega, "DROP VIEW")?;
+            let (om, name) = target(omega, &d.name)?;
+            let dropped = om.datasets().drop(&name, d.if_exists).await?;
+            count_frame(omega, dropped.len() as u64)
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+            read_only_check(omega, "CREATE VIEW")?;
+            let (om, name) = target(omega, &v.name)?;
+            let sql =
+                view_sql.ok_or_else(|| SqlError::Usage("CREATE VIEW without a query".into()))?;
+            let mode = if v.or_replace {
+                PutMode::Overwrite
+            } else {
+                PutMode::Error
+            };
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            om.datasets()
+                .put(Object::Any(Box::new(SqlView { sql })), &name, opts)
+                .await?;
+            count_frame(omega, 0)
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(e)) => {
+            read_only_check(omega, "CREATE EXTERNAL TABLE")?;
+            let (om, name) = target(omega, &e.name)?;
+            let format = match e.file_type.to_ascii_lowercase().as_str() {
+                "parquet" => ExternalFormat::Parquet,
+                "csv" => ExternalFormat::Csv,
+                "json" | "ndjson" => ExternalFormat::Json,
+                "delta" | "deltatable" => ExternalFormat::Delta,
+                other => {
+                    return Err(SqlError::Usage(format!(
+                        "STORED AS {other} is not supported; use PARQUET, CSV, JSON or DELTA"
+                    )));
+                }
+            };
+            if e.if_not_exists && om.datasets().exists(&name).await? {
+                return count_frame(omega, 0);
+            }
+            let [location] = e.locations.as_slice() else {
+                return Err(SqlError::Usage(
+                    "an external table has exactly one LOCATION".into(),
+                ));
+            };
+            let opts = PutOptions {
+                mode: PutMode::Error,
+                ..Default::default()
+            };
+            om.datasets()
+                .put(
+                    Object::External {
+                        url: location.clone(),
+                        format,
+                    },
+                    &name,
+                    opts,
+                )
+                .await?;
+            count_frame(omega, 0)
+        }
+        LogicalPlan::Copy(_) => {
+            read_only_check(omega, "COPY")?;
+            Ok(DataFrame::new(state, plan))
+        }
+        LogicalPlan::Ddl(other) => Err(SqlError::Usage(format!(
+            "{} is not supported by omegastore",
+            other.name()
+        ))),
+        LogicalPlan::Dml(d) => Err(SqlError::Usage(format!(
+            "{} is not supported by omegastore",
+            d.op
+        ))),
+        LogicalPlan::Statement(_) => {
+            // SET and friends: DataFusion applies them to the session.
+            Ok(omega.session().execute_logical_plan(plan).await?)
+        }
+        plan => Ok(DataFrame::new(state, plan)),
+    }
+}
+
+/// Streams a frame into a dataset; returns the rows written.
+async fn put_frame(om: &Omega, df: DataFrame, name: &str, mode: PutMode) -> Result<u64, SqlError> {
+    let stream = df.execute_stream().await?;
+    let schema = stream.schema();
+    let counter = Arc::new(AtomicU64::new(0));
+    let c = counter.clone();
+    let counted = stream.inspect(move |b| {
+        if let Ok(b) = b {
+            c.fetch_add(b.num_rows() as u64, Ordering::Relaxed);
+        }
+    });
+    let stream = Box::pin(RecordBatchStreamAdapter::new(schema, counted));
+    let opts = PutOptions {
+        mode,
+        ..Default::default()
+    };
+    om.datasets().put(Object::Stream(stream), name, opts).await.map_err(|e| match e {
+        StoreError::AlreadyExists { name, .. } => SqlError::Usage(format!(
+            "table '{name}' already exists; use CREATE OR REPLACE TABLE, INSERT INTO, or DROP TABLE first"
+        )),
+        e => e.into(),
+    })?;
+    Ok(counter.load(Ordering::Relaxed))
+}
+
+/// Column references without table qualifiers (Delta evaluates predicates
+/// against its own schema).
+fn unqualify(e: Expr) -> Result<Expr, SqlError> {
+    Ok(e.transform(|e| match e {
+        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::from_name(c.name)))),
+        e => Ok(Transformed::no(e)),
+    })?
+    .data)
+}
+
+/// The WHERE of a DELETE's input plan.
+fn filter_of(plan: &LogicalPlan) -> Result<Option<Expr>, SqlError> {
+    match plan {
+        LogicalPlan::Filter(f) => Ok(Some(unqualify(f.predicate.clone())?)),
+        LogicalPlan::TableScan(_) => Ok(None),
+        LogicalPlan::SubqueryAlias(a) => filter_of(&a.input),
+        LogicalPlan::Projection(p) => filter_of(&p.input),
+        other => Err(SqlError::Usage(format!(
+            "this DELETE/UPDATE form is not supported (found {})",
+            other.display()
+        ))),
+    }
+}
+
+/// The WHERE and the SET assignments of an UPDATE's input plan.
+fn update_of(plan: &LogicalPlan) -> Result<(Option<Expr>, Vec<(String, Expr)>), SqlError> {
+    let LogicalPlan::Projection(p) = plan else {
+        return Err(SqlError::Usage("unsupported UPDATE form".into()));
+    };
+    let predicate = filter_of(&p.input)?;
+    let mut assignments = Vec::new();
+    for e in &p.expr {
+        match e {
+            Expr::Column(_) => {} // unchanged column
+            Expr::Alias(a) => {
+                if matches!(a.expr.as_ref(), Expr::Column(c) if c.name == a.name) {
+                    continue;
+                }
+                assignments.push((a.name.clone(), unqualify(a.expr.as_ref().clone())?));
+            }
+            other => {
+                return Err(SqlError::Usage(format!(
+                    "unsupported UPDATE expression {other}"
+                )));
+            }
+        }
+    }
+    Ok((predicate, assignments))
+}

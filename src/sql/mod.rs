@@ -1,0 +1,58 @@
+//! The SQL layer: DataFusion over every dataset in the store.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `catalog.rs` | the `omega` catalog: buckets as schemas, datasets as tables, `system.objects` |
+//! | `execute.rs` | runs statements; routes writes to the store |
+//! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
+//! | `policies.rs` | built-in mixins declared as data: row filter, column mask, bucket isolation, schema contract |
+//! | `policy_sql.rs` | `CREATE POLICY`, `CREATE MASK`, `CREATE CONTRACT`, `ALTER BUCKET … SET ISOLATED` |
+//! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
+
+pub mod catalog;
+pub mod execute;
+pub mod mixins;
+pub mod options;
+pub mod policies;
+pub mod policy_sql;
+
+use datafusion::error::DataFusionError;
+use thiserror::Error;
+
+use crate::store::StoreError;
+use crate::store::error::one_line;
+
+pub use mixins::{Mixin, MixinContext, MixinRule};
+pub use options::OmegaOptions;
+
+/// Errors of the SQL layer.
+#[derive(Debug, Error)]
+pub enum SqlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Query(String),
+    #[error("read-only session: {0} is not allowed")]
+    ReadOnly(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<DataFusionError> for SqlError {
+    fn from(e: DataFusionError) -> Self {
+        // A store error surfacing through DataFusion keeps its type.
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<StoreError>() {
+                Ok(s) => SqlError::Store(*s),
+                Err(other) => SqlError::Query(one_line(&other.to_string())),
+            },
+            e => SqlError::Query(one_line(&e.strip_backtrace())),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for SqlError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        SqlError::Query(one_line(&e.to_string()))
+    }
+}

@@ -1,0 +1,36 @@
+//! Session settings of omegastore, settable with `SET omega.<key> = …`
+//! unless the application fixed the identity (see `Omega::with_identity`).
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+
+extensions_options! {
+    /// Who is asking, and what the session may do.
+    pub struct OmegaOptions {
+        /// The user name mixins see.
+        pub user: String, default = String::new()
+        /// Comma-separated roles, e.g. `analyst,eu`.
+        pub roles: String, default = String::new()
+        /// When set, reads of any other bucket fail (bucket isolation).
+        pub bound_bucket: String, default = String::new()
+        /// Reject statements that write.
+        pub read_only: bool, default = false
+        /// The identity was fixed by the application: `SET omega.*` is refused.
+        pub locked: bool, default = false
+    }
+}
+
+impl ConfigExtension for OmegaOptions {
+    const PREFIX: &'static str = "omega";
+}
+
+impl OmegaOptions {
+    pub fn role_list(&self) -> Vec<String> {
+        self.roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}

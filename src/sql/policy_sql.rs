@@ -1,0 +1,505 @@
+//! SQL statements that declare policies (stored as data, see `policies`):
+//!
+//! ```sql
+//! CREATE POLICY eu_only ON sales TO analyst USING (region = 'eu');   -- row filter
+//! DROP POLICY eu_only ON sales;
+//! CREATE MASK email_hash ON users (email) TO analyst USING HASH;      -- HIDE | NULL | HASH
+//! DROP MASK email_hash ON users;
+//! CREATE CONTRACT ON sales AS '{"columns": [{"name": "id", "type": "int", "nullable": false}]}';
+//! DROP CONTRACT ON sales;
+//! ALTER BUCKET team_a SET ISOLATED = TRUE;
+//! ```
+//! Names are identifiers or "quoted identifiers", optionally `bucket.name`.
+
+use super::SqlError;
+use super::policies::{ColumnMask, Contract, MaskAction, RowFilter};
+use crate::Omega;
+
+/// A parsed policy statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyStatement {
+    CreateRowFilter {
+        bucket: Option<String>,
+        dataset: String,
+        filter: RowFilter,
+    },
+    DropRowFilter {
+        bucket: Option<String>,
+        dataset: String,
+        name: String,
+    },
+    CreateMask {
+        bucket: Option<String>,
+        dataset: String,
+        mask: ColumnMask,
+    },
+    DropMask {
+        bucket: Option<String>,
+        dataset: String,
+        name: String,
+    },
+    SetContract {
+        bucket: Option<String>,
+        dataset: String,
+        contract: Option<Contract>,
+    },
+    IsolateBucket {
+        bucket: String,
+        isolated: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Word(String),
+    Quoted(String),
+    Str(String),
+    Punct(char),
+    /// Raw text inside balanced parentheses (only for USING).
+    Group(String),
+}
+
+fn tokenize(text: &str) -> Result<Vec<Tok>, SqlError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c.is_alphanumeric() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            out.push(Tok::Word(chars[start..i].iter().collect()));
+        } else if c == '"' || c == '\'' {
+            let mut s = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err(SqlError::Usage("unterminated quote".into())),
+                    Some(&q) if q == c && chars.get(i + 1) == Some(&c) => {
+                        s.push(c);
+                        i += 2;
+                    }
+                    Some(&q) if q == c => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&ch) => {
+                        s.push(ch);
+                        i += 1;
+                    }
+                }
+            }
+            out.push(if c == '"' {
+                Tok::Quoted(s)
+            } else {
+                Tok::Str(s)
+            });
+        } else if c == '('
+            && matches!(out.last(), Some(Tok::Word(w)) if w.eq_ignore_ascii_case("using"))
+        {
+            // raw predicate text up to the matching parenthesis, outside strings
+            let (mut depth, mut in_str, start) = (0, false, i + 1);
+            while i < chars.len() {
+                match chars[i] {
+                    '\'' => in_str = !in_str,
+                    '(' if !in_str => depth += 1,
+                    ')' if !in_str => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            if depth != 0 {
+                return Err(SqlError::Usage(
+                    "unbalanced parentheses in USING (…)".into(),
+                ));
+            }
+            out.push(Tok::Group(
+                chars[start..i]
+                    .iter()
+                    .collect::<String>()
+                    .trim()
+                    .to_string(),
+            ));
+            i += 1;
+        } else {
+            out.push(Tok::Punct(c));
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    toks: Vec<Tok>,
+    pos: usize,
+}
+
+impl Parser {
+    fn peek_kw(&self, kw: &str) -> bool {
+        matches!(self.toks.get(self.pos), Some(Tok::Word(w)) if w.eq_ignore_ascii_case(kw))
+    }
+    fn kw(&mut self, kw: &str) -> Result<(), SqlError> {
+        if self.peek_kw(kw) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(SqlError::Usage(format!(
+                "expected {kw} at token {}",
+                self.pos + 1
+            )))
+        }
+    }
+    fn punct(&mut self, c: char) -> Result<(), SqlError> {
+        if self.toks.get(self.pos) == Some(&Tok::Punct(c)) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(SqlError::Usage(format!("expected '{c}'")))
+        }
+    }
+    fn ident(&mut self) -> Result<String, SqlError> {
+        match self.toks.get(self.pos).cloned() {
+            Some(Tok::Word(w)) => {
+                self.pos += 1;
+                Ok(w.to_lowercase())
+            }
+            Some(Tok::Quoted(q)) => {
+                self.pos += 1;
+                Ok(q)
+            }
+            _ => Err(SqlError::Usage("expected a name".into())),
+        }
+    }
+    /// `[bucket.]name`
+    fn dataset(&mut self) -> Result<(Option<String>, String), SqlError> {
+        let first = self.ident()?;
+        if self.toks.get(self.pos) == Some(&Tok::Punct('.')) {
+            self.pos += 1;
+            let second = self.ident()?;
+            return Ok((Some(first), second));
+        }
+        Ok((None, first))
+    }
+    fn string(&mut self) -> Result<String, SqlError> {
+        match self.toks.get(self.pos).cloned() {
+            Some(Tok::Str(s)) => {
+                self.pos += 1;
+                Ok(s)
+            }
+            _ => Err(SqlError::Usage("expected a string literal".into())),
+        }
+    }
+    fn end(&mut self) -> Result<(), SqlError> {
+        if self.toks.get(self.pos) == Some(&Tok::Punct(';')) {
+            self.pos += 1;
+        }
+        if self.pos == self.toks.len() {
+            Ok(())
+        } else {
+            Err(SqlError::Usage(format!(
+                "unexpected text after the statement (token {})",
+                self.pos + 1
+            )))
+        }
+    }
+    fn role(&mut self) -> Result<String, SqlError> {
+        if self.peek_kw("to") {
+            self.pos += 1;
+            self.ident()
+        } else {
+            Ok("*".into())
+        }
+    }
+}
+
+/// Parses a policy statement; `Ok(None)` when `text` is not one.
+pub fn parse(text: &str) -> Result<Option<PolicyStatement>, SqlError> {
+    let head: Vec<String> = text
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let ours = matches!(
+        head.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["create", "policy"]
+            | ["drop", "policy"]
+            | ["create", "mask"]
+            | ["drop", "mask"]
+            | ["create", "contract"]
+            | ["drop", "contract"]
+            | ["alter", "bucket"]
+    );
+    if !ours {
+        return Ok(None);
+    }
+    let mut p = Parser {
+        toks: tokenize(text)?,
+        pos: 2,
+    };
+    let stmt = match (head[0].as_str(), head[1].as_str()) {
+        ("create", "policy") => {
+            let name = p.ident()?;
+            p.kw("on")?;
+            let (bucket, dataset) = p.dataset()?;
+            let role = p.role()?;
+            p.kw("using")?;
+            let predicate = match p.toks.get(p.pos).cloned() {
+                Some(Tok::Group(g)) => {
+                    p.pos += 1;
+                    g
+                }
+                _ => return Err(SqlError::Usage("expected USING (predicate)".into())),
+            };
+            PolicyStatement::CreateRowFilter {
+                bucket,
+                dataset,
+                filter: RowFilter {
+                    name,
+                    role,
+                    predicate,
+                },
+            }
+        }
+        ("drop", "policy") | ("drop", "mask") => {
+            let name = p.ident()?;
+            p.kw("on")?;
+            let (bucket, dataset) = p.dataset()?;
+            if head[1] == "policy" {
+                PolicyStatement::DropRowFilter {
+                    bucket,
+                    dataset,
+                    name,
+                }
+            } else {
+                PolicyStatement::DropMask {
+                    bucket,
+                    dataset,
+                    name,
+                }
+            }
+        }
+        ("create", "mask") => {
+            let name = p.ident()?;
+            p.kw("on")?;
+            let (bucket, dataset) = p.dataset()?;
+            p.punct('(')?;
+            let column = p.ident()?;
+            p.punct(')')?;
+            let role = p.role()?;
+            p.kw("using")?;
+            let action = match p.ident()?.as_str() {
+                "hide" => MaskAction::Hide,
+                "null" => MaskAction::Null,
+                "hash" => MaskAction::Hash,
+                other => {
+                    return Err(SqlError::Usage(format!(
+                        "unknown mask '{other}': use HIDE, NULL or HASH"
+                    )));
+                }
+            };
+            PolicyStatement::CreateMask {
+                bucket,
+                dataset,
+                mask: ColumnMask {
+                    name,
+                    role,
+                    column,
+                    action,
+                },
+            }
+        }
+        ("create", "contract") | ("drop", "contract") => {
+            p.kw("on")?;
+            let (bucket, dataset) = p.dataset()?;
+            let contract = if head[0] == "create" {
+                p.kw("as")?;
+                let json = p.string()?;
+                Some(serde_json::from_str::<Contract>(&json).map_err(|e| {
+                    SqlError::Usage(format!(
+                        "the contract is not valid JSON of the form {{\"columns\": [...]}}: {e}"
+                    ))
+                })?)
+            } else {
+                None
+            };
+            PolicyStatement::SetContract {
+                bucket,
+                dataset,
+                contract,
+            }
+        }
+        ("alter", "bucket") => {
+            let bucket = p.ident()?;
+            p.kw("set")?;
+            p.kw("isolated")?;
+            p.punct('=')?;
+            let isolated = match p.ident()?.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(SqlError::Usage(format!(
+                        "expected TRUE or FALSE, got {other}"
+                    )));
+                }
+            };
+            PolicyStatement::IsolateBucket { bucket, isolated }
+        }
+        _ => return Ok(None),
+    };
+    p.end()?;
+    Ok(Some(stmt))
+}
+
+/// Stores the change a policy statement declares.
+pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError> {
+    let on = |bucket: &Option<String>| -> Result<Omega, SqlError> {
+        Ok(match bucket {
+            Some(b) => omega.bucket(b)?,
+            None => omega.clone(),
+        })
+    };
+    match stmt {
+        PolicyStatement::CreateRowFilter {
+            bucket,
+            dataset,
+            filter,
+        } => {
+            on(&bucket)?
+                .policies()
+                .update(&dataset, |p| {
+                    p.row_filters.retain(|f| f.name != filter.name);
+                    p.row_filters.push(filter);
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::DropRowFilter {
+            bucket,
+            dataset,
+            name,
+        } => {
+            on(&bucket)?
+                .policies()
+                .update(&dataset, |p| {
+                    let before = p.row_filters.len();
+                    p.row_filters.retain(|f| f.name != name);
+                    if before == p.row_filters.len() {
+                        return Err(crate::StoreError::invalid_input(
+                            &dataset,
+                            format!("has no policy '{name}'"),
+                        ));
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::CreateMask {
+            bucket,
+            dataset,
+            mask,
+        } => {
+            on(&bucket)?
+                .policies()
+                .update(&dataset, |p| {
+                    p.column_masks.retain(|m| m.name != mask.name);
+                    p.column_masks.push(mask);
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::DropMask {
+            bucket,
+            dataset,
+            name,
+        } => {
+            on(&bucket)?
+                .policies()
+                .update(&dataset, |p| {
+                    let before = p.column_masks.len();
+                    p.column_masks.retain(|m| m.name != name);
+                    if before == p.column_masks.len() {
+                        return Err(crate::StoreError::invalid_input(
+                            &dataset,
+                            format!("has no mask '{name}'"),
+                        ));
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::SetContract {
+            bucket,
+            dataset,
+            contract,
+        } => {
+            on(&bucket)?
+                .policies()
+                .update(&dataset, |p| {
+                    p.contract = contract;
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::IsolateBucket { bucket, isolated } => {
+            omega
+                .bucket(&bucket)?
+                .policies()
+                .set_isolated(isolated)
+                .await?
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_policy_statements() {
+        let s = parse(
+            "CREATE POLICY eu ON \"sales/2024\" TO analyst USING (region = 'eu' AND (x > 1))",
+        )
+        .unwrap()
+        .unwrap();
+        match s {
+            PolicyStatement::CreateRowFilter {
+                dataset, filter, ..
+            } => {
+                assert_eq!(dataset, "sales/2024");
+                assert_eq!(filter.role, "analyst");
+                assert_eq!(filter.predicate, "region = 'eu' AND (x > 1)");
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = parse("create mask m on b.users (email) using hash;")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            s,
+            PolicyStatement::CreateMask {
+                bucket: Some(_),
+                ..
+            }
+        ));
+        assert!(parse("SELECT 1").unwrap().is_none());
+        assert!(parse("CREATE MASK m ON t (c) USING BLUR").is_err());
+        assert!(
+            parse("ALTER BUCKET b SET ISOLATED = TRUE")
+                .unwrap()
+                .is_some()
+        );
+    }
+}
