@@ -162,9 +162,16 @@ impl DataBackend for ExternalTableBackend {
             .and_then(|f| serde_json::from_value(f).ok())
             .ok_or_else(|| corrupt("no format recorded"))?;
         let _ = opts; // applied by the store, above the named scan
-        Ok(Data::Table(
-            read(cx.session, cx.root, &meta.name, &url, format).await?,
-        ))
+        let df = read(cx.session, cx.root, &meta.name, &url, format).await?;
+        // Rescan the same source under the dataset's name.
+        let provider = match df.logical_plan() {
+            datafusion::logical_expr::LogicalPlan::TableScan(scan) => {
+                datafusion::datasource::source_as_provider(&scan.source)
+                    .map_err(|e| StoreError::table(&meta.name, e))?
+            }
+            _ => df.into_view(),
+        };
+        Ok(Data::Table(cx.named_scan(provider)?))
     }
 
     async fn drop_data(&self, _cx: &BackendContext<'_>, _versions: &[Metadata]) -> Result<()> {

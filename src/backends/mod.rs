@@ -240,6 +240,27 @@ pub struct BackendContext<'a> {
 }
 
 impl BackendContext<'_> {
+    /// A frame scanning `provider` under the name `omega.<bucket>.<name>`,
+    /// so that read rewrites (mixins) recognise the dataset in every plan.
+    pub fn named_scan(
+        &self,
+        provider: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<DataFrame> {
+        let reference = datafusion::common::TableReference::full(
+            crate::store::CATALOG_NAME,
+            self.bucket,
+            self.name.as_str(),
+        );
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+            reference,
+            datafusion::datasource::provider_as_source(provider),
+            None,
+        )
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::table(self.name, e))?;
+        Ok(DataFrame::new(self.session.state(), plan))
+    }
+
     /// The target description write hooks see.
     pub fn write_target(&self) -> crate::store::hooks::WriteTarget {
         crate::store::hooks::WriteTarget {

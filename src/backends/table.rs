@@ -337,10 +337,7 @@ impl DataBackend for DeltaTableBackend {
         opts: &GetOptions,
     ) -> Result<Data> {
         let provider = table_provider(cx.root, cx.session, meta).await?;
-        let df = cx
-            .session
-            .read_table(provider)
-            .map_err(|e| StoreError::table(&meta.name, e))?;
+        let df = cx.named_scan(provider)?;
         // Options are applied by the store, above the named scan.
         let _ = opts;
         Ok(Data::Table(restore_timezones(&meta.name, df, meta)?))

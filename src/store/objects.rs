@@ -12,7 +12,6 @@ use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::CATALOG_NAME;
 use super::catalog::Catalog;
 use super::error::{Result, StoreError};
 use super::hooks::Hooks;
@@ -22,9 +21,6 @@ use super::registry::BackendRegistry;
 use crate::backends::table::{TableChange, apply_options};
 use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions};
 use datafusion::catalog::TableProvider;
-use datafusion::common::TableReference;
-use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::LogicalPlanBuilder;
 
 /// How often a put retries its commit after losing a race.
 const MAX_COMMIT_ATTEMPTS: usize = 100;
@@ -296,21 +292,15 @@ impl Store {
     }
 
     /// Reads the version `meta` describes. Tables come back as a lazy frame
-    /// whose scan is named `omega.<bucket>.<name>`, so that the read rewrite
-    /// rules (mixins) apply to it as to SQL; options are applied on top.
+    /// whose scan is named `omega.<bucket>.<name>` (see
+    /// [`BackendContext::named_scan`]), so the read rewrite rules (mixins)
+    /// apply to it as to SQL; options are applied on top.
     pub async fn get_version(&self, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
         let backend = self.backend_for(meta)?;
         let name = ObjectName::new(&meta.name)?;
         match backend.get(&self.context(&name), meta, opts).await? {
             Data::Table(df) => {
                 self.hooks.prepare_read().await?;
-                let reference =
-                    TableReference::full(CATALOG_NAME, self.bucket(), meta.name.as_str());
-                let plan =
-                    LogicalPlanBuilder::scan(reference, provider_as_source(df.into_view()), None)
-                        .and_then(|b| b.build())
-                        .map_err(|e| StoreError::table(&meta.name, e))?;
-                let df = DataFrame::new(self.session.state(), plan);
                 Ok(Data::Table(apply_options(&meta.name, df, opts)?))
             }
             other => Ok(other),
