@@ -110,9 +110,8 @@ impl SchemaProvider for BucketSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         match self.omega.datasets().table_provider(name).await {
             Ok(p) => Ok(Some(p)),
-            Err(e) if e.is_not_found() => Ok(None),
-            // a name that cannot be a dataset name is simply not a table here
-            Err(StoreError::InvalidName { .. }) => Ok(None),
+            // a missing dataset is no table; a missing version is an error worth its message
+            Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(DataFusionError::External(Box::new(e))),
         }
     }

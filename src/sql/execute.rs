@@ -54,46 +54,45 @@ pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<Dat
     last.ok_or_else(|| SqlError::Usage("no SQL statement given".into()))
 }
 
-/// Splits a script into statements with the SQL parser (so `;` inside
-/// strings is fine); policy statements, which the parser does not know, are
-/// split on `;` at the end of a line.
+/// Splits a script into statements at `;` outside of string literals,
+/// quoted identifiers and `--` comments.
 fn split_statements(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    for line in sql.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("--") && current.trim().is_empty() {
+    let (mut single, mut double, mut comment) = (false, false, false);
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if comment {
+            if c == '\n' {
+                comment = false;
+                current.push(c);
+            }
             continue;
         }
-        current.push_str(line);
-        current.push('\n');
-        if trimmed.ends_with(';') && complete(&current) {
-            let stmt = current.trim().trim_end_matches(';').trim().to_string();
-            if !stmt.is_empty() {
-                out.push(stmt);
+        match c {
+            '-' if !single && !double && chars.peek() == Some(&'-') => {
+                comment = true;
+                continue;
             }
-            current.clear();
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            ';' if !single && !double => {
+                let stmt = current.trim().to_string();
+                if !stmt.is_empty() {
+                    out.push(stmt);
+                }
+                current.clear();
+                continue;
+            }
+            _ => {}
         }
+        current.push(c);
     }
-    let rest = current.trim().trim_end_matches(';').trim();
+    let rest = current.trim();
     if !rest.is_empty() {
         out.push(rest.to_string());
     }
     out
-}
-
-/// Whether the text ends outside of a string literal.
-fn complete(text: &str) -> bool {
-    let mut in_single = false;
-    let mut in_double = false;
-    for c in text.chars() {
-        match c {
-            '\'' if !in_double => in_single = !in_single,
-            '"' if !in_single => in_double = !in_double,
-            _ => {}
-        }
-    }
-    !in_single && !in_double
 }
 
 fn options(omega: &Omega) -> OmegaOptions {

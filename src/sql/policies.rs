@@ -436,14 +436,22 @@ impl Mixin for ColumnMaskMixin {
 }
 
 /// Removes plain references to hidden columns from projections (`SELECT *`)
-/// and refuses any other use of them.
+/// and refuses any other use of them. Aliases (`FROM t AS x`) are followed.
 fn remove_hidden(plan: LogicalPlan, hidden: &[Column]) -> DfResult<LogicalPlan> {
-    let is_hidden = |c: &Column| {
-        hidden
-            .iter()
-            .any(|h| h.name == c.name && (c.relation.is_none() || c.relation == h.relation))
-    };
+    let mut hidden: Vec<Column> = hidden.to_vec();
     plan.transform_up(|node| {
+        if let LogicalPlan::SubqueryAlias(a) = &node {
+            // columns of the aliased input are now qualified by the alias
+            let names: Vec<String> = hidden.iter().map(|h| h.name.clone()).collect();
+            for n in names {
+                hidden.push(Column::new(Some(a.alias.clone()), n));
+            }
+        }
+        let is_hidden = |c: &Column| {
+            hidden
+                .iter()
+                .any(|h| h.name == c.name && (c.relation.is_none() || c.relation == h.relation))
+        };
         let node = match node {
             LogicalPlan::Projection(p)
                 if p.expr
@@ -463,16 +471,18 @@ fn remove_hidden(plan: LogicalPlan, hidden: &[Column]) -> DfResult<LogicalPlan> 
                 }
                 LogicalPlan::Projection(Projection::try_new(kept, p.input.clone())?)
             }
-            other => other.recompute_schema()?,
-        };
-        for e in node.expressions() {
-            if let Some(c) = e.column_refs().into_iter().find(|c| is_hidden(c)) {
-                return Err(DataFusionError::Plan(format!(
-                    "column '{}' is hidden for your roles",
-                    c.name
-                )));
+            other => {
+                for e in other.expressions() {
+                    if let Some(c) = e.column_refs().into_iter().find(|c| is_hidden(c)) {
+                        return Err(DataFusionError::Plan(format!(
+                            "column '{}' is hidden for your roles",
+                            c.name
+                        )));
+                    }
+                }
+                other.recompute_schema()?
             }
-        }
+        };
         Ok(Transformed::yes(node))
     })
     .map(|t| t.data)
