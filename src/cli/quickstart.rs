@@ -158,11 +158,23 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
         "\n== 6. time travel\n$ om datasets info trips@{v}   # {} rows, Delta version {}",
         old.kind_meta["rows"], old.kind_meta["delta_version"]
     );
+    let query = "SELECT vendor, count(*) AS trips, round(avg(fare), 2) AS avg_fare FROM trips GROUP BY vendor ORDER BY vendor";
+    println!("\n== 7. SQL over every dataset in the store\n$ om sql \"{query}\"");
+    write_frame(om.sql(query).await?, OutFormat::Table, None, None).await?;
+    println!("\n$ om sql 'SELECT count(*) FROM \"trips@1\"'   # time travel in SQL");
+    write_frame(
+        om.sql("SELECT count(*) AS trips_in_v1 FROM \"trips@1\"")
+            .await?,
+        OutFormat::Table,
+        None,
+        None,
+    )
+    .await?;
     if path.starts_with(&dir) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om --help"
+        "\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om sql (a shell) · om --help"
     );
     Ok(())
 }

@@ -388,7 +388,10 @@ fn filter_of(plan: &LogicalPlan) -> Result<Option<Expr>, SqlError> {
 }
 
 /// The WHERE and the SET assignments of an UPDATE's input plan.
-fn update_of(plan: &LogicalPlan) -> Result<(Option<Expr>, Vec<(String, Expr)>), SqlError> {
+/// `SET column = expression` pairs of an UPDATE.
+type Assignments = Vec<(String, Expr)>;
+
+fn update_of(plan: &LogicalPlan) -> Result<(Option<Expr>, Assignments), SqlError> {
     let LogicalPlan::Projection(p) = plan else {
         return Err(SqlError::Usage("unsupported UPDATE form".into()));
     };
