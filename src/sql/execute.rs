@@ -20,7 +20,6 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
 use super::SqlError;
-use super::options::OmegaOptions;
 use super::policy_sql;
 use crate::Omega;
 use crate::backends::table::TableChange;
@@ -95,20 +94,8 @@ fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
-fn options(omega: &Omega) -> OmegaOptions {
-    omega
-        .session()
-        .state()
-        .config()
-        .options()
-        .extensions
-        .get::<OmegaOptions>()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn read_only_check(omega: &Omega, what: &str) -> Result<(), SqlError> {
-    if options(omega).read_only {
+    if omega.options().read_only {
         return Err(SqlError::ReadOnly(what.to_string()));
     }
     Ok(())
@@ -169,7 +156,7 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
     if let DFStatement::Statement(s) = &statement
         && let SqlStatement::Set(_) = s.as_ref()
     {
-        let o = options(omega);
+        let o = omega.options();
         if o.locked && text.to_ascii_lowercase().contains("omega.") {
             return Err(SqlError::Usage(
                 "this session's identity was fixed by the application; SET omega.* is not allowed"

@@ -393,15 +393,7 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    let before = p.row_filters.len();
-                    p.row_filters.retain(|f| f.name != name);
-                    if before == p.row_filters.len() {
-                        return Err(crate::StoreError::invalid_input(
-                            &dataset,
-                            format!("has no policy '{name}'"),
-                        ));
-                    }
-                    Ok(())
+                    remove_named(&mut p.row_filters, |f| &f.name, &dataset, &name, "policy")
                 })
                 .await?
         }
@@ -427,15 +419,7 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    let before = p.column_masks.len();
-                    p.column_masks.retain(|m| m.name != name);
-                    if before == p.column_masks.len() {
-                        return Err(crate::StoreError::invalid_input(
-                            &dataset,
-                            format!("has no mask '{name}'"),
-                        ));
-                    }
-                    Ok(())
+                    remove_named(&mut p.column_masks, |m| &m.name, &dataset, &name, "mask")
                 })
                 .await?
         }
@@ -459,6 +443,25 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
                 .set_isolated(isolated)
                 .await?
         }
+    }
+    Ok(())
+}
+
+/// Removes the entry called `name`; an error when there is none.
+fn remove_named<T>(
+    list: &mut Vec<T>,
+    name_of: impl Fn(&T) -> &String,
+    dataset: &str,
+    name: &str,
+    what: &str,
+) -> crate::Result<()> {
+    let before = list.len();
+    list.retain(|x| name_of(x) != name);
+    if list.len() == before {
+        return Err(crate::StoreError::invalid_input(
+            dataset,
+            format!("has no {what} '{name}'"),
+        ));
     }
     Ok(())
 }
