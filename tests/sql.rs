@@ -50,72 +50,74 @@ async fn parameters_are_bound_never_spliced() {
 
 #[tokio::test]
 async fn datasets_put_elsewhere_are_visible_at_the_next_query() {
-    let root = local();
-    let a = Omega::open(&root.url).await.unwrap();
-    let b = Omega::open(&root.url).await.unwrap();
-    a.datasets()
-        .put(sample_batch(0, 10), "fresh", PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(count(&b, "SELECT count(*) FROM fresh").await, 10);
-    a.datasets()
-        .put(sample_batch(10, 5), "fresh", PutOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(count(&b, "SELECT count(*) FROM fresh").await, 15);
+    for root in common::roots() {
+        let a = Omega::open(&root.url).await.unwrap();
+        let b = Omega::open(&root.url).await.unwrap();
+        a.datasets()
+            .put(sample_batch(0, 10), "fresh", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(count(&b, "SELECT count(*) FROM fresh").await, 10);
+        a.datasets()
+            .put(sample_batch(10, 5), "fresh", PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(count(&b, "SELECT count(*) FROM fresh").await, 15);
+    }
 }
 
 #[tokio::test]
 async fn mixins_apply_to_get_and_explain_shows_them() {
-    let root = local();
-    let om = Omega::open(&root.url).await.unwrap();
-    om.datasets()
-        .put(sample_batch(0, 100), "scores", PutOptions::default())
-        .await
-        .unwrap();
-    om.sql("CREATE POLICY low ON scores TO analyst USING (id < 10)")
-        .await
-        .unwrap();
-    let analyst = om.with_identity("ana", &["analyst"], false).unwrap();
-    // the library get goes through the same rewrite as SQL
-    let rows = analyst
-        .datasets()
-        .get_batches("scores", GetOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(total_rows(&rows), 10);
-    let rows = analyst
-        .datasets()
-        .get_batches(
-            "scores",
-            GetOptions {
-                filter: Some("id >= 5".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(total_rows(&rows), 5);
-    let df = analyst.datasets().getl("scores").await.unwrap();
-    assert_eq!(df.count().await.unwrap(), 10);
-    let plan = analyst
-        .sql("EXPLAIN SELECT id FROM scores")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&plan)
-        .unwrap()
-        .to_string();
-    assert!(
-        text.contains("Filter: omega.default.scores.id < Int64(10)"),
-        "{text}"
-    );
-    // the identity is fixed: SET cannot widen it
-    let err = analyst.sql("SET omega.roles = 'admin'").await.unwrap_err();
-    assert!(err.to_string().contains("identity was fixed"), "{err}");
-    assert_eq!(count(&analyst, "SELECT count(*) FROM scores").await, 10);
+    for root in common::roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        om.datasets()
+            .put(sample_batch(0, 100), "scores", PutOptions::default())
+            .await
+            .unwrap();
+        om.sql("CREATE POLICY low ON scores TO analyst USING (id < 10)")
+            .await
+            .unwrap();
+        let analyst = om.with_identity("ana", &["analyst"], false).unwrap();
+        // the library get goes through the same rewrite as SQL
+        let rows = analyst
+            .datasets()
+            .get_batches("scores", GetOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(total_rows(&rows), 10);
+        let rows = analyst
+            .datasets()
+            .get_batches(
+                "scores",
+                GetOptions {
+                    filter: Some("id >= 5".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(total_rows(&rows), 5);
+        let df = analyst.datasets().getl("scores").await.unwrap();
+        assert_eq!(df.count().await.unwrap(), 10);
+        let plan = analyst
+            .sql("EXPLAIN SELECT id FROM scores")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&plan)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("Filter: omega.default.scores.id < Int64(10)"),
+            "{text}"
+        );
+        // the identity is fixed: SET cannot widen it
+        let err = analyst.sql("SET omega.roles = 'admin'").await.unwrap_err();
+        assert!(err.to_string().contains("identity was fixed"), "{err}");
+        assert_eq!(count(&analyst, "SELECT count(*) FROM scores").await, 10);
+    }
 }
 
 #[tokio::test]

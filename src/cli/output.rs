@@ -114,7 +114,13 @@ pub async fn write_frame(
             }
         }
         match sink {
-            Sink::Csv(w) => w.into_inner().flush().map_err(|e| CliError::io("<output>", e))?,
+            Sink::Csv(mut w) => {
+                if rows == 0 {
+                    // the header, so an empty result still names its columns
+                    w.write(&RecordBatch::new_empty(schema.clone()))?;
+                }
+                w.into_inner().flush().map_err(|e| CliError::io("<output>", e))?
+            }
             Sink::Json(mut w) => {
                 w.finish()?;
                 w.into_inner().flush().map_err(|e| CliError::io("<output>", e))?
