@@ -114,7 +114,7 @@ fn storage_type(t: &DataType) -> String {
     }
 }
 
-/// Integer widening that Delta applies safely on append.
+/// Numeric widening that Delta applies on append (a cast the values survive).
 fn widens(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     let rank = |t: &DataType| match t {
@@ -126,6 +126,8 @@ fn widens(from: &DataType, to: &DataType) -> bool {
     };
     matches!((rank(from), rank(to)), (Some(a), Some(b)) if a <= b)
         || matches!((from, to), (Float32, Float64))
+        // integers into a float column: what a CSV of whole numbers infers
+        || (rank(from).is_some() && matches!(to, Float64))
 }
 
 /// Checks an append against the table's schema; lists every difference.

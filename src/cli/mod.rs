@@ -49,7 +49,7 @@ impl CliError {
 
 /// omegastore: an Arrow-native store for datasets and models.
 #[derive(Debug, Parser)]
-#[command(name = "om", version, about, propagate_version = true)]
+#[command(name = "om", version, about)]
 pub struct Cli {
     /// Store root: a local path, file://…, memory:// or s3://bucket/prefix.
     #[arg(long, global = true, env = "OMEGA_ROOT", default_value = crate::store::root::DEFAULT_ROOT)]
