@@ -30,6 +30,24 @@ pub(crate) fn recorded_path(
     cx.root.resolve(rel)
 }
 
+/// Opens the data file a version recorded; a missing file is
+/// [`StoreError::MissingData`] naming the object, version and path.
+pub(crate) async fn open_recorded(
+    cx: &BackendContext<'_>,
+    meta: &Metadata,
+) -> Result<(object_store::path::Path, object_store::GetResult)> {
+    let path = recorded_path(cx, meta)?;
+    match cx.root.store.get(&path).await {
+        Ok(r) => Ok((path, r)),
+        Err(object_store::Error::NotFound { .. }) => Err(StoreError::MissingData {
+            name: meta.name.clone(),
+            version: meta.version,
+            path: path.to_string(),
+        }),
+        Err(e) => Err(StoreError::object_store(&path, e)),
+    }
+}
+
 #[async_trait]
 impl DataBackend for DocumentBackend {
     fn kinds(&self) -> Vec<String> {
@@ -107,21 +125,11 @@ impl DataBackend for DocumentBackend {
         meta: &Metadata,
         _opts: &GetOptions,
     ) -> Result<Data> {
-        let path = recorded_path(cx, meta)?;
-        let bytes = match cx.root.store.get(&path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| StoreError::object_store(&path, e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StoreError::MissingData {
-                    name: meta.name.clone(),
-                    version: meta.version,
-                    path: path.to_string(),
-                });
-            }
-            Err(e) => return Err(StoreError::object_store(&path, e)),
-        };
+        let (path, result) = open_recorded(cx, meta).await?;
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
         let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptData {
             name: meta.name.clone(),
             path: path.to_string(),

@@ -9,7 +9,7 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::document::recorded_path;
+use super::document::open_recorded;
 use super::{
     BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutOptions, Written,
 };
@@ -120,18 +120,7 @@ impl DataBackend for RawFileBackend {
         meta: &Metadata,
         _opts: &GetOptions,
     ) -> Result<Data> {
-        let path = recorded_path(cx, meta)?;
-        let result = match cx.root.store.get(&path).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(StoreError::MissingData {
-                    name: meta.name.clone(),
-                    version: meta.version,
-                    path: path.to_string(),
-                });
-            }
-            Err(e) => return Err(StoreError::object_store(&path, e)),
-        };
+        let (path, result) = open_recorded(cx, meta).await?;
         let size = result.meta.size;
         let p = path.clone();
         let stream = result
