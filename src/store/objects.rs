@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -664,8 +664,6 @@ impl Store {
         Ok(vec![n.to_string()])
     }
 }
-
-use futures::StreamExt;
 
 /// Maps an error met while reading a table's files to a typed error.
 pub(crate) fn read_error(meta: &Metadata, e: datafusion::error::DataFusionError) -> StoreError {
