@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, StringArray};
+use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use omegastore::{GetOptions, ListOptions, Omega, PutMode, PutOptions, StoreError};
@@ -199,7 +199,6 @@ async fn appends_check_the_schema_and_merge_on_request() {
             .await
             .unwrap();
         assert_eq!(total_rows(&b), 1);
-        let _ = Int64Array::from(vec![1]);
     }
 }
 

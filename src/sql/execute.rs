@@ -31,11 +31,7 @@ use crate::store::{CATALOG_NAME, StoreError};
 /// (a lazy frame for a query, a one-row `count` for a write).
 pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
     omega.prepare_sql().await?;
-    let mut statements: Vec<String> = Vec::new();
-    // Policy statements are ours; everything else is parsed by DataFusion.
-    for text in split_statements(sql) {
-        statements.push(text);
-    }
+    let statements = split_statements(sql);
     if statements.is_empty() {
         return Err(SqlError::Usage("no SQL statement given".into()));
     }

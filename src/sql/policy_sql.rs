@@ -379,8 +379,7 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    p.row_filters.retain(|f| f.name != filter.name);
-                    p.row_filters.push(filter);
+                    replace_named(&mut p.row_filters, |f| &f.name, filter);
                     Ok(())
                 })
                 .await?
@@ -405,8 +404,7 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    p.column_masks.retain(|m| m.name != mask.name);
-                    p.column_masks.push(mask);
+                    replace_named(&mut p.column_masks, |m| &m.name, mask);
                     Ok(())
                 })
                 .await?
@@ -445,6 +443,13 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
         }
     }
     Ok(())
+}
+
+/// Adds `item`, replacing an entry of the same name.
+fn replace_named<T>(list: &mut Vec<T>, name_of: impl Fn(&T) -> &String, item: T) {
+    let name = name_of(&item).clone();
+    list.retain(|x| name_of(x) != &name);
+    list.push(item);
 }
 
 /// Removes the entry called `name`; an error when there is none.
