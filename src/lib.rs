@@ -13,17 +13,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers (arrows point down): [`cli`] → [`Omega`] → [`sql`] → [`store`] → [`backends`].
+//! Layers (arrows point down): [`cli`] → [`Omega`] → [`sql`] / [`models`] → [`store`] → [`backends`].
 
 pub mod backends;
 pub mod cli;
+pub mod models;
 pub mod omega;
+pub mod sample;
 pub mod sql;
 pub mod store;
 
 pub use backends::{
     Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions,
 };
+pub use models::{ModelError, ModelSpec, Models, TrainingData};
 pub use omega::{DEFAULT_BUCKET, Omega};
 pub use sql::{Mixin, MixinContext, SqlError};
 pub use store::{ListOptions, Metadata, NameRef, ObjectName, Store, StoreError};

@@ -232,8 +232,9 @@ impl Omega {
         self.store("datasets").expect("static prefix")
     }
 
-    pub fn models(&self) -> Store {
-        self.store("models").expect("static prefix")
+    /// The model verbs (fit, predict, score, search) over the `models` store.
+    pub fn models(&self) -> crate::models::Models {
+        crate::models::Models::new(self.clone(), self.store("models").expect("static prefix"))
     }
 
     pub fn jobs(&self) -> Store {

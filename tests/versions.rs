@@ -339,6 +339,7 @@ async fn list_drop_and_hidden_names() {
         // stores and buckets are separate namespaces
         assert!(
             om.models()
+                .store()
                 .list(None, &ListOptions::default())
                 .await
                 .unwrap()

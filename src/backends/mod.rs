@@ -7,6 +7,7 @@
 //! | `file.raw` | [`file::RawFileBackend`] | bytes, streamed from and to files |
 //! | `table.external` | [`external::ExternalTableBackend`] | a Parquet/CSV/JSON/Delta location read in place |
 //! | `sql.view` | [`view::ViewBackend`] | a stored query, resolved at read |
+//! | `smartcore.<algorithm>` | [`crate::models::backend::ModelBackend`] | a [`crate::models::Model`] |
 //!
 //! A backend writes data under a fresh path and returns what the store
 //! records; the store commits the version (see [`crate::store::Catalog`]).
@@ -365,6 +366,7 @@ pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
         Arc::new(file::RawFileBackend),
         Arc::new(external::ExternalTableBackend),
         Arc::new(view::ViewBackend),
+        Arc::new(crate::models::backend::ModelBackend),
     ]
 }
 

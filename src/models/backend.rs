@@ -1,0 +1,111 @@
+//! `smartcore.<algorithm>`: models stored as one immutable MessagePack file
+//! per version, with a JSON summary (spec, features, label, classes, where
+//! it was trained, metrics) in the version's metadata.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::{PutMode, PutOptions as OsPutOptions, PutPayload};
+use serde_json::Value;
+
+use super::model::Model;
+use super::spec::{Algorithm, KIND_PREFIX};
+use crate::backends::document::open_recorded;
+use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
+use crate::store::Metadata;
+use crate::store::error::{Result, StoreError};
+
+pub struct ModelBackend;
+
+/// Whether a kind is a model kind (known algorithm or not).
+pub fn is_model_kind(kind: &str) -> bool {
+    kind.starts_with(KIND_PREFIX)
+}
+
+#[async_trait]
+impl DataBackend for ModelBackend {
+    fn kinds(&self) -> Vec<String> {
+        Algorithm::ALL.iter().map(|a| a.kind()).collect()
+    }
+
+    fn supports(&self, obj: &Object) -> bool {
+        matches!(obj, Object::Any(a) if a.is::<Model>())
+    }
+
+    async fn put(
+        &self,
+        cx: &BackendContext<'_>,
+        obj: Object,
+        _previous: Option<&Metadata>,
+        _opts: &PutOptions,
+    ) -> Result<Written> {
+        let model = match obj {
+            Object::Any(a) => a.downcast::<Model>().map_err(|_| {
+                StoreError::invalid_input(cx.name, "only a Model can be stored as a smartcore kind")
+            })?,
+            other => {
+                return Err(StoreError::invalid_input(
+                    cx.name,
+                    format!("{} cannot be stored as a model", other.describe()),
+                ));
+            }
+        };
+        let algo = model
+            .algorithm()
+            .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
+        let body = model
+            .to_bytes()
+            .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
+        let size = body.len();
+        let path = cx
+            .data_dir
+            .clone()
+            .join(format!("{}.msgpack", uuid::Uuid::new_v4()));
+        let opts = OsPutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        cx.root
+            .store
+            .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        let mut kind_meta = model.summary();
+        if let Some(o) = kind_meta.as_object_mut() {
+            o.insert("path".into(), Value::from(cx.root.relative(&path)));
+            o.insert("size".into(), Value::from(size));
+        }
+        Ok(Written {
+            kind: algo.kind(),
+            uri: cx.root.url_of(&path).to_string(),
+            kind_meta,
+        })
+    }
+
+    async fn get(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        _opts: &GetOptions,
+    ) -> Result<Data> {
+        let (path, result) = open_recorded(cx, meta).await?;
+        let bytes = result
+            .bytes()
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        let model = Model::from_bytes(&bytes).map_err(|reason| StoreError::CorruptData {
+            name: meta.name.clone(),
+            path: path.to_string(),
+            reason: format!("not a readable model (version {}): {reason}", meta.version),
+        })?;
+        Ok(Data::Any(Box::new(model)))
+    }
+
+    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
+        crate::backends::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path").await
+    }
+
+    async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
+        let _ =
+            crate::backends::delete_recorded(cx, std::iter::once(&written.kind_meta), "path").await;
+    }
+}
