@@ -15,6 +15,7 @@ use crate::backends::DataBackend;
 use crate::sql::SqlError;
 use crate::sql::catalog::OmegaCatalog;
 use crate::sql::mixins::{Mixin, MixinRule};
+use crate::sql::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use crate::sql::options::OmegaOptions;
 use crate::sql::policies::{
     BucketIsolationMixin, ColumnMaskMixin, ContractHook, POLICY_STORE, Policies, PolicyCache,
@@ -22,6 +23,7 @@ use crate::sql::policies::{
 };
 use crate::store::error::{Result, StoreError};
 use crate::store::{BackendRegistry, CATALOG_NAME, Catalog, Hooks, Root, Store, WriteHook};
+use datafusion::logical_expr::ScalarUDF;
 
 /// The bucket used unless another is chosen.
 pub const DEFAULT_BUCKET: &str = "default";
@@ -36,6 +38,7 @@ pub struct Omega {
     hooks: Arc<Hooks>,
     mixins: Arc<MixinRule>,
     policies: Arc<PolicyCache>,
+    model_cache: Arc<ModelCache>,
 }
 
 impl std::fmt::Debug for Omega {
@@ -108,7 +111,8 @@ impl Omega {
         policies: Arc<PolicyCache>,
         options: OmegaOptions,
     ) -> Result<Self> {
-        let session = new_session(&root, mixins.clone(), options);
+        let model_cache = Arc::new(ModelCache::default());
+        let session = new_session(&root, mixins.clone(), options, model_cache.clone());
         policies.attach(root.clone(), session.clone());
         let omega = Self {
             root,
@@ -118,6 +122,7 @@ impl Omega {
             hooks,
             mixins,
             policies,
+            model_cache,
         };
         // The catalog reads through an Omega sharing this session (a
         // reference cycle: the session lives as long as the process uses it).
@@ -285,6 +290,11 @@ impl Omega {
         crate::sql::execute::run(self, query, params).await
     }
 
+    /// Models loaded for the statement being planned (see `sql::model_functions`).
+    pub(crate) fn model_cache(&self) -> &ModelCache {
+        &self.model_cache
+    }
+
     /// Loads what planning needs: policies, and the table names of the catalog.
     pub(crate) async fn prepare_sql(&self) -> Result<()> {
         self.hooks.prepare_read().await?;
@@ -303,7 +313,12 @@ impl Omega {
 /// query planner (Delta writes plan their own nodes), the omegastore options,
 /// and the mixin rule ahead of DataFusion's analyzer rules (so the
 /// expressions it adds are type-checked like the user's).
-fn new_session(root: &Root, mixins: Arc<MixinRule>, options: OmegaOptions) -> SessionContext {
+fn new_session(
+    root: &Root,
+    mixins: Arc<MixinRule>,
+    options: OmegaOptions,
+    models: Arc<ModelCache>,
+) -> SessionContext {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
@@ -318,6 +333,15 @@ fn new_session(root: &Root, mixins: Arc<MixinRule>, options: OmegaOptions) -> Se
         .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
         .build();
     let session = SessionContext::new_with_state(state);
+    session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(
+        false,
+        models.clone(),
+    )));
+    session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(
+        true,
+        models.clone(),
+    )));
+    session.register_udtf("evaluate", Arc::new(EvaluateFunction::new(models)));
     // Lets DataFusion read the root's own URLs (external tables on the same store).
     session
         .runtime_env()

@@ -2,6 +2,7 @@
 //! report. Each command group lives in its own file.
 
 pub mod datasets;
+pub mod models;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Store, read, list and drop datasets.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Fit, predict, score and search smartcore models by name.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Run SQL over every dataset: a query, --file, stdin, or an interactive shell.
     Sql(sql::SqlArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let om = Omega::open(&cli.root).await?.bucket(&cli.bucket)?;
     match cli.command {
         Command::Datasets(cmd) => datasets::run(&om, cmd).await,
+        Command::Models(cmd) => models::run(&om, cmd).await,
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }

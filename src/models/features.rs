@@ -543,19 +543,23 @@ impl LabelEncoder {
         DataType::from_str(&self.data_type).unwrap_or(DataType::Utf8)
     }
 
-    /// Class indices back to an array of the label's type.
+    /// The type of predicted labels: the label's type (dictionary labels
+    /// come back as their plain value type).
+    pub fn output_type(&self) -> DataType {
+        match self.arrow_type() {
+            DataType::Dictionary(_, v) => *v,
+            t => t,
+        }
+    }
+
+    /// Class indices back to an array of [`Self::output_type`].
     pub fn decode_classes(&self, idx: &[i32]) -> Result<ArrayRef> {
         let classes = self.classes.as_deref().unwrap_or_default();
         let strings: StringArray = idx
             .iter()
             .map(|&i| classes.get(i as usize).map(String::as_str))
             .collect();
-        let target = match self.arrow_type() {
-            // Dictionary labels come back as plain strings.
-            DataType::Dictionary(_, v) => *v,
-            t => t,
-        };
-        Ok(cast(&(Arc::new(strings) as ArrayRef), &target)?)
+        Ok(cast(&(Arc::new(strings) as ArrayRef), &self.output_type())?)
     }
 }
 

@@ -516,7 +516,8 @@ impl Models {
                 (schema, batches, on, source)
             }
             Input::Sql(q) => {
-                let df = self.omega.sql(q).await?;
+                // boxed: SQL may itself use models (predict, evaluate)
+                let df = Box::pin(self.omega.sql(q)).await?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let batches = df.collect().await?;
                 let on = TrainedOn {

@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
 use super::SqlError;
-use super::policy_sql;
+use super::{model_functions, model_statements, policy_sql};
 use crate::Omega;
 use crate::backends::table::TableChange;
 use crate::backends::view::SqlView;
@@ -131,6 +131,10 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
         policy_sql::apply(omega, stmt).await?;
         return count_frame(omega, 1);
     }
+    if let Some(stmt) = model_statements::parse(text)? {
+        read_only_check(omega, "training or dropping models")?;
+        return model_statements::apply(omega, stmt).await;
+    }
     let mut parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})?;
     if parsed.len() != 1 {
         return Err(SqlError::Usage(format!(
@@ -160,6 +164,7 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             ));
         }
     }
+    model_functions::preload(omega, &statement).await?;
     let state = omega.session().state();
     let mut plan = state.statement_to_plan(statement).await?;
     if !params.is_empty() {

@@ -7,11 +7,15 @@
 //! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
 //! | `policies.rs` | built-in mixins declared as data: row filter, column mask, bucket isolation, schema contract |
 //! | `policy_sql.rs` | `CREATE POLICY`, `CREATE MASK`, `CREATE CONTRACT`, `ALTER BUCKET … SET ISOLATED` |
+//! | `model_functions.rs` | `predict()`, `predict_proba()`, `evaluate()`, and the per-statement model cache |
+//! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
 
 pub mod catalog;
 pub mod execute;
 pub mod mixins;
+pub mod model_functions;
+pub mod model_statements;
 pub mod options;
 pub mod policies;
 pub mod policy_sql;
