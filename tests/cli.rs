@@ -108,3 +108,162 @@ fn every_datasets_verb_works_on_every_root() {
         assert_eq!(e.status.code(), Some(1));
     }
 }
+
+fn fail(root: &common::TestRoot, args: &[&str]) -> String {
+    let out = om(root).args(args).output().unwrap();
+    assert!(!out.status.success(), "om {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every `om models` verb as a user runs them, on local and S3 roots:
+/// model state round-trips through each store.
+#[test]
+fn every_models_verb_works_on_every_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("houses.csv");
+    // price = 1000 * rooms + 50 * area + 20000 (plus a city that does not matter)
+    let mut text = String::from("rooms,area,city,price\n");
+    for i in 0..60 {
+        let (rooms, area) = (1 + i % 5, 40 + (i * 7) % 90);
+        let city = ["Bern", "Basel", "Zug"][i % 3];
+        text.push_str(&format!(
+            "{rooms},{area},{city},{}\n",
+            1000 * rooms + 50 * area + 20000
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    for root in roots() {
+        run(&root, &["datasets", "put", csv.to_str().unwrap(), "houses"]);
+        let out = run(
+            &root,
+            &["models", "put", "price", "--type", "linear_regression"],
+        );
+        assert!(
+            out.contains("version 1 (smartcore.linear_regression)"),
+            "{out}"
+        );
+        let out = run(
+            &root,
+            &[
+                "models",
+                "fit",
+                "price",
+                "houses",
+                "--features",
+                "rooms,area,city",
+                "--label",
+                "price",
+            ],
+        );
+        assert!(
+            out.contains("fitted price version 2") && out.contains("on 60 rows"),
+            "{out}"
+        );
+        assert!(out.contains("r2         1.0000"), "{out}");
+        run(&root, &["models", "tag", "price", "prod"]);
+        // predictions into a dataset, then read back with SQL
+        let out = run(
+            &root,
+            &[
+                "models",
+                "predict",
+                "price@prod",
+                "houses",
+                "--into",
+                "priced",
+            ],
+        );
+        assert!(out.contains("stored priced version 1 (60 rows)"), "{out}");
+        let out = run(
+            &root,
+            &[
+                "sql",
+                "SELECT count(*) FROM priced WHERE abs(prediction - price) < 0.01",
+            ],
+        );
+        assert!(out.contains("60"), "{out}");
+        let out = run(
+            &root,
+            &[
+                "models",
+                "score",
+                "price",
+                "--sql",
+                "SELECT * FROM houses",
+                "--json",
+            ],
+        );
+        let scores: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert!(scores["r2"].as_f64().unwrap() > 0.999, "{out}");
+        // a search stores the best as version 3
+        let out = run(
+            &root,
+            &[
+                "models",
+                "search",
+                "price",
+                "houses",
+                "--label",
+                "price",
+                "--grid",
+                r#"{"solver": ["qr", "svd"]}"#,
+                "--folds",
+                "3",
+            ],
+        );
+        assert!(out.contains("best of 2 grid points (3-fold r2)"), "{out}");
+        assert!(out.contains("stored price version 3"), "{out}");
+        let out = run(&root, &["models", "history", "price"]);
+        assert!(out.contains("houses@1") && out.contains("prod"), "{out}");
+        let out = run(&root, &["models", "list", "-l"]);
+        assert!(
+            out.contains("price") && out.contains("linear_regression"),
+            "{out}"
+        );
+        let out = run(&root, &["models", "info", "price@2"]);
+        let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let coef = &info["kind_meta"]["coefficients"];
+        assert!(
+            (coef["rooms"].as_f64().unwrap() - 1000.0).abs() < 1e-6,
+            "{coef}"
+        );
+        assert!(
+            (coef["area"].as_f64().unwrap() - 50.0).abs() < 1e-6,
+            "{coef}"
+        );
+        // SQL sees the CLI's model
+        let out = run(
+            &root,
+            &[
+                "sql",
+                "SELECT round(predict('price', rooms, area, city)) AS p FROM houses LIMIT 1",
+            ],
+        );
+        assert!(
+            out.lines().nth(1).unwrap().parse::<f64>().unwrap() > 20000.0,
+            "{out}"
+        );
+        // errors are one line, naming what is wrong
+        let err = fail(
+            &root,
+            &[
+                "models",
+                "predict",
+                "price",
+                "--sql",
+                "SELECT rooms FROM houses",
+            ],
+        );
+        assert!(err.contains("missing column 'area'"), "{err}");
+        let err = fail(&root, &["models", "put", "x", "--type", "boosting"]);
+        assert!(
+            err.starts_with("om: error: unknown algorithm 'boosting'"),
+            "{err}"
+        );
+        let err = fail(&root, &["models", "fit", "price"]);
+        assert!(err.contains("DATASET or give --sql"), "{err}");
+        run(&root, &["models", "drop", "price"]);
+        let err = fail(&root, &["models", "score", "price", "houses"]);
+        assert!(err.contains("'price' not found in models"), "{err}");
+    }
+}
