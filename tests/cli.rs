@@ -267,3 +267,20 @@ fn every_models_verb_works_on_every_root() {
         assert!(err.contains("'price' not found in models"), "{err}");
     }
 }
+
+/// The README's first command: every step runs and shows its result,
+/// the model step included.
+#[test]
+fn quickstart_runs_end_to_end() {
+    let root = common::local();
+    let out = run(&root, &["quickstart"]);
+    assert!(out.contains("stored trips version 1 (10000 rows)"), "{out}");
+    assert!(out.contains("stored trips version 2 (20000 rows)"), "{out}");
+    assert!(out.contains("fitted fare version 1 on 20000 rows"), "{out}");
+    // the sample's fare is 3 + 1.9 × distance + noise: the model finds the slope
+    assert!(out.contains("× distance_km") && out.contains("1.90 × distance_km"), "{out}");
+    assert!(out.contains("| predicted |"), "{out}");
+    // a second run fits a second version instead of failing
+    let out = run(&root, &["quickstart"]);
+    assert!(out.contains("fitted fare version 2"), "{out}");
+}

@@ -23,6 +23,8 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sql(#[from] crate::sql::SqlError),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
     #[error("query failed: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("cannot write the output: {0}")]

@@ -12,7 +12,7 @@ use super::output::{OutFormat, write_frame};
 use super::{CliError, progress};
 use crate::backends::{Object, PutMode, PutOptions};
 use crate::models::{
-    Algorithm, CategoricalEncoding, FitOptions, Input, ModelError, ModelSpec, Models, NullStrategy,
+    Algorithm, CategoricalEncoding, FitOptions, Input, ModelSpec, Models, NullStrategy,
     Preprocessing, TrainingData,
 };
 use crate::{ListOptions, Metadata, Omega};
@@ -208,14 +208,6 @@ fn parse_json_object(what: &str, s: Option<&str>) -> Result<Map<String, Value>, 
     }
 }
 
-fn model_err(e: ModelError) -> CliError {
-    match e {
-        ModelError::Store(s) => CliError::Store(s),
-        ModelError::Sql(s) => CliError::Sql(s),
-        other => CliError::Usage(other.to_string()),
-    }
-}
-
 fn print_metrics(metrics: &[(String, f64)]) {
     for (k, v) in metrics {
         println!("{k:<10} {v:.6}");
@@ -292,10 +284,9 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
             let spec = ModelSpec::new(
                 &algorithm,
                 parse_json_object("--params", params.as_deref())?,
-            )
-            .map_err(model_err)?
+            )?
             .with_preprocessing(pre.get());
-            let meta = models.put(&name, spec).await.map_err(model_err)?;
+            let meta = models.put(&name, spec).await?;
             println!(
                 "stored {} version {} ({})",
                 meta.name, meta.version, meta.kind
@@ -312,12 +303,11 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
         } => {
             let spec = match algorithm {
                 Some(a) => Some(
-                    ModelSpec::new(&a, parse_json_object("--params", params.as_deref())?)
-                        .map_err(model_err)?
+                    ModelSpec::new(&a, parse_json_object("--params", params.as_deref())?)?
                         .with_preprocessing(pre.get()),
                 ),
                 None if pre.given() => {
-                    let s = models.spec(&name).await.map_err(model_err)?;
+                    let s = models.spec(&name).await?;
                     Some(s.with_preprocessing(pre.get()))
                 }
                 None => None,
@@ -339,7 +329,7 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
                 )
                 .await;
             pb.finish_and_clear();
-            let report = report.map_err(model_err)?;
+            let report = report?;
             println!(
                 "fitted {} version {} ({}) on {} rows in {:.3}s",
                 report.meta.name,
@@ -364,22 +354,15 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
                 models.predict_proba(&name, input).await
             } else {
                 models.predict(&name, input).await
-            }
-            .map_err(model_err)?;
+            }?;
             emit(om, batches, sink).await?;
         }
         ModelsCommand::Transform { name, source, sink } => {
-            let batches = models
-                .transform(&name, source.input()?)
-                .await
-                .map_err(model_err)?;
+            let batches = models.transform(&name, source.input()?).await?;
             emit(om, batches, sink).await?;
         }
         ModelsCommand::Score { name, source, json } => {
-            let metrics = models
-                .score(&name, source.input()?)
-                .await
-                .map_err(model_err)?;
+            let metrics = models.score(&name, source.input()?).await?;
             if json {
                 let obj: Map<String, Value> = metrics
                     .iter()
@@ -423,7 +406,7 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
                 )
                 .await;
             pb.finish_and_clear();
-            let report = report.map_err(model_err)?;
+            let report = report?;
             let best = &report.rows[report.best];
             println!(
                 "best of {} grid points ({}-fold {}): {:.6} ± {:.6} with {}",
@@ -438,7 +421,7 @@ pub async fn run(om: &Omega, cmd: ModelsCommand) -> Result<(), CliError> {
                 "stored {} version {} (refitted on all rows)",
                 report.meta.name, report.meta.version
             );
-            let table = report.to_batch().map_err(model_err)?;
+            let table = report.to_batch()?;
             emit(
                 om,
                 vec![table],

@@ -1,6 +1,7 @@
 //! `om quickstart`: writes a small generated sample (taxi trips) as CSV, puts
 //! it into the store, lists it, reads it back, runs a filtered get, appends,
-//! and reads an old version — each step with the `om` command that does it.
+//! reads an old version, fits a model and predicts with it in SQL — each step
+//! with the `om` command that does it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::CliError;
 use super::output::{OutFormat, write_frame};
 use crate::backends::{FileFormat, GetOptions, Object, PutMode, PutOptions};
+use crate::models::{Input, ModelSpec, TrainingData};
 use crate::{ListOptions, Omega};
 
 /// Rows in the generated sample.
@@ -50,6 +52,51 @@ pub fn write_sample(path: &Path, rows: usize) -> Result<(), CliError> {
         );
     }
     std::fs::write(path, csv).map_err(|e| CliError::io(path, e))
+}
+
+/// Step 8: a model fitted by dataset name, scored, and used inside SQL.
+async fn models(om: &Omega) -> Result<(), CliError> {
+    let models = om.models();
+    println!(
+        "\n== 8. fit a model on the dataset (every fit is a model version)\n$ om models fit fare trips --type linear_regression --features distance_km,passengers,vendor --label fare"
+    );
+    let spec = ModelSpec::new("linear_regression", Default::default())?;
+    let report = models
+        .fit(
+            "fare",
+            TrainingData::dataset("trips")
+                .features(&["distance_km", "passengers", "vendor"])
+                .label("fare"),
+            Some(spec),
+            Default::default(),
+        )
+        .await?;
+    println!(
+        "fitted fare version {} on {} rows in {:.3}s; fare ≈ {:.2} + {:.2} × distance_km",
+        report.meta.version,
+        report.rows,
+        report.fit_seconds,
+        report.meta.kind_meta["intercept"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        report.meta.kind_meta["coefficients"]["distance_km"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+    );
+    println!("\n$ om models score fare trips@1");
+    for (k, v) in models
+        .score("fare", Input::Dataset("trips@1".into()))
+        .await?
+    {
+        println!("{k:<10} {v:.4}");
+    }
+    let query = "SELECT trip_id, distance_km, fare, round(predict('fare', distance_km, passengers, vendor), 2) AS predicted FROM trips ORDER BY trip_id LIMIT 5";
+    println!("\n== 9. predict inside SQL\n$ om sql \"{query}\"");
+    write_frame(om.sql(query).await?, OutFormat::Table, None, None).await?;
+    let query = "SELECT metric, round(value, 4) AS value FROM evaluate('fare', 'trips')";
+    println!("\n$ om sql \"{query}\"");
+    write_frame(om.sql(query).await?, OutFormat::Table, None, None).await?;
+    Ok(())
 }
 
 async fn show(
@@ -170,11 +217,12 @@ pub async fn run(om: &Omega, sample: Option<PathBuf>) -> Result<(), CliError> {
         None,
     )
     .await?;
+    models(om).await?;
     if path.starts_with(&dir) {
         let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "\nNext: om datasets history trips · om datasets get trips -o trips.parquet · om sql (a shell) · om --help"
+        "\nNext: om datasets history trips · om models history fare · om models algorithms · om sql (a shell) · om --help"
     );
     Ok(())
 }
