@@ -278,7 +278,10 @@ fn quickstart_runs_end_to_end() {
     assert!(out.contains("stored trips version 2 (20000 rows)"), "{out}");
     assert!(out.contains("fitted fare version 1 on 20000 rows"), "{out}");
     // the sample's fare is 3 + 1.9 × distance + noise: the model finds the slope
-    assert!(out.contains("× distance_km") && out.contains("1.90 × distance_km"), "{out}");
+    assert!(
+        out.contains("× distance_km") && out.contains("1.90 × distance_km"),
+        "{out}"
+    );
     assert!(out.contains("| predicted |"), "{out}");
     // a second run fits a second version instead of failing
     let out = run(&root, &["quickstart"]);
