@@ -16,6 +16,7 @@
 //! Layers (arrows point down): [`cli`] → [`Omega`] → [`sql`] / [`models`] → [`store`] → [`backends`].
 
 pub mod backends;
+pub mod bench;
 pub mod cli;
 pub mod models;
 pub mod omega;

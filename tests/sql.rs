@@ -204,3 +204,28 @@ fn om_sql_sees_what_om_datasets_put_stored() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"));
 }
+
+/// Unqualified names resolve in the bucket the `Omega` (or `om --bucket`)
+/// was opened on, for reads and writes alike.
+#[tokio::test]
+async fn unqualified_names_resolve_in_the_chosen_bucket() {
+    let root = local();
+    let store = Omega::open(&root.url).await.unwrap();
+    let team = store.bucket("team_a").unwrap();
+    team.sql("CREATE TABLE t AS VALUES (1), (2)").await.unwrap();
+    store.sql("CREATE TABLE t AS VALUES (1)").await.unwrap();
+    assert_eq!(count(&team, "SELECT count(*) FROM t").await, 2);
+    assert_eq!(count(&store, "SELECT count(*) FROM t").await, 1);
+    assert_eq!(count(&store, "SELECT count(*) FROM team_a.t").await, 2);
+    // the command line's --bucket means the same
+    let out = om(&root)
+        .args(["--bucket", "team_a", "sql", "SELECT count(*) AS n FROM t"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "n\n2");
+}

@@ -1,6 +1,7 @@
 //! The `om` command line: argument parsing, dispatch, and the one-line error
 //! report. Each command group lives in its own file.
 
+pub mod bench;
 pub mod datasets;
 pub mod models;
 pub mod output;
@@ -74,6 +75,9 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Run SQL over every dataset: a query, --file, stdin, or an interactive shell.
     Sql(sql::SqlArgs),
+    /// Benchmarks: TPC-H queries, or the store's own operations.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -88,6 +92,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Datasets(cmd) => datasets::run(&om, cmd).await,
         Command::Models(cmd) => models::run(&om, cmd).await,
+        Command::Bench(cmd) => bench::run(&om, cmd).await,
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }

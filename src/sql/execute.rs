@@ -165,7 +165,9 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
         }
     }
     model_functions::preload(omega, &statement).await?;
-    let state = omega.session().state();
+    // Unqualified names resolve in this Omega's bucket.
+    let mut state = omega.session().state();
+    state.config_mut().options_mut().catalog.default_schema = omega.bucket_name().to_string();
     let mut plan = state.statement_to_plan(statement).await?;
     if !params.is_empty() {
         plan = plan.with_param_values(ParamValues::List(

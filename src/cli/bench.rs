@@ -1,0 +1,158 @@
+//! `om bench tpch` and `om bench ops`: see [`crate::bench`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{CliError, progress};
+use crate::Omega;
+use crate::bench::{self, Timing, ops, tpch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Timed runs per operation (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// table for people, json for programs.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// TPC-H: generate the tables (no download), store them, run the 22 queries.
+    Tpch {
+        /// Scale factor (1 = 6 million lineitem rows).
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        /// Only these queries, e.g. --queries 1,6,14.
+        #[arg(long, value_delimiter = ',')]
+        queries: Vec<usize>,
+        /// Write each query's result as CSV into this directory.
+        #[arg(long)]
+        answers: Option<PathBuf>,
+        /// Write each table as Parquet into this directory (for other engines).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Generate the tables again even if the store has them.
+        #[arg(long)]
+        regenerate: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The store's own work on a generated table: puts, get, queries, models.
+    Ops {
+        /// Rows of the generated table.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Where the generated CSV and Parquet files go (kept for peers).
+        #[arg(long, default_value = "bench-data")]
+        data: PathBuf,
+        /// Rows the linear and logistic models are fitted on.
+        #[arg(long, default_value_t = 1_000_000)]
+        model_rows: usize,
+        /// Rows the random forest is fitted on.
+        #[arg(long, default_value_t = 100_000)]
+        forest_rows: usize,
+        /// Trees of the random forest.
+        #[arg(long, default_value_t = 20)]
+        trees: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn report(title: &str, timings: &[Timing], format: ReportFormat) -> Result<(), CliError> {
+    match format {
+        ReportFormat::Table => print!("{}", bench::table(title, timings)),
+        ReportFormat::Json => {
+            let v = serde_json::json!({
+                "benchmark": title,
+                "peak_rss_bytes": ops::peak_rss(),
+                "omegastore_version": env!("CARGO_PKG_VERSION"),
+                "debug_build": cfg!(debug_assertions),
+                "timings": timings,
+            });
+            println!("{v}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
+    if cfg!(debug_assertions) {
+        eprintln!("note: this is a debug build; build with --release for meaningful timings");
+    }
+    let pb = progress::bar(None, "bench");
+    let say = |m: &str| pb.set_message(m.to_string());
+    match cmd {
+        BenchCommand::Tpch {
+            sf,
+            queries,
+            answers,
+            export,
+            regenerate,
+            common,
+        } => {
+            if !(sf > 0.0 && sf <= 1000.0) {
+                return Err(CliError::Usage(format!(
+                    "--sf {sf}: use a scale factor between 0 and 1000"
+                )));
+            }
+            if let Some(q) = queries.iter().find(|q| **q == 0 || **q > 22) {
+                return Err(CliError::Usage(format!(
+                    "--queries: {q} is not a TPC-H query (1-22)"
+                )));
+            }
+            let om = om.bucket(&tpch::bucket(sf))?;
+            let opts = tpch::TpchOptions {
+                scale_factor: sf,
+                runs: common.runs,
+                queries,
+                answers,
+                export,
+                regenerate,
+            };
+            let mut timings = tpch::load(&om, &opts, &say).await?;
+            timings.extend(tpch::run(&om, &opts, &say).await?);
+            pb.finish_and_clear();
+            report(&format!("TPC-H sf {sf}"), &timings, common.format)?;
+        }
+        BenchCommand::Ops {
+            rows,
+            data,
+            model_rows,
+            forest_rows,
+            trees,
+            common,
+        } => {
+            if rows < 10_000 {
+                return Err(CliError::Usage("--rows: use at least 10000".into()));
+            }
+            let om = om.bucket("bench_ops")?;
+            let opts = ops::OpsOptions {
+                rows,
+                runs: common.runs,
+                data,
+                model_rows: model_rows.min(rows),
+                forest_rows: forest_rows.min(rows),
+                trees,
+            };
+            let timings = ops::run(&om, &opts, &say).await?;
+            pb.finish_and_clear();
+            report(&format!("ops on {rows} rows"), &timings, common.format)?;
+            if common.format == ReportFormat::Table
+                && let Some(peak) = ops::peak_rss()
+            {
+                println!("peak memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
+            }
+        }
+    }
+    Ok(())
+}
