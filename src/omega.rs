@@ -295,9 +295,16 @@ impl Omega {
         &self.model_cache
     }
 
-    /// Loads what planning needs: policies, and the table names of the catalog.
-    pub(crate) async fn prepare_sql(&self) -> Result<()> {
+    /// Loads what planning needs: policies, and — only for statements that
+    /// list tables (SHOW TABLES, information_schema) — the table names of
+    /// the catalog, which cost a read per object. Resolving a table by
+    /// name never needs the list.
+    pub(crate) async fn prepare_sql(&self, sql: &str) -> Result<()> {
         self.hooks.prepare_read().await?;
+        let lower = sql.to_ascii_lowercase();
+        if !(lower.contains("information_schema") || lower.contains("show ")) {
+            return Ok(());
+        }
         let catalog = self.session.catalog(CATALOG_NAME);
         match catalog
             .as_ref()

@@ -546,6 +546,13 @@ pub(crate) async fn table_provider(
         reason: format!("version {} records no table location", meta.version),
     })?;
     let dir = root.resolve(rel)?;
+    let key = delta_version(meta).map(|v| (root.dir_url_of(&dir).to_string(), v));
+    if let Some((table, provider)) = key.as_ref().and_then(|k| provider_cache::get(k)) {
+        table
+            .update_datafusion_session(&session.state())
+            .map_err(|e| StoreError::table(&meta.name, e))?;
+        return Ok(provider);
+    }
     let table = open_table(root, &dir, delta_version(meta))
         .await
         .map_err(|e| match e {
@@ -564,10 +571,52 @@ pub(crate) async fn table_provider(
     table
         .update_datafusion_session(&session.state())
         .map_err(|e| StoreError::table(&meta.name, e))?;
-    table
+    let provider = table
         .table_provider()
         .await
-        .map_err(|e| StoreError::table(&meta.name, e))
+        .map_err(|e| StoreError::table(&meta.name, e))?;
+    if let Some(k) = key {
+        provider_cache::put(k, table, provider.clone());
+    }
+    Ok(provider)
+}
+
+/// Providers of Delta versions already opened in this process. A Delta
+/// version never changes, so `(table URL, version)` identifies its snapshot
+/// for good; reusing it saves replaying the log on every query.
+mod provider_cache {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    use deltalake::DeltaTable;
+
+    type Key = (String, u64);
+    type Entry = (DeltaTable, Arc<dyn datafusion::catalog::TableProvider>);
+
+    /// Snapshots kept (a snapshot holds the table's file list in memory).
+    const CAPACITY: usize = 64;
+
+    static CACHE: Mutex<VecDeque<(Key, Entry)>> = Mutex::new(VecDeque::new());
+
+    pub fn get(key: &Key) -> Option<Entry> {
+        let mut c = CACHE.lock().ok()?;
+        let i = c.iter().position(|(k, _)| k == key)?;
+        // most recently used at the back
+        let item = c.remove(i)?;
+        let entry = item.1.clone();
+        c.push_back(item);
+        Some(entry)
+    }
+
+    pub fn put(key: Key, table: DeltaTable, provider: Arc<dyn datafusion::catalog::TableProvider>) {
+        if let Ok(mut c) = CACHE.lock() {
+            c.retain(|(k, _)| k != &key);
+            if c.len() >= CAPACITY {
+                c.pop_front();
+            }
+            c.push_back((key, (table, provider)));
+        }
+    }
 }
 
 /// Applies column projection, filter and limit; DataFusion pushes them into

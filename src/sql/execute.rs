@@ -30,7 +30,7 @@ use crate::store::{CATALOG_NAME, StoreError};
 /// Runs every statement of `sql` in order; returns the last one's result
 /// (a lazy frame for a query, a one-row `count` for a write).
 pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
-    omega.prepare_sql().await?;
+    omega.prepare_sql(sql).await?;
     let statements = split_statements(sql);
     if statements.is_empty() {
         return Err(SqlError::Usage("no SQL statement given".into()));
