@@ -565,6 +565,23 @@ async fn corrupt_state_and_unknown_kinds_are_typed_errors() {
         matches!(&e, ModelError::Store(StoreError::CorruptData { name, .. }) if name == "m"),
         "{e}"
     );
+    // a version of a kind no backend knows (written by a newer omegastore)
+    let meta_dir = base.join("default/models/meta/m");
+    let v1 = std::fs::read_to_string(meta_dir.join("00000000000000000001.json")).unwrap();
+    let v2 = v1
+        .replace("smartcore.linear_regression", "smartcore.gradient_boosting")
+        .replace("\"version\":1", "\"version\":2");
+    std::fs::write(meta_dir.join("00000000000000000002.json"), v2).unwrap();
+    let e = models.load("m").await.unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Store(StoreError::UnknownKind { kind, .. }) if kind == "smartcore.gradient_boosting"),
+        "{e}"
+    );
+    // the earlier version still loads (and is still corrupt, as written above)
+    assert!(matches!(
+        models.load("m@1").await.unwrap_err(),
+        ModelError::Store(StoreError::CorruptData { .. })
+    ));
     // a dataset is not a model
     let e = om.models().store().metadata("lin").await;
     assert!(e.is_err());
