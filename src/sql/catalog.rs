@@ -108,10 +108,23 @@ impl SchemaProvider for BucketSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        match self.omega.datasets().table_provider(name).await {
-            Ok(p) => Ok(Some(p)),
+        let ds = self.omega.datasets();
+        let meta = match ds.metadata(name).await {
+            Ok(m) => m,
             // a missing dataset is no table; a missing version is an error worth its message
-            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(DataFusionError::External(Box::new(e))),
+        };
+        // a view may use models: load them before it is planned
+        if meta.kind == crate::backends::view::KIND
+            && let Some(sql) = meta.kind_meta.get("sql").and_then(|v| v.as_str())
+        {
+            crate::sql::model_functions::preload_view(&self.omega, sql)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        match ds.table_provider_of(&meta).await {
+            Ok(p) => Ok(Some(p)),
             Err(e) => Err(DataFusionError::External(Box::new(e))),
         }
     }

@@ -50,6 +50,15 @@ impl ModelCache {
     fn model(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.models.lock().ok()?.get(name).cloned()
     }
+
+    fn clear(&self) {
+        if let Ok(mut m) = self.models.lock() {
+            m.clear();
+        }
+        if let Ok(mut e) = self.evaluations.lock() {
+            e.clear();
+        }
+    }
 }
 
 /// What a statement refers to.
@@ -110,9 +119,8 @@ impl Visitor for Refs {
     }
 }
 
-/// Loads the models (and computes the evaluations) `statement` names into
-/// the cache of `omega`'s session.
-pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlError> {
+/// What a parsed statement refers to.
+fn refs_of(statement: &DFStatement) -> Refs {
     let mut refs = Refs::default();
     match statement {
         DFStatement::Statement(s) => {
@@ -125,21 +133,52 @@ pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlEr
         }
         _ => {}
     }
+    refs
+}
+
+/// Loads the models (and computes the evaluations) `statement` names into
+/// the cache of `omega`'s session, replacing what an earlier statement
+/// loaded (so every statement sees the models' current versions).
+pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlError> {
+    omega.model_cache().clear();
+    load(omega, refs_of(statement)).await
+}
+
+/// Adds the models a stored view's SQL uses (views are planned while the
+/// outer statement is, so their models join that statement's).
+pub async fn preload_view(omega: &Omega, sql: &str) -> Result<(), SqlError> {
+    if !sql.to_ascii_lowercase().contains("predict")
+        && !sql.to_ascii_lowercase().contains("evaluate")
+    {
+        return Ok(());
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let Ok(statements) = datafusion::sql::parser::DFParser::parse_sql_with_dialect(sql, &dialect)
+    else {
+        return Ok(()); // planning the view reports the syntax error
+    };
+    for s in &statements {
+        Box::pin(load(omega, refs_of(s))).await?;
+    }
+    Ok(())
+}
+
+async fn load(omega: &Omega, refs: Refs) -> Result<(), SqlError> {
     if refs.models.is_empty() && refs.evaluations.is_empty() {
         return Ok(());
     }
     let cache = omega.model_cache();
     let models = omega.models();
-    let mut loaded = HashMap::new();
     for name in refs.models {
-        if loaded.contains_key(&name) {
+        if cache.model(&name).is_some() {
             continue;
         }
         let m = models.load(&name).await.map_err(model_err)?;
         m.fitted().map_err(model_err)?;
-        loaded.insert(name, Arc::new(m));
+        if let Ok(mut c) = cache.models.lock() {
+            c.insert(name, Arc::new(m));
+        }
     }
-    let mut evaluations = HashMap::new();
     for (m, d) in refs.evaluations {
         let input = if looks_like_query(&d) {
             Input::Sql(d.clone())
@@ -148,13 +187,10 @@ pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlEr
         };
         let metrics = models.score(&m, input).await.map_err(model_err)?;
         let version = models.store().metadata(&m).await?.version;
-        evaluations.insert((m.clone(), d), evaluation_batch(&m, version, &metrics)?);
-    }
-    if let Ok(mut c) = cache.models.lock() {
-        *c = loaded;
-    }
-    if let Ok(mut c) = cache.evaluations.lock() {
-        *c = evaluations;
+        let batch = evaluation_batch(&m, version, &metrics)?;
+        if let Ok(mut c) = cache.evaluations.lock() {
+            c.insert((m.clone(), d), batch);
+        }
     }
     Ok(())
 }

@@ -311,10 +311,16 @@ impl Store {
     /// modifier); it is pinned to the version the name resolved to.
     pub async fn table_provider(&self, name: &str) -> Result<Arc<dyn TableProvider>> {
         let meta = self.metadata(name).await?;
-        let backend = self.backend_for(&meta)?;
+        self.table_provider_of(&meta).await
+    }
+
+    /// The provider of a version already resolved with [`Store::metadata`].
+    pub async fn table_provider_of(&self, meta: &Metadata) -> Result<Arc<dyn TableProvider>> {
+        let name = meta.name.as_str();
+        let backend = self.backend_for(meta)?;
         let n = ObjectName::new(&meta.name)?;
         match backend
-            .get(&self.context(&n), &meta, &GetOptions::default())
+            .get(&self.context(&n), meta, &GetOptions::default())
             .await?
         {
             Data::Table(df) => Ok(df.into_view()),
