@@ -4,11 +4,13 @@
 //! | --- | --- |
 //! | `tpch.rs` | TPC-H: generated tables put into the store, the 22 queries of `sql/tpch/` |
 //! | `ops.rs` | the store's own work on a generated table: puts, gets, queries, models |
+//! | `catalog.rs` | opening a store with many objects and listing it |
 //!
 //! Every measurement is a [`Timing`]: the runs after a warm-up, with the
 //! row count and an answer (a count or a rounded sum) that peers must match.
 //! Build with `--release` for numbers that mean anything.
 
+pub mod catalog;
 pub mod ops;
 pub mod tpch;
 

@@ -46,6 +46,14 @@ pub enum BenchCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Open a store holding many objects and list them.
+    Catalog {
+        /// Objects in the store (created once, in the bucket bench_catalog).
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        #[command(flatten)]
+        common: Common,
+    },
     /// The store's own work on a generated table: puts, get, queries, models.
     Ops {
         /// Rows of the generated table.
@@ -123,6 +131,15 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             timings.extend(tpch::run(&om, &opts, &say).await?);
             pb.finish_and_clear();
             report(&format!("TPC-H sf {sf}"), &timings, common.format)?;
+        }
+        BenchCommand::Catalog { objects, common } => {
+            let timings = bench::catalog::run(om, objects, common.runs, &say).await?;
+            pb.finish_and_clear();
+            report(
+                &format!("open and list {objects} objects"),
+                &timings,
+                common.format,
+            )?;
         }
         BenchCommand::Ops {
             rows,

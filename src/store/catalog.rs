@@ -170,6 +170,39 @@ impl Catalog {
         }
     }
 
+    /// The latest committed version number of every name, from one
+    /// recursive listing of the records (instead of one listing per name).
+    pub async fn head_versions(&self) -> Result<Vec<(ObjectName, u64)>> {
+        let dir = self.meta_root();
+        let listed: Vec<_> = self
+            .root
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let mut heads: std::collections::BTreeMap<ObjectName, u64> = Default::default();
+        for m in listed {
+            let mut parts = m.location.prefix_match(&dir).into_iter().flatten();
+            let (Some(enc), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(name) = ObjectName::from_encoded(enc.as_ref()) else {
+                continue;
+            };
+            let version = file
+                .as_ref()
+                .strip_suffix(".json")
+                .filter(|v| v.len() == VERSION_WIDTH)
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(v) = version {
+                let e = heads.entry(name).or_insert(v);
+                *e = (*e).max(v);
+            }
+        }
+        Ok(heads.into_iter().collect())
+    }
+
     /// Names with at least one record (live or dropped), in name order.
     pub async fn names(&self) -> Result<Vec<ObjectName>> {
         let dir = self.meta_root();

@@ -448,18 +448,26 @@ impl Store {
     /// Current versions of objects matching a glob `pattern` (all when `None`).
     /// Objects whose record cannot be read are left out.
     pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
-        let names = self.catalog.names().await?;
-        let wanted: Vec<ObjectName> = names
+        // one listing finds every name's latest version; then one read per
+        // record, many in flight
+        let heads = self.catalog.head_versions().await?;
+        let wanted: Vec<(ObjectName, u64)> = heads
             .into_iter()
-            .filter(|n| pattern.is_none_or(|p| glob_match(p, n.as_str())))
-            .filter(|n| opts.hidden || !n.is_hidden())
+            .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n.as_str())))
+            .filter(|(n, _)| opts.hidden || !n.is_hidden())
             .collect();
         let metas = futures::stream::iter(wanted)
-            .map(|n| {
+            .map(|(n, v)| {
                 let catalog = self.catalog.clone();
-                async move { catalog.latest(&n).await }
+                async move {
+                    // a record deleted since the listing (a drop): ask again
+                    match catalog.read(&n, v).await? {
+                        Some(m) => Ok(Some(m).filter(|m| !m.is_tombstone())),
+                        None => catalog.latest(&n).await,
+                    }
+                }
             })
-            .buffered(16)
+            .buffered(64)
             .try_collect::<Vec<_>>();
         let metas = futures::TryFutureExt::into_future(metas).await;
         let metas = match metas {

@@ -1,0 +1,63 @@
+//! Opening a store that holds many objects and listing them: the bucket
+//! `bench_catalog` is filled with N small documents once, then a fresh
+//! [`Omega`] is opened and listed, `runs` times.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+
+use super::Timing;
+use crate::backends::PutOptions;
+use crate::{ListOptions, Omega, StoreError};
+
+pub async fn run(
+    om: &Omega,
+    objects: usize,
+    runs: usize,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<Timing>, StoreError> {
+    let om = om.bucket("bench_catalog")?;
+    let store = om.datasets();
+    let have = store.list(None, &ListOptions::default()).await?.len();
+    if have < objects {
+        progress(&format!("putting {} documents", objects - have));
+        // a few puts in flight at once: each is a data file and a record
+        let puts = futures::stream::iter(have..objects)
+            .map(|i| {
+                let store = store.clone();
+                async move {
+                    store
+                        .put(
+                            serde_json::json!({"i": i}),
+                            &format!("doc/{i:06}"),
+                            PutOptions::default(),
+                        )
+                        .await
+                }
+            })
+            .buffer_unordered(16);
+        let results: Vec<_> = puts.collect().await;
+        for r in results {
+            r?;
+        }
+    }
+    let url = om.root().url().to_string();
+    let mut times = Vec::new();
+    let mut listed = 0;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        let fresh = Omega::open(&url).await?.bucket("bench_catalog")?;
+        listed = fresh
+            .datasets()
+            .list(None, &ListOptions::default())
+            .await?
+            .len();
+        times.push(start.elapsed());
+    }
+    Ok(vec![Timing::new(
+        "open_and_list",
+        listed as u64,
+        times,
+        Some(listed.to_string()),
+    )])
+}
