@@ -439,3 +439,33 @@ async fn bad_names_are_typed_errors() {
         .collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("store")]);
 }
+
+/// Many small appends compact into one file: a new version with the same
+/// rows; earlier versions still read; a second compaction changes nothing.
+#[tokio::test]
+async fn compaction_rewrites_small_files_as_a_new_version() {
+    for root in common::roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        let ds = om.datasets();
+        for i in 0..6 {
+            ds.put(sample_batch(i * 10, 10), "events", PutOptions::default())
+                .await
+                .unwrap();
+        }
+        assert_eq!(ds.metadata("events").await.unwrap().kind_meta["files"], 6);
+        let (meta, removed) = ds
+            .change_table("events", omegastore::backends::table::TableChange::Compact)
+            .await
+            .unwrap();
+        assert_eq!((meta.version, removed), (7, 6), "{}", root.kind);
+        assert_eq!(meta.kind_meta["files"], 1);
+        assert_eq!(meta.kind_meta["rows"], 60);
+        assert_eq!(rows(&om, "events").await, 60);
+        assert_eq!(rows(&om, "events@3").await, 30);
+        let (again, removed) = ds
+            .change_table("events", omegastore::backends::table::TableChange::Compact)
+            .await
+            .unwrap();
+        assert_eq!((again.version, removed), (7, 0));
+    }
+}

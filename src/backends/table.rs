@@ -483,6 +483,9 @@ pub enum TableChange {
         predicate: Option<datafusion::logical_expr::Expr>,
         assignments: Vec<(String, datafusion::logical_expr::Expr)>,
     },
+    /// Rewrite small files (many appends) into files of about 100 MB; the
+    /// rows are unchanged. Reports the files removed.
+    Compact,
 }
 
 /// Applies `change` to the latest Delta version of the table `meta` names;
@@ -525,6 +528,14 @@ pub async fn apply_change(
             }
             let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
             (t, m.num_updated_rows as u64)
+        }
+        TableChange::Compact => {
+            let (t, m) = table
+                .optimize()
+                .with_session_state(session)
+                .await
+                .map_err(|e| delta_err(name, e))?;
+            (t, m.num_files_removed)
         }
     };
     let mut written = describe(cx.root, &dir, &table)?;

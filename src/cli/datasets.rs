@@ -82,6 +82,8 @@ pub enum DatasetsCommand {
         #[arg(long, value_parser = parse_external_format)]
         format: ExternalFormat,
     },
+    /// Compact a table's small files (after many appends) into large ones: a new version, same rows.
+    Optimize { name: String },
     /// Drop a dataset, or every match of a glob pattern.
     Drop {
         name: String,
@@ -329,6 +331,20 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 "registered {} version {} -> {}",
                 meta.name, meta.version, meta.uri
             );
+        }
+        DatasetsCommand::Optimize { name } => {
+            let before = store.metadata(&name).await?;
+            let (meta, removed) = store
+                .change_table(&name, crate::backends::table::TableChange::Compact)
+                .await?;
+            if removed == 0 {
+                println!("{name} version {} has nothing to compact", meta.version);
+            } else {
+                println!(
+                    "compacted {removed} files of {name} into {} (version {} -> {})",
+                    meta.kind_meta["files"], before.version, meta.version
+                );
+            }
         }
         DatasetsCommand::Drop { name, force } => {
             let dropped = store.drop(&name, force).await?;

@@ -344,14 +344,19 @@ impl Store {
             return Err(StoreError::invalid_input(
                 name,
                 format!(
-                    "is a {}; only table.delta datasets support DELETE and UPDATE",
+                    "is a {}; only table.delta datasets support DELETE, UPDATE and compaction",
                     meta.kind
                 ),
             ));
         }
         let backend = self.backend_for(&meta)?;
         let cx = self.context(&n);
+        let compact = matches!(change, TableChange::Compact);
         let (written, rows) = crate::backends::table::apply_change(&cx, &meta, change).await?;
+        if compact && rows == 0 {
+            // nothing to compact: no new version
+            return Ok((meta, 0));
+        }
         let opts = PutOptions {
             mode: PutMode::Append,
             ..Default::default()
