@@ -653,3 +653,77 @@ async fn grid_search_keeps_the_best_and_its_results() {
         .unwrap_err();
     assert!(matches!(e, ModelError::UnknownParameter { .. }), "{e}");
 }
+
+/// omegastore's fast solvers give smartcore's estimates: least squares by
+/// Cholesky equals SVD's, Newton's logistic fit scores like L-BFGS's.
+#[tokio::test]
+async fn fast_solvers_agree_with_smartcore() {
+    let (_root, om, models) = setup().await;
+    put(&om, "lin", sample::linear(3_000, 1.0, 9)).await;
+    let fit = |name: &'static str,
+               algo: &'static str,
+               p: Value,
+               label: &'static str,
+               data: &'static str,
+               f: &'static [&'static str]| {
+        let models = models.clone();
+        async move {
+            let spec = ModelSpec::new(algo, params(p)).unwrap();
+            models
+                .fit(
+                    name,
+                    TrainingData::dataset(data).features(f).label(label),
+                    Some(spec),
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let x = &["x1", "x2", "x3"];
+    let svd = fit(
+        "svd",
+        "linear_regression",
+        json!({"solver": "svd"}),
+        "y",
+        "lin",
+        x,
+    )
+    .await;
+    let chol = fit(
+        "chol",
+        "linear_regression",
+        json!({"solver": "cholesky"}),
+        "y",
+        "lin",
+        x,
+    )
+    .await;
+    for f in x {
+        let (a, b) = (
+            svd.meta.kind_meta["coefficients"][f].as_f64().unwrap(),
+            chol.meta.kind_meta["coefficients"][f].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9, "{f}: {a} vs {b}");
+    }
+    // binary labels: is y above its median?
+    om.sql("CREATE TABLE bin AS SELECT x1, x2, x3, y > 3.0 AS high FROM lin")
+        .await
+        .unwrap();
+    let lbfgs = fit("lbfgs", "logistic_regression", json!({}), "high", "bin", x).await;
+    let newton = fit(
+        "newton",
+        "logistic_regression",
+        json!({"solver": "newton"}),
+        "high",
+        "bin",
+        x,
+    )
+    .await;
+    let (a, b) = (
+        metric(&lbfgs.metrics, "accuracy"),
+        metric(&newton.metrics, "accuracy"),
+    );
+    assert!(b > 0.9 && (a - b).abs() < 0.01, "lbfgs {a} vs newton {b}");
+    assert!(metric(&newton.metrics, "log_loss") <= metric(&lbfgs.metrics, "log_loss") + 1e-3);
+}

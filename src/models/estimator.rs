@@ -47,6 +47,7 @@ type X = DenseMatrix<f64>;
 type Dtc = DecisionTreeClassifier<f64, i32, X, Vec<i32>>;
 type KnnC = KNNClassifier<f64, i32, X, Vec<i32>, Euclidian<f64>>;
 type KnnR = KNNRegressor<f64, f64, X, Vec<f64>, Euclidian<f64>>;
+type Rfr = RandomForestRegressor<f64, f64, X, Vec<f64>>;
 
 /// A fitted model's learned state.
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,7 +71,11 @@ pub enum Estimator {
         trees: Vec<Dtc>,
         n_classes: usize,
     },
-    RandomForestRegressor(Box<RandomForestRegressor<f64, f64, X, Vec<f64>>>),
+    /// Sub-forests fitted in parallel (trees, forest); predictions are the
+    /// tree-weighted mean, as one forest's would be.
+    RandomForestRegressor {
+        forests: Vec<(usize, Rfr)>,
+    },
     KnnClassifier(Box<KnnC>),
     KnnRegressor(Box<KnnR>),
     /// smartcore's naive Bayes, predicted here with scikit-learn's variance
@@ -287,6 +292,13 @@ impl Estimator {
         let fe = |e: smartcore::error::Failed| e.to_string();
         Ok(match algo {
             LinearRegression => {
+                let y = values(need_y()?)?;
+                if params.str("solver") == "cholesky"
+                    && let Some((coef, intercept)) = super::solvers::least_squares(x, y)
+                {
+                    return Ok(Estimator::Linear { coef, intercept });
+                }
+                // collinear features (or another solver chosen): smartcore
                 let solver = if params.str("solver") == "qr" {
                     LinearRegressionSolverName::QR
                 } else {
@@ -294,7 +306,7 @@ impl Estimator {
                 };
                 let m = smartcore::linear::linear_regression::LinearRegression::fit(
                     &dense,
-                    values(need_y()?)?,
+                    y,
                     LinearRegressionParameters::default().with_solver(solver),
                 )
                 .map_err(fe)?;
@@ -356,6 +368,16 @@ impl Estimator {
             LogisticRegression => {
                 let y = classes(need_y()?)?;
                 check_classes(y, n_classes, 2)?;
+                if params.str("solver") == "newton"
+                    && n_classes == 2
+                    && let Some((w, b)) = super::solvers::logistic_newton(x, y, params.f64("alpha"))
+                {
+                    return Ok(Estimator::Logistic {
+                        coef: vec![w],
+                        intercept: vec![b],
+                        n_classes,
+                    });
+                }
                 let m = smartcore::linear::logistic_regression::LogisticRegression::fit(
                     &dense,
                     y,
@@ -406,50 +428,55 @@ impl Estimator {
                 ))
             }
             RandomForestClassifier => {
-                let p = RandomForestClassifierParameters {
-                    criterion: criterion(params),
-                    max_depth: max_depth(params),
-                    min_samples_leaf: params.usize("min_samples_leaf"),
-                    min_samples_split: params.usize("min_samples_split"),
-                    n_trees: params.usize("n_trees").min(u16::MAX as usize) as u16,
-                    m: params.opt_usize("m"),
-                    keep_samples: false,
-                    seed: params.usize("seed") as u64,
-                };
                 let y = classes(need_y()?)?;
-                let rf: smartcore::ensemble::random_forest_classifier::RandomForestClassifier<
-                    f64,
-                    i32,
-                    X,
-                    Vec<i32>,
-                > = smartcore::ensemble::random_forest_classifier::RandomForestClassifier::fit(
-                    &dense, y, p,
-                )
-                .map_err(fe)?;
-                let forest: ForestParts = parts(&rf)?;
+                let trees = forest_chunks(params, |seed, n_trees| {
+                    let p = RandomForestClassifierParameters {
+                        criterion: criterion(params),
+                        max_depth: max_depth(params),
+                        min_samples_leaf: params.usize("min_samples_leaf"),
+                        min_samples_split: params.usize("min_samples_split"),
+                        n_trees: n_trees.min(u16::MAX as usize) as u16,
+                        m: params.opt_usize("m"),
+                        keep_samples: false,
+                        seed,
+                    };
+                    let rf: smartcore::ensemble::random_forest_classifier::RandomForestClassifier<
+                        f64,
+                        i32,
+                        X,
+                        Vec<i32>,
+                    > = smartcore::ensemble::random_forest_classifier::RandomForestClassifier::fit(
+                        &dense, y, p,
+                    )
+                    .map_err(fe)?;
+                    let forest: ForestParts = parts(&rf)?;
+                    Ok(forest.trees.unwrap_or_default())
+                })?;
                 Estimator::RandomForestClassifier {
-                    trees: forest.trees.unwrap_or_default(),
+                    trees: trees.into_iter().flatten().collect(),
                     n_classes,
                 }
             }
             RandomForestRegressor => {
-                let p = RandomForestRegressorParameters {
-                    max_depth: max_depth(params),
-                    min_samples_leaf: params.usize("min_samples_leaf"),
-                    min_samples_split: params.usize("min_samples_split"),
-                    n_trees: params.usize("n_trees"),
-                    m: params.opt_usize("m"),
-                    keep_samples: false,
-                    seed: params.usize("seed") as u64,
-                };
-                Estimator::RandomForestRegressor(Box::new(
-                    smartcore::ensemble::random_forest_regressor::RandomForestRegressor::fit(
-                        &dense,
-                        values(need_y()?)?,
-                        p,
-                    )
-                    .map_err(fe)?,
-                ))
+                let y = values(need_y()?)?;
+                let forests = forest_chunks(params, |seed, n_trees| {
+                    let p = RandomForestRegressorParameters {
+                        max_depth: max_depth(params),
+                        min_samples_leaf: params.usize("min_samples_leaf"),
+                        min_samples_split: params.usize("min_samples_split"),
+                        n_trees,
+                        m: params.opt_usize("m"),
+                        keep_samples: false,
+                        seed,
+                    };
+                    let f =
+                        smartcore::ensemble::random_forest_regressor::RandomForestRegressor::fit(
+                            &dense, y, p,
+                        )
+                        .map_err(fe)?;
+                    Ok((n_trees, f))
+                })?;
+                Estimator::RandomForestRegressor { forests }
             }
             KnnClassifier => {
                 let p = KNNClassifierParameters::default()
@@ -527,7 +554,7 @@ impl Estimator {
             return Ok(match self {
                 Estimator::Linear { .. }
                 | Estimator::DecisionTreeRegressor(_)
-                | Estimator::RandomForestRegressor(_)
+                | Estimator::RandomForestRegressor { .. }
                 | Estimator::KnnRegressor(_) => Output::Values(vec![]),
                 _ => Output::Classes(vec![]),
             });
@@ -558,10 +585,18 @@ impl Estimator {
                 let p = self.predict_proba(x)?;
                 Output::Classes(argmax_rows(&p))
             }
-            Estimator::RandomForestRegressor(m) => Output::Values(
-                m.predict(&x.to_dense().map_err(|e| e.to_string())?)
-                    .map_err(fe)?,
-            ),
+            Estimator::RandomForestRegressor { forests } => {
+                let dense = x.to_dense().map_err(|e| e.to_string())?;
+                let total: usize = forests.iter().map(|(n, _)| n).sum::<usize>().max(1);
+                let mut out = vec![0.0; x.rows];
+                for (n, f) in forests {
+                    let w = *n as f64 / total as f64;
+                    for (o, v) in out.iter_mut().zip(f.predict(&dense).map_err(fe)?) {
+                        *o += w * v;
+                    }
+                }
+                Output::Values(out)
+            }
             Estimator::KnnClassifier(m) => Output::Classes(
                 m.predict(&x.to_dense().map_err(|e| e.to_string())?)
                     .map_err(fe)?,
@@ -798,6 +833,40 @@ fn fit_svc(params: &Params, x: &Matrix, y: &[i32], n_classes: usize) -> Result<E
         machines,
         kernel,
         n_classes,
+    })
+}
+
+/// Forests are fitted as [`FOREST_CHUNKS`] sub-forests on parallel threads
+/// (seeds `seed`, `seed + 1`, …): a fixed split, so the same seed gives the
+/// same model on any machine.
+pub const FOREST_CHUNKS: usize = 4;
+
+fn forest_chunks<T: Send>(
+    params: &Params,
+    fit: impl Fn(u64, usize) -> Result<T, String> + Sync,
+) -> Result<Vec<T>, String> {
+    let total = params.usize("n_trees").max(1);
+    let chunks = FOREST_CHUNKS.min(total);
+    let seed = params.usize("seed") as u64;
+    let sizes: Vec<usize> = (0..chunks)
+        .map(|c| total / chunks + usize::from(c < total % chunks))
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = sizes
+            .iter()
+            .enumerate()
+            .map(|(c, &n)| {
+                let fit = &fit;
+                scope.spawn(move || fit(seed + c as u64, n))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| "a forest thread panicked".to_string())?
+            })
+            .collect()
     })
 }
 

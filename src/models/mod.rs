@@ -5,6 +5,7 @@
 //! | `spec.rs` | algorithms, their hyperparameters (validated), preprocessing |
 //! | `features.rs` | Arrow columns to a column-major matrix, labels to classes |
 //! | `estimator.rs` | the fitted estimators: fit, predict, predict_proba, transform |
+//! | `solvers.rs` | omegastore's fast least-squares and logistic (Newton) solvers |
 //! | `metrics.rs` | R², MAE, RMSE, accuracy, precision, recall, F1, log loss, inertia |
 //! | `search.rs` | grid search with k-fold cross-validation |
 //! | `model.rs` | the stored model (spec + fitted state) and its JSON summary |
@@ -21,6 +22,7 @@ pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod search;
+pub mod solvers;
 pub mod spec;
 
 use std::sync::Arc;

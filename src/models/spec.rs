@@ -296,9 +296,9 @@ impl Algorithm {
                 const {
                     &[p(
                         "solver",
-                        ParamType::Choice(&["svd", "qr"]),
+                        ParamType::Choice(&["svd", "qr", "cholesky"]),
                         "\"svd\"",
-                        "least-squares solver",
+                        "least squares: smartcore's svd or qr, or omegastore's cholesky (normal equations; fastest)",
                     )]
                 }
             }
@@ -335,12 +335,20 @@ impl Algorithm {
             }
             LogisticRegression => {
                 const {
-                    &[p(
-                        "alpha",
-                        ParamType::Float { min: 0.0 },
-                        "0.0",
-                        "L2 regularization strength",
-                    )]
+                    &[
+                        p(
+                            "alpha",
+                            ParamType::Float { min: 0.0 },
+                            "0.0",
+                            "L2 regularization strength",
+                        ),
+                        p(
+                            "solver",
+                            ParamType::Choice(&["lbfgs", "newton"]),
+                            "\"lbfgs\"",
+                            "smartcore's lbfgs, or omegastore's newton (two classes; fastest)",
+                        ),
+                    ]
                 }
             }
             DecisionTreeClassifier => const { &[CRITERION, MAX_DEPTH, MIN_LEAF, MIN_SPLIT, SEED] },
