@@ -349,7 +349,7 @@ pub async fn run(
             "amount",
             "ops_model",
             opts.model_rows,
-            serde_json::json!({"solver": "qr"}),
+            serde_json::json!({"solver": "cholesky"}),
         ),
         (
             "fit_logistic",
@@ -357,7 +357,7 @@ pub async fn run(
             "flag",
             "ops_model",
             opts.model_rows,
-            serde_json::json!({}),
+            serde_json::json!({"solver": "newton"}),
         ),
         (
             "fit_forest",
