@@ -44,10 +44,10 @@ pub(crate) async fn open_table(
 }
 
 /// Parquet settings of every data file: LZ4 (raw) instead of delta-rs's
-/// Snappy — it decodes several times faster and compresses alike on the
-/// dictionary-encoded columns, while random floats compress with neither;
-/// dictionaries, page statistics and 1M-row groups stay as they are (the
-/// `om bench ops` scan and filter timings chose this).
+/// Snappy, as it decodes with less CPU; dictionaries, page statistics and
+/// 1M-row groups stay as they are. (On `om bench ops` at 10M rows the switch
+/// measured within noise of Snappy: scans there are bound by decoding and
+/// filtering, not decompression — see BENCHMARKS.md.)
 fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_created_by(format!("omegastore {}", env!("CARGO_PKG_VERSION")))
