@@ -1,8 +1,7 @@
 //! `json.document`: any JSON value, stored as one immutable file per version.
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use object_store::{ObjectStoreExt, PutMode, PutOptions as OsPutOptions, PutPayload};
+use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
 use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
@@ -95,19 +94,7 @@ impl DataBackend for DocumentBackend {
         let body = serde_json::to_vec(&value)
             .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
         let size = body.len();
-        let path = cx
-            .data_dir
-            .clone()
-            .join(format!("{}.json", uuid::Uuid::new_v4()));
-        let opts = OsPutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        cx.root
-            .store
-            .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
-            .await
-            .map_err(|e| StoreError::object_store(&path, e))?;
+        let path = super::write_new_file(cx, "json", body).await?;
         Ok(Written {
             kind: KIND.into(),
             uri: cx.root.url_of(&path).to_string(),

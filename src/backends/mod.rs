@@ -358,6 +358,33 @@ pub(crate) async fn delete_recorded(
     Ok(())
 }
 
+/// Writes `body` as a new file `<uuid>.<ext>` in the object's data
+/// directory, put-if-absent (never over existing data); returns its path.
+pub(crate) async fn write_new_file(
+    cx: &BackendContext<'_>,
+    ext: &str,
+    body: Vec<u8>,
+) -> Result<Path> {
+    let path = cx
+        .data_dir
+        .clone()
+        .join(format!("{}.{ext}", uuid::Uuid::new_v4()));
+    let opts = object_store::PutOptions {
+        mode: object_store::PutMode::Create,
+        ..Default::default()
+    };
+    cx.root
+        .store
+        .put_opts(
+            &path,
+            object_store::PutPayload::from(Bytes::from(body)),
+            opts,
+        )
+        .await
+        .map_err(|e| StoreError::object_store(&path, e))?;
+    Ok(path)
+}
+
 /// The built-in backends, in the order `put` tries them.
 pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
     vec![

@@ -3,8 +3,6 @@
 //! it was trained, metrics) in the version's metadata.
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use object_store::{PutMode, PutOptions as OsPutOptions, PutPayload};
 use serde_json::Value;
 
 use super::model::Model;
@@ -56,19 +54,7 @@ impl DataBackend for ModelBackend {
             .to_bytes()
             .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
         let size = body.len();
-        let path = cx
-            .data_dir
-            .clone()
-            .join(format!("{}.msgpack", uuid::Uuid::new_v4()));
-        let opts = OsPutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        cx.root
-            .store
-            .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
-            .await
-            .map_err(|e| StoreError::object_store(&path, e))?;
+        let path = crate::backends::write_new_file(cx, "msgpack", body).await?;
         let mut kind_meta = model.summary();
         if let Some(o) = kind_meta.as_object_mut() {
             o.insert("path".into(), Value::from(cx.root.relative(&path)));

@@ -252,8 +252,24 @@ impl Models {
         let algo = params.algorithm;
         let rows = self.read_training(&data, algo).await?;
         let prepared = prepare(&spec, &rows, &data, algo)?;
+        self.fit_prepared(name, spec, prepared, rows.trained_on, None, &opts)
+            .await
+    }
+
+    /// Fits `spec` on prepared data in a blocking task, scores the training
+    /// rows and stores the model as a new version of `name`.
+    async fn fit_prepared(
+        &self,
+        name: &str,
+        spec: ModelSpec,
+        prepared: Prepared,
+        trained_on: TrainedOn,
+        search: Option<(String, Vec<SearchRow>)>,
+        opts: &FitOptions,
+    ) -> Result<FitReport> {
+        let params = spec.resolved()?;
+        let algo = params.algorithm;
         let start = Instant::now();
-        let model_name = name.to_string();
         let (estimator, prepared) = tokio::task::spawn_blocking(move || {
             let est = estimator::Estimator::fit(
                 &params,
@@ -266,7 +282,7 @@ impl Models {
         .await
         .map_err(|e| ModelError::Usage(format!("fit task failed: {e}")))?;
         let estimator = estimator.map_err(|reason| ModelError::Fit {
-            name: model_name.clone(),
+            name: name.to_string(),
             algorithm: algo.name().into(),
             reason,
         })?;
@@ -275,7 +291,7 @@ impl Models {
             p.inc(1);
         }
         let metrics = training_metrics(&estimator, &prepared, algo).unwrap_or_default();
-        let n = prepared.x.rows;
+        let rows = prepared.x.rows;
         let model = Model {
             format: model::FORMAT_VERSION,
             spec,
@@ -283,17 +299,17 @@ impl Models {
                 features: prepared.features,
                 label: prepared.label,
                 estimator,
-                trained_on: rows.trained_on,
+                trained_on,
                 fitted_at: Utc::now(),
                 fit_seconds,
                 metrics: metrics.clone(),
-                search: None,
+                search,
             }),
         };
         let meta = self.put_model(name, model).await?;
         Ok(FitReport {
             meta,
-            rows: n,
+            rows,
             fit_seconds,
             metrics,
         })
@@ -421,46 +437,18 @@ impl Models {
         let best_params = table[best].params.clone();
         let best_spec = ModelSpec::new(algo.name(), best_params)?
             .with_preprocessing(spec.preprocessing.clone());
-        let params = best_spec.resolved()?;
-        let start = Instant::now();
-        let (estimator, prepared) = tokio::task::spawn_blocking(move || {
-            let est = estimator::Estimator::fit(
-                &params,
-                &prepared.x,
-                prepared.y.as_ref(),
-                prepared.n_classes,
-            );
-            (est, prepared)
-        })
-        .await
-        .map_err(|e| ModelError::Usage(format!("fit task failed: {e}")))?;
-        let estimator = estimator.map_err(|reason| ModelError::Fit {
-            name: model_name.clone(),
-            algorithm: algo.name().into(),
-            reason,
-        })?;
-        let fit_seconds = start.elapsed().as_secs_f64();
-        if let Some(p) = &opts.progress {
-            p.inc(1);
-        }
-        let metrics = training_metrics(&estimator, &prepared, algo).unwrap_or_default();
-        let model = Model {
-            format: model::FORMAT_VERSION,
-            spec: best_spec,
-            fitted: Some(model::Fitted {
-                features: prepared.features,
-                label: prepared.label,
-                estimator,
-                trained_on: rows.trained_on,
-                fitted_at: Utc::now(),
-                fit_seconds,
-                metrics,
-                search: Some((metric.clone(), table.clone())),
-            }),
-        };
-        let meta = self.put_model(name, model).await?;
+        let report = self
+            .fit_prepared(
+                name,
+                best_spec,
+                prepared,
+                rows.trained_on,
+                Some((metric.clone(), table.clone())),
+                &opts,
+            )
+            .await?;
         Ok(SearchReport {
-            meta,
+            meta: report.meta,
             metric,
             folds,
             rows: table,
