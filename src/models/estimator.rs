@@ -22,7 +22,7 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::elastic_net::ElasticNetParameters;
 use smartcore::linear::lasso::LassoParameters;
 use smartcore::linear::linear_regression::{
-    LinearRegression, LinearRegressionParameters, LinearRegressionSolverName,
+    LinearRegressionParameters, LinearRegressionSolverName,
 };
 use smartcore::linear::logistic_regression::LogisticRegressionParameters;
 use smartcore::linear::ridge_regression::{RidgeRegressionParameters, RidgeRegressionSolverName};
@@ -310,7 +310,7 @@ impl Estimator {
                     LinearRegressionParameters::default().with_solver(solver),
                 )
                 .map_err(fe)?;
-                linear_of(&m)
+                linear(m.coefficients(), *m.intercept())
             }
             RidgeRegression => {
                 let solver = if params.str("solver") == "svd" {
@@ -327,10 +327,7 @@ impl Estimator {
                         .with_solver(solver),
                 )
                 .map_err(fe)?;
-                Estimator::Linear {
-                    coef: flat(m.coefficients()),
-                    intercept: *m.intercept(),
-                }
+                linear(m.coefficients(), *m.intercept())
             }
             Lasso => {
                 let m = smartcore::linear::lasso::Lasso::fit(
@@ -343,10 +340,7 @@ impl Estimator {
                         .with_max_iter(params.usize("max_iter")),
                 )
                 .map_err(fe)?;
-                Estimator::Linear {
-                    coef: flat(m.coefficients()),
-                    intercept: *m.intercept(),
-                }
+                linear(m.coefficients(), *m.intercept())
             }
             ElasticNet => {
                 let m = smartcore::linear::elastic_net::ElasticNet::fit(
@@ -360,10 +354,7 @@ impl Estimator {
                         .with_max_iter(params.usize("max_iter")),
                 )
                 .map_err(fe)?;
-                Estimator::Linear {
-                    coef: flat(m.coefficients()),
-                    intercept: *m.intercept(),
-                }
+                linear(m.coefficients(), *m.intercept())
             }
             LogisticRegression => {
                 let y = classes(need_y()?)?;
@@ -755,10 +746,11 @@ impl Estimator {
     }
 }
 
-fn linear_of(m: &LinearRegression<f64, f64, X, Vec<f64>>) -> Estimator {
+/// A linear model from smartcore's coefficient vector and intercept.
+fn linear(coefficients: &X, intercept: f64) -> Estimator {
     Estimator::Linear {
-        coef: flat(m.coefficients()),
-        intercept: *m.intercept(),
+        coef: flat(coefficients),
+        intercept,
     }
 }
 
