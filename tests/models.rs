@@ -727,3 +727,40 @@ async fn fast_solvers_agree_with_smartcore() {
     assert!(b > 0.9 && (a - b).abs() < 0.01, "lbfgs {a} vs newton {b}");
     assert!(metric(&newton.metrics, "log_loss") <= metric(&lbfgs.metrics, "log_loss") + 1e-3);
 }
+
+/// Statements running at once on one `Omega` each see the models they name.
+#[tokio::test]
+async fn concurrent_queries_use_their_own_models() {
+    let (_root, om, models) = setup().await;
+    put(&om, "lin", sample::linear(200, 0.1, 3)).await;
+    for (name, feature) in [("ma", "x1"), ("mb", "x2")] {
+        let spec = ModelSpec::new("linear_regression", Map::new()).unwrap();
+        models
+            .fit(
+                name,
+                TrainingData::dataset("lin").features(&[feature]).label("y"),
+                Some(spec),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let run = |q: &'static str| {
+        let om = om.clone();
+        tokio::spawn(async move {
+            om.sql(q)
+                .await?
+                .collect()
+                .await
+                .map_err(omegastore::SqlError::from)
+        })
+    };
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        handles.push(run("SELECT sum(predict('ma', x1)) FROM lin"));
+        handles.push(run("SELECT sum(predict('mb', x2)) FROM lin"));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+}

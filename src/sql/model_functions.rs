@@ -50,15 +50,6 @@ impl ModelCache {
     fn model(&self, name: &str) -> Option<Arc<LoadedModel>> {
         self.models.lock().ok()?.get(name).cloned()
     }
-
-    fn clear(&self) {
-        if let Ok(mut m) = self.models.lock() {
-            m.clear();
-        }
-        if let Ok(mut e) = self.evaluations.lock() {
-            e.clear();
-        }
-    }
 }
 
 /// What a statement refers to.
@@ -137,11 +128,12 @@ fn refs_of(statement: &DFStatement) -> Refs {
 }
 
 /// Loads the models (and computes the evaluations) `statement` names into
-/// the cache of `omega`'s session, replacing what an earlier statement
-/// loaded (so every statement sees the models' current versions).
+/// the cache of `omega`'s session, replacing the entries an earlier
+/// statement loaded for the same names (so every statement sees the
+/// models' current versions). Entries are never removed: statements
+/// running concurrently on one session keep what they loaded.
 pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlError> {
-    omega.model_cache().clear();
-    load(omega, refs_of(statement)).await
+    load(omega, refs_of(statement), true).await
 }
 
 /// Adds the models a stored view's SQL uses (views are planned while the
@@ -158,19 +150,21 @@ pub async fn preload_view(omega: &Omega, sql: &str) -> Result<(), SqlError> {
         return Ok(()); // planning the view reports the syntax error
     };
     for s in &statements {
-        Box::pin(load(omega, refs_of(s))).await?;
+        Box::pin(load(omega, refs_of(s), false)).await?;
     }
     Ok(())
 }
 
-async fn load(omega: &Omega, refs: Refs) -> Result<(), SqlError> {
+/// `refresh`: reload names already cached (a new statement); otherwise only
+/// load the missing ones (a view planned within the current statement).
+async fn load(omega: &Omega, refs: Refs, refresh: bool) -> Result<(), SqlError> {
     if refs.models.is_empty() && refs.evaluations.is_empty() {
         return Ok(());
     }
     let cache = omega.model_cache();
     let models = omega.models();
     for name in refs.models {
-        if cache.model(&name).is_some() {
+        if !refresh && cache.model(&name).is_some() {
             continue;
         }
         let m = models.load(&name).await.map_err(model_err)?;
