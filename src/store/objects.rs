@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -461,20 +461,18 @@ impl Store {
             .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n.as_str())))
             .filter(|(n, _)| opts.hidden || !n.is_hidden())
             .collect();
-        let metas = futures::stream::iter(wanted)
-            .map(|(n, v)| {
-                let catalog = self.catalog.clone();
-                async move {
+        let metas = async {
+            let mut out = Vec::with_capacity(wanted.len());
+            for (n, m) in self.catalog.read_many(wanted).await? {
+                out.push(match m {
+                    Some(m) => Some(m).filter(|m| !m.is_tombstone()),
                     // a record deleted since the listing (a drop): ask again
-                    match catalog.read(&n, v).await? {
-                        Some(m) => Ok(Some(m).filter(|m| !m.is_tombstone())),
-                        None => catalog.latest(&n).await,
-                    }
-                }
-            })
-            .buffered(64)
-            .try_collect::<Vec<_>>();
-        let metas = futures::TryFutureExt::into_future(metas).await;
+                    None => self.catalog.latest(&n).await?,
+                });
+            }
+            Ok::<_, StoreError>(out)
+        }
+        .await;
         let metas = match metas {
             Ok(m) => m,
             Err(_) => {

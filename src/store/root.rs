@@ -27,6 +27,9 @@ pub struct Root {
     pub(crate) base: Url,
     /// The URL the user opened, normalised (for display).
     pub(crate) url: Url,
+    /// A plain local directory (no wrapped store): bulk reads may use the
+    /// file system directly.
+    pub(crate) local_dir: bool,
 }
 
 impl Root {
@@ -66,6 +69,7 @@ impl Root {
                     prefix,
                     base: Url::parse("file:///").expect("static url"),
                     url,
+                    local_dir: true,
                 })
             }
             "memory" => Ok(Self {
@@ -74,6 +78,7 @@ impl Root {
                     .map_err(|e| invalid(format!("path not usable: {e}")))?,
                 base: Url::parse("memory:///").expect("static url"),
                 url,
+                local_dir: false,
             }),
             "s3" => {
                 let bucket = url
@@ -120,6 +125,7 @@ impl Root {
                     base: Url::parse(&format!("s3://{bucket}/"))
                         .map_err(|e| invalid(e.to_string()))?,
                     url,
+                    local_dir: false,
                 })
             }
             other => Err(invalid(format!(
@@ -198,6 +204,7 @@ impl Root {
     /// Wraps this root's object store (fault injection in tests, caching, …).
     pub fn with_store(mut self, store: Arc<dyn ObjectStore>) -> Self {
         self.store = store;
+        self.local_dir = false;
         self
     }
 
