@@ -1,6 +1,7 @@
 //! `json.document`: any JSON value, stored as one immutable file per version.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
@@ -45,6 +46,19 @@ pub(crate) async fn open_recorded(
         }),
         Err(e) => Err(StoreError::object_store(&path, e)),
     }
+}
+
+/// The whole data file a version recorded, in memory.
+pub(crate) async fn read_recorded(
+    cx: &BackendContext<'_>,
+    meta: &Metadata,
+) -> Result<(object_store::path::Path, Bytes)> {
+    let (path, result) = open_recorded(cx, meta).await?;
+    let bytes = result
+        .bytes()
+        .await
+        .map_err(|e| StoreError::object_store(&path, e))?;
+    Ok((path, bytes))
 }
 
 #[async_trait]
@@ -112,11 +126,7 @@ impl DataBackend for DocumentBackend {
         meta: &Metadata,
         _opts: &GetOptions,
     ) -> Result<Data> {
-        let (path, result) = open_recorded(cx, meta).await?;
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| StoreError::object_store(&path, e))?;
+        let (path, bytes) = read_recorded(cx, meta).await?;
         let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptData {
             name: meta.name.clone(),
             path: path.to_string(),

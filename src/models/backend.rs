@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::model::Model;
 use super::spec::{Algorithm, KIND_PREFIX};
-use crate::backends::document::open_recorded;
+use crate::backends::document::read_recorded;
 use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
@@ -73,11 +73,7 @@ impl DataBackend for ModelBackend {
         meta: &Metadata,
         _opts: &GetOptions,
     ) -> Result<Data> {
-        let (path, result) = open_recorded(cx, meta).await?;
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| StoreError::object_store(&path, e))?;
+        let (path, bytes) = read_recorded(cx, meta).await?;
         let model = Model::from_bytes(&bytes).map_err(|reason| StoreError::CorruptData {
             name: meta.name.clone(),
             path: path.to_string(),
