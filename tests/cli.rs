@@ -287,3 +287,101 @@ fn quickstart_runs_end_to_end() {
     let out = run(&root, &["quickstart"]);
     assert!(out.contains("fitted fare version 2"), "{out}");
 }
+
+/// `om bench tpch` and `om bench ops` run end to end (tiny sizes) and report
+/// JSON with the answers peers check.
+#[test]
+fn bench_commands_run_and_report_json() {
+    let root = common::local();
+    let dir = tempfile::tempdir().unwrap();
+    let answers = dir.path().join("answers");
+    let out = run(
+        &root,
+        &[
+            "bench",
+            "tpch",
+            "--sf",
+            "0.01",
+            "--runs",
+            "1",
+            "--queries",
+            "1,6",
+            "--answers",
+            answers.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let timings = report["timings"].as_array().unwrap();
+    let q01 = timings.iter().find(|t| t["name"] == "q01").unwrap();
+    assert_eq!(
+        q01["rows"], 4,
+        "Q1 has four (returnflag, linestatus) groups"
+    );
+    assert!(timings.iter().any(|t| t["name"] == "put lineitem"));
+    assert!(answers.join("q06.csv").exists());
+    // a second run reuses the stored tables
+    let out = run(
+        &root,
+        &[
+            "bench",
+            "tpch",
+            "--sf",
+            "0.01",
+            "--runs",
+            "1",
+            "--queries",
+            "6",
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["timings"].as_array().unwrap().len(), 1, "{report}");
+
+    let data = dir.path().join("ops");
+    let out = run(
+        &root,
+        &[
+            "bench",
+            "ops",
+            "--rows",
+            "20000",
+            "--runs",
+            "1",
+            "--model-rows",
+            "5000",
+            "--forest-rows",
+            "1000",
+            "--trees",
+            "2",
+            "--data",
+            data.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let get = |name: &str| {
+        report["timings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report}"))
+            .clone()
+    };
+    assert_eq!(get("get")["answer"], "20000");
+    assert_eq!(get("point_lookup")["rows"], 1);
+    assert!(
+        get("fit_linear")["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("train r2 0.99")
+    );
+    // the generated files stay for the peers
+    assert!(data.join("ops.parquet").exists() && data.join("ops.csv").exists());
+    let err = fail(&root, &["bench", "ops", "--rows", "10"]);
+    assert!(err.contains("--rows"), "{err}");
+}
