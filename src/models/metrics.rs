@@ -3,7 +3,7 @@
 //! more classes: macro-averaged) and log loss for classifiers; inertia for
 //! k-means. The first metric of each list is what a search maximises.
 
-use super::features::{Matrix, Target};
+use super::features::Matrix;
 
 /// Named scores, in a stable order.
 pub type Metrics = Vec<(String, f64)>;
@@ -130,11 +130,6 @@ pub fn primary(metrics: &Metrics) -> f64 {
         Some((_, v)) => *v,
         None => f64::NAN,
     }
-}
-
-/// Whether a target is classes.
-pub fn is_classes(t: &Target) -> bool {
-    matches!(t, Target::Classes(_))
 }
 
 #[cfg(test)]

@@ -387,9 +387,15 @@ impl Models {
     /// Scores the model on `input` (which must hold the label column for
     /// supervised models).
     pub async fn score(&self, name: &str, input: Input) -> Result<Metrics> {
+        Ok(self.evaluate(name, input).await?.1)
+    }
+
+    /// As [`Models::score`], with the metadata of the version that scored.
+    pub async fn evaluate(&self, name: &str, input: Input) -> Result<(Metadata, Metrics)> {
         let m = self.load(name).await?;
         let rows = self.read(&input, None).await?;
-        score_loaded(&m, &rows.schema, &rows.batches, rows.rows, &rows.source)
+        let metrics = score_loaded(&m, &rows.schema, &rows.batches, rows.rows, &rows.source)?;
+        Ok((m.meta, metrics))
     }
 
     /// Grid search with k-fold cross-validation (see [`search`]); stores the

@@ -98,7 +98,7 @@ fn read_only_check(omega: &Omega, what: &str) -> Result<(), SqlError> {
 }
 
 /// A one-row result: `count` of rows written or changed.
-fn count_frame(omega: &Omega, count: u64) -> Result<DataFrame, SqlError> {
+pub(super) fn count_frame(omega: &Omega, count: u64) -> Result<DataFrame, SqlError> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "count",
         DataType::UInt64,

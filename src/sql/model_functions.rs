@@ -179,8 +179,8 @@ async fn load(omega: &Omega, refs: Refs, refresh: bool) -> Result<(), SqlError> 
         } else {
             Input::Dataset(d.clone())
         };
-        let metrics = models.score(&m, input).await.map_err(model_err)?;
-        let version = models.store().metadata(&m).await?.version;
+        let (meta, metrics) = models.evaluate(&m, input).await.map_err(model_err)?;
+        let version = meta.version;
         let batch = evaluation_batch(&m, version, &metrics)?;
         if let Ok(mut c) = cache.evaluations.lock() {
             c.insert((m.clone(), d), batch);

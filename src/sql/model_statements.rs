@@ -284,16 +284,7 @@ pub async fn apply(omega: &Omega, stmt: ModelStatement) -> Result<DataFrame, Sql
                 None => omega.clone(),
             };
             let dropped = om.models().store().drop(&name, if_exists).await?;
-            let schema = Arc::new(Schema::new(vec![Field::new(
-                "count",
-                DataType::UInt64,
-                false,
-            )]));
-            let batch = RecordBatch::try_new(
-                schema,
-                vec![Arc::new(UInt64Array::from(vec![dropped.len() as u64]))],
-            )?;
-            Ok(omega.session().read_batch(batch)?)
+            super::execute::count_frame(omega, dropped.len() as u64)
         }
     }
 }

@@ -90,22 +90,24 @@ impl Catalog {
             .join(format!("{version:0width$}.json", width = VERSION_WIDTH))
     }
 
+    /// Every object under `dir`.
+    async fn list_all(&self, dir: &Path) -> Result<Vec<object_store::ObjectMeta>> {
+        self.root
+            .store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::object_store(dir, e))
+    }
+
     /// Committed version numbers of `name`, ascending (tombstones included).
     pub async fn versions(&self, name: &ObjectName) -> Result<Vec<u64>> {
         let dir = self.meta_dir(name);
-        let listed: Vec<_> = self
-            .root
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let listed = self.list_all(&dir).await?;
         let mut versions: Vec<u64> = listed
             .iter()
             .filter_map(|m| m.location.filename())
-            .filter_map(|f| f.strip_suffix(".json"))
-            .filter(|v| v.len() == VERSION_WIDTH)
-            .filter_map(|v| v.parse().ok())
+            .filter_map(record_version)
             .collect();
         versions.sort_unstable();
         Ok(versions)
@@ -209,13 +211,7 @@ impl Catalog {
     /// recursive listing of the records (instead of one listing per name).
     pub async fn head_versions(&self) -> Result<Vec<(ObjectName, u64)>> {
         let dir = self.meta_root();
-        let listed: Vec<_> = self
-            .root
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let listed = self.list_all(&dir).await?;
         let mut heads: std::collections::BTreeMap<ObjectName, u64> = Default::default();
         for m in listed {
             let mut parts = m.location.prefix_match(&dir).into_iter().flatten();
@@ -225,11 +221,7 @@ impl Catalog {
             let Some(name) = ObjectName::from_encoded(enc.as_ref()) else {
                 continue;
             };
-            let version = file
-                .as_ref()
-                .strip_suffix(".json")
-                .filter(|v| v.len() == VERSION_WIDTH)
-                .and_then(|v| v.parse::<u64>().ok());
+            let version = record_version(file.as_ref());
             if let Some(v) = version {
                 let e = heads.entry(name).or_insert(v);
                 *e = (*e).max(v);
@@ -262,22 +254,12 @@ impl Catalog {
     pub async fn purge(&self, name: &ObjectName, through: u64) -> Result<()> {
         let mut paths: Vec<Path> = Vec::new();
         for dir in [self.tag_dir(name), self.meta_dir(name)] {
-            let listed: Vec<_> = self
-                .root
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|e| StoreError::object_store(&dir, e))?;
+            let listed = self.list_all(&dir).await?;
             paths.extend(listed.into_iter().map(|m| m.location));
         }
         let mut records: Vec<(u64, Path)> = Vec::new();
         for p in paths {
-            let version = p
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .filter(|v| v.len() == VERSION_WIDTH)
-                .and_then(|v| v.parse::<u64>().ok());
+            let version = p.filename().and_then(record_version);
             match version {
                 Some(v) if p.prefix_matches(&self.meta_dir(name)) => {
                     if v <= through {
@@ -342,13 +324,7 @@ impl Catalog {
     /// All tags of `name` with their versions.
     pub async fn tags(&self, name: &ObjectName) -> Result<Vec<(String, u64)>> {
         let dir = self.tag_dir(name);
-        let listed: Vec<_> = self
-            .root
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let listed = self.list_all(&dir).await?;
         let mut out = Vec::new();
         for m in listed {
             let Some(tag) = m
@@ -375,4 +351,11 @@ fn parse_record(name: &ObjectName, path: &Path, bytes: &[u8]) -> Result<Metadata
         path: path.to_string(),
         reason: e.to_string(),
     })
+}
+
+/// The version a record file name (`<version:020>.json`) stands for.
+fn record_version(file: &str) -> Option<u64> {
+    file.strip_suffix(".json")
+        .filter(|v| v.len() == VERSION_WIDTH)
+        .and_then(|v| v.parse().ok())
 }
