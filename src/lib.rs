@@ -13,24 +13,38 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layers (arrows point down): [`cli`] → [`Omega`] → [`sql`] / [`models`] → [`store`] → [`backends`].
+//! Layers, each a module that uses only the ones below it (checked by
+//! `../shared/tools/layers.py src`):
+//!
+//! ```text
+//! cli      the `om` command line                 bench    `om bench` workloads
+//! omega    Omega: assembles the parts, the facade
+//! sql      catalog, statements, mixins, policies, predict()/evaluate()
+//! models   smartcore kinds: specs, features, estimators, the model backend
+//! engine   what sql and models share: root, registry, hooks, the session
+//! backends table (Delta) · document · file · external · view
+//! store    names, Metadata, commits, the backend contract, registry, Store
+//! ```
 
 pub mod backends;
 pub mod bench;
 pub mod cli;
+pub mod engine;
 pub mod models;
 pub mod omega;
 pub mod sample;
 pub mod sql;
 pub mod store;
 
-pub use backends::{
-    Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions,
-};
+pub use engine::Engine;
 pub use models::{ModelError, ModelSpec, Models, TrainingData};
 pub use omega::{DEFAULT_BUCKET, Omega};
 pub use sql::{Mixin, MixinContext, SqlError};
-pub use store::{ListOptions, Metadata, NameRef, ObjectName, Store, StoreError};
+pub use store::{
+    BackendContext, Data, DataBackend, ExternalFormat, FileFormat, GetOptions, ListOptions,
+    Metadata, NameRef, Object, ObjectName, PutMode, PutOptions, Store, StoreError, TableChange,
+    Written,
+};
 
 /// Result of the store layer.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

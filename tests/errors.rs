@@ -195,3 +195,58 @@ fn cli_errors_are_one_line_with_exit_code_1() {
         );
     }
 }
+
+#[tokio::test]
+async fn planning_on_a_session_whose_omega_was_dropped_is_a_clear_error() {
+    let om = Omega::open("memory://").await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 10), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let state = om.session().state();
+    drop(om);
+    // a copy of the session state kept by the caller resolves no table
+    // once the Omega is gone (the catalog holds it weakly)
+    let e = state
+        .create_logical_plan("SELECT * FROM t")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("was dropped"), "{e}");
+}
+
+#[tokio::test]
+async fn a_torn_newest_record_does_not_hide_earlier_versions() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let ds = om.datasets();
+    ds.put(json!({"v": 1}), "cfg", PutOptions::default())
+        .await
+        .unwrap();
+    ds.put(json!({"v": 2}), "cfg", PutOptions::default())
+        .await
+        .unwrap();
+    ds.tag("cfg", "stable", Some(1)).await.unwrap();
+    let meta_dir = Path::new(&root.url).join("default/datasets/meta/cfg");
+    let newest = files_with(&meta_dir, ".json").pop().unwrap();
+    assert!(newest.ends_with("00000000000000000002.json"));
+    let text = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &text[..text.len() / 3]).unwrap();
+    // the newest version names its torn record
+    match ds.metadata("cfg").await.unwrap_err() {
+        StoreError::CorruptMetadata { path, .. } => {
+            assert!(path.ends_with("00000000000000000002.json"), "{path}")
+        }
+        e => panic!("expected CorruptMetadata, got {e}"),
+    }
+    // the versions before it stay readable, by number and by tag
+    assert_eq!(ds.get_document("cfg@1").await.unwrap(), json!({"v": 1}));
+    assert_eq!(
+        ds.get_document("cfg@stable").await.unwrap(),
+        json!({"v": 1})
+    );
+    assert!(matches!(
+        ds.metadata("cfg@2").await.unwrap_err(),
+        StoreError::CorruptMetadata { .. }
+    ));
+}

@@ -12,7 +12,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use omegastore::backends::{BackendContext, Written};
+use omegastore::store::{BackendContext, Written};
 use omegastore::{
     Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Metadata, Object, Omega, PutOptions,
     StoreError,

@@ -454,7 +454,7 @@ async fn compaction_rewrites_small_files_as_a_new_version() {
         }
         assert_eq!(ds.metadata("events").await.unwrap().kind_meta["files"], 6);
         let (meta, removed) = ds
-            .change_table("events", omegastore::backends::table::TableChange::Compact)
+            .change_table("events", omegastore::TableChange::Compact)
             .await
             .unwrap();
         assert_eq!((meta.version, removed), (7, 6), "{}", root.kind);
@@ -463,7 +463,7 @@ async fn compaction_rewrites_small_files_as_a_new_version() {
         assert_eq!(rows(&om, "events").await, 60);
         assert_eq!(rows(&om, "events@3").await, 30);
         let (again, removed) = ds
-            .change_table("events", omegastore::backends::table::TableChange::Compact)
+            .change_table("events", omegastore::TableChange::Compact)
             .await
             .unwrap();
         assert_eq!((again.version, removed), (7, 0));

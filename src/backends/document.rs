@@ -5,8 +5,10 @@ use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 
-use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
 use crate::store::Metadata;
+use crate::store::backend::{
+    BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutOptions, Written,
+};
 use crate::store::error::{Result, StoreError};
 
 pub const KIND: &str = "json.document";
@@ -72,7 +74,7 @@ impl DataBackend for DocumentBackend {
             || matches!(
                 obj,
                 Object::File {
-                    format: super::FileFormat::Json,
+                    format: FileFormat::Json,
                     ..
                 }
             )
@@ -108,7 +110,7 @@ impl DataBackend for DocumentBackend {
         let body = serde_json::to_vec(&value)
             .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
         let size = body.len();
-        let path = super::write_new_file(cx, "json", body).await?;
+        let path = crate::store::backend::write_new_file(cx, "json", body).await?;
         Ok(Written {
             kind: KIND.into(),
             uri: cx.root.url_of(&path).to_string(),
@@ -136,11 +138,14 @@ impl DataBackend for DocumentBackend {
     }
 
     async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
-        super::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path").await
+        crate::store::backend::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path")
+            .await
     }
 
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
-        let _ = super::delete_recorded(cx, std::iter::once(&written.kind_meta), "path").await;
+        let _ =
+            crate::store::backend::delete_recorded(cx, std::iter::once(&written.kind_meta), "path")
+                .await;
     }
 }
 

@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::table::{open_table, schema_json};
-use super::{
+use crate::store::Metadata;
+use crate::store::backend::{
     BackendContext, Data, DataBackend, ExternalFormat, GetOptions, Object, PutOptions, Written,
 };
-use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
 pub const KIND: &str = "table.external";

@@ -3,17 +3,16 @@
 //! written with a multipart upload, which becomes visible only on completion.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use super::document::open_recorded;
-use super::{
+use crate::store::Metadata;
+use crate::store::backend::{
     BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutOptions, Written,
 };
-use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
 pub const KIND: &str = "file.raw";
@@ -131,21 +130,13 @@ impl DataBackend for RawFileBackend {
     }
 
     async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
-        super::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path").await
+        crate::store::backend::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path")
+            .await
     }
 
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
-        let _ = super::delete_recorded(cx, std::iter::once(&written.kind_meta), "path").await;
-    }
-}
-
-/// Collects a file's stream into memory (for small files and tests).
-pub async fn collect_bytes(data: Data) -> Result<Bytes> {
-    match data {
-        Data::File { stream, .. } => {
-            let parts: Vec<Bytes> = futures::TryStreamExt::try_collect(stream).await?;
-            Ok(Bytes::from(parts.concat()))
-        }
-        _ => Err(StoreError::invalid_input("<data>", "not a file")),
+        let _ =
+            crate::store::backend::delete_recorded(cx, std::iter::once(&written.kind_meta), "path")
+                .await;
     }
 }

@@ -21,7 +21,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
-use super::{FileFormat, Object};
+use crate::store::backend::{FileFormat, Object};
 use crate::store::error::{Result, StoreError};
 
 /// Rows per batch read from files.
@@ -206,20 +206,20 @@ pub fn read_file(
         Some(s) => s,
         None => infer_file_schema(name, path, format)?,
     };
-    let name = name.to_string();
+    let object = name.to_string();
     let path: PathBuf = path.to_path_buf();
     // Opened here so that a missing file fails the put at once.
     let file = open(&path)?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
     let reader_schema = schema.clone();
-    tokio::task::spawn_blocking(move || {
+    let what = format!("reading {}", path.display());
+    Ok(blocking_batches(name, &what, schema, move |send| {
         let file = Counting {
             inner: file,
             progress,
         };
         let context = |e: &dyn std::fmt::Display| {
             DataFusionError::External(Box::new(StoreError::invalid_input(
-                &name,
+                &object,
                 format!("cannot read {}: {e}", path.display()),
             )))
         };
@@ -263,13 +263,49 @@ pub fn read_file(
         };
         for b in batches {
             let stop = b.is_err();
-            if tx.blocking_send(b).is_err() || stop {
+            if !send(b) || stop {
                 break;
             }
         }
+    }))
+}
+
+/// A stream of the batches `produce` sends from a blocking thread. The
+/// stream ends only when `produce` returns: if it panics, the stream's last
+/// item is an error, so a write consuming it fails instead of committing
+/// the rows read so far as if they were all. `send` returns false when the
+/// consumer has gone.
+pub fn blocking_batches<F>(
+    name: &str,
+    what: &str,
+    schema: SchemaRef,
+    produce: F,
+) -> SendableRecordBatchStream
+where
+    F: FnOnce(&mut dyn FnMut(datafusion::error::Result<RecordBatch>) -> bool) + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut send = |b| tx.blocking_send(b).is_ok();
+        produce(&mut send);
     });
-    let stream = tokio_stream_from(rx);
-    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    let (name, what) = (name.to_string(), what.to_string());
+    let ended = futures::stream::once(async move {
+        match handle.await {
+            Ok(()) => None,
+            Err(e) => Some(Err(DataFusionError::External(Box::new(
+                StoreError::invalid_input(
+                    name,
+                    format!(
+                        "{what} failed ({e}); nothing was stored, fix the input and put it again"
+                    ),
+                ),
+            )))),
+        }
+    })
+    .filter_map(futures::future::ready);
+    let stream = tokio_stream_from(rx).chain(ended);
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -19,14 +19,92 @@ use object_store::path::Path;
 use serde_json::{Value, json};
 
 use super::ingest::{describe_schema, object_to_plan};
-use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions, Written};
 use crate::store::Metadata;
+use crate::store::backend::{
+    BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutMode, PutOptions,
+    TableChange, Written,
+};
 use crate::store::error::{Result, StoreError};
 use crate::store::root::Root;
 
 pub const KIND: &str = "table.delta";
 
-pub struct DeltaTableBackend;
+/// How long a Delta commit that no record claims may be in flight before a
+/// writer treats it as orphaned (a writer that crashed between its Delta
+/// commit and its record). A write's record follows its Delta commit within
+/// seconds (at most 100 commit attempts of ≤ 20 ms), so minutes are ample.
+pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The `table.delta` backend.
+///
+/// Contract beyond [`DataBackend`]'s: each write builds on the Delta
+/// version its base record names. Delta commits above it that no record
+/// claims are another writer's, in flight, or orphans; those older than
+/// the grace period are reverted (a Delta restore to the recorded version)
+/// before the write, so rows of a write whose record never committed do not
+/// become part of a later version. A write that fails after its own Delta
+/// commit reverts that commit at once if nothing was committed on top of it.
+pub struct DeltaTableBackend {
+    orphan_grace: std::time::Duration,
+}
+
+impl Default for DeltaTableBackend {
+    fn default() -> Self {
+        Self {
+            orphan_grace: ORPHAN_GRACE,
+        }
+    }
+}
+
+impl DeltaTableBackend {
+    /// A backend treating unclaimed Delta commits older than `grace` as
+    /// orphans (tests use zero).
+    pub fn with_orphan_grace(grace: std::time::Duration) -> Self {
+        Self {
+            orphan_grace: grace,
+        }
+    }
+
+    /// Opens the table at `dir` to write on top of the version `base`
+    /// records, reverting orphaned Delta commits above it first.
+    async fn open_for_write(&self, root: &Root, dir: &Path, base: &Metadata) -> Result<DeltaTable> {
+        let name = base.name.as_str();
+        let table = open_table(root, dir, None)
+            .await
+            .map_err(|e| StoreError::MissingData {
+                name: name.to_string(),
+                version: base.version,
+                path: format!("{dir} ({e})"),
+            })?;
+        let (Some(recorded), Some(latest)) = (delta_version(base), table.version()) else {
+            return Ok(table);
+        };
+        if latest <= recorded {
+            return Ok(table);
+        }
+        // Unclaimed commits: in flight if the newest is recent.
+        let newest = dir
+            .clone()
+            .join("_delta_log")
+            .join(format!("{latest:020}.json"));
+        use object_store::ObjectStoreExt;
+        let age = match root.store.head(&newest).await {
+            Ok(m) => (chrono::Utc::now() - m.last_modified)
+                .to_std()
+                .unwrap_or_default(),
+            Err(e) => return Err(StoreError::object_store(&newest, e)),
+        };
+        if age < self.orphan_grace {
+            return Ok(table);
+        }
+        let (table, _) = table
+            .restore()
+            .with_version_to_restore(recorded)
+            .await
+            .map_err(|e| delta_err(name, e))?;
+        Ok(table)
+    }
+}
 
 /// Opens the Delta table at `dir`, at `version` or the latest.
 pub(crate) async fn open_table(
@@ -41,6 +119,46 @@ pub(crate) async fn open_table(
         builder = builder.with_version(v);
     }
     builder.load().await
+}
+
+/// Commit properties naming the omegastore write that makes a Delta commit,
+/// so that a failed write can find (and revert) its own commit.
+fn tagged(write_id: &str) -> deltalake::kernel::transaction::CommitProperties {
+    deltalake::kernel::transaction::CommitProperties::default()
+        .with_metadata([("omegastore.write".to_string(), json!(write_id))])
+}
+
+/// After a write failed: if its Delta commit landed (the newest commit
+/// above `opened` carries `write_id`) and nothing was committed on top of
+/// it, revert it with a Delta restore to the version before. Best effort:
+/// what stays is an orphan, reverted by the next writer after the grace.
+async fn revert_own(root: &Root, dir: &Path, opened: Option<u64>, write_id: &str) {
+    let Ok(table) = open_table(root, dir, None).await else {
+        return;
+    };
+    let Some(latest) = table.version() else {
+        return;
+    };
+    if latest == 0 || opened.is_some_and(|o| latest <= o) {
+        return;
+    }
+    use object_store::ObjectStoreExt;
+    let log = dir
+        .clone()
+        .join("_delta_log")
+        .join(format!("{latest:020}.json"));
+    let Ok(r) = root.store.get(&log).await else {
+        return;
+    };
+    let Ok(bytes) = r.bytes().await else {
+        return;
+    };
+    if bytes
+        .windows(write_id.len())
+        .any(|w| w == write_id.as_bytes())
+    {
+        let _ = table.restore().with_version_to_restore(latest - 1).await;
+    }
 }
 
 /// Parquet settings of every data file: LZ4 (raw) instead of delta-rs's
@@ -233,7 +351,7 @@ impl DataBackend for DeltaTableBackend {
             Object::Table { .. } | Object::Stream(_) => true,
             Object::File { format, .. } => matches!(
                 format,
-                super::FileFormat::Csv | super::FileFormat::Parquet | super::FileFormat::JsonLines
+                FileFormat::Csv | FileFormat::Parquet | FileFormat::JsonLines
             ),
             _ => false,
         }
@@ -270,16 +388,14 @@ impl DataBackend for DeltaTableBackend {
             ));
         }
         let session = Arc::new(cx.session.state());
-        let (dir, table) = match existing {
+        let write_id = uuid::Uuid::new_v4().to_string();
+        let (dir, mut written) = match existing {
             Some(dir) => {
-                let table =
-                    open_table(cx.root, &dir, None)
-                        .await
-                        .map_err(|e| StoreError::MissingData {
-                            name: name.to_string(),
-                            version: previous.map(|p| p.version).unwrap_or(0),
-                            path: format!("{dir} ({e})"),
-                        })?;
+                let base = previous.ok_or_else(|| {
+                    StoreError::invalid_input(name, "an existing table without a version")
+                })?;
+                let table = self.open_for_write(cx.root, &dir, base).await?;
+                let opened = table.version();
                 let builder = if opts.mode == PutMode::Overwrite {
                     table
                         .write(vec![])
@@ -299,13 +415,21 @@ impl DataBackend for DeltaTableBackend {
                         b
                     }
                 };
-                let table = builder
+                let result = builder
                     .with_writer_properties(writer_properties())
+                    .with_commit_properties(tagged(&write_id))
                     .with_input_plan(plan)
                     .with_session_state(session)
                     .await
-                    .map_err(|e| delta_err(name, e))?;
-                (dir, table)
+                    .map_err(|e| delta_err(name, e))
+                    .and_then(|t| describe(cx.root, &dir, &t));
+                match result {
+                    Ok(w) => (dir, w),
+                    Err(e) => {
+                        revert_own(cx.root, &dir, opened, &write_id).await;
+                        return Err(e);
+                    }
+                }
             }
             None => {
                 let dir = cx.data_dir.clone().join(uuid::Uuid::new_v4().to_string());
@@ -313,25 +437,28 @@ impl DataBackend for DeltaTableBackend {
                 let table = DeltaTableBuilder::from_url(url.clone())
                     .and_then(|b| b.with_storage_backend(cx.root.store.clone(), url).build())
                     .map_err(|e| delta_err(name, e))?;
-                let table = table
+                let result = table
                     .write(vec![])
                     .with_save_mode(SaveMode::ErrorIfExists)
                     .with_table_name(name)
                     .with_writer_properties(writer_properties())
+                    .with_commit_properties(tagged(&write_id))
                     .with_input_plan(plan)
                     .with_session_state(session)
-                    .await;
-                match table {
-                    Ok(t) => (dir, t),
+                    .await
+                    .map_err(|e| delta_err(name, e))
+                    .and_then(|t| describe(cx.root, &dir, &t));
+                match result {
+                    Ok(w) => (dir, w),
                     Err(e) => {
                         // Nothing references the new directory: remove what was written.
-                        let _ = super::delete_prefix(cx.root, &dir).await;
-                        return Err(delta_err(name, e));
+                        let _ = crate::store::backend::delete_prefix(cx.root, &dir).await;
+                        return Err(e);
                     }
                 }
             }
         };
-        let mut written = describe(cx.root, &dir, &table)?;
+        let _ = dir;
         // Zones of earlier versions still apply to the columns they named.
         let mut all_zones = previous
             .filter(|p| p.kind == KIND && opts.mode != PutMode::Overwrite)
@@ -388,21 +515,58 @@ impl DataBackend for DeltaTableBackend {
     }
 
     async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
-        super::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "location").await
+        crate::store::backend::delete_recorded(
+            cx,
+            versions.iter().map(|m| &m.kind_meta),
+            "location",
+        )
+        .await
     }
 
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
-        // Only a table this write created is ours to remove; an append
-        // to an existing table stays (the Delta log already has it).
-        if written
+        match written
             .kind_meta
             .get("delta_version")
             .and_then(Value::as_u64)
-            == Some(0)
         {
-            let _ =
-                super::delete_recorded(cx, std::iter::once(&written.kind_meta), "location").await;
+            // a table this write created: remove it
+            Some(0) => {
+                let _ = crate::store::backend::delete_recorded(
+                    cx,
+                    std::iter::once(&written.kind_meta),
+                    "location",
+                )
+                .await;
+            }
+            // our commit on an existing table: revert it while it is the
+            // newest (once another writer built on it, it is theirs too;
+            // an orphan left here is reverted by the next writer)
+            Some(ours) => {
+                let Some(dir) = written
+                    .kind_meta
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .and_then(|l| cx.root.resolve(l).ok())
+                else {
+                    return;
+                };
+                if let Ok(table) = open_table(cx.root, &dir, None).await
+                    && table.version() == Some(ours)
+                {
+                    let _ = table.restore().with_version_to_restore(ours - 1).await;
+                }
+            }
+            None => {}
         }
+    }
+
+    async fn change(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        change: TableChange,
+    ) -> Result<Option<(Written, u64)>> {
+        self.apply_change(cx, meta, change).await.map(Some)
     }
 }
 
@@ -485,79 +649,82 @@ fn restore_timezones(
     df.select(exprs).map_err(|e| StoreError::table(name, e))
 }
 
-/// A row-level change of a table.
-#[derive(Debug, Clone)]
-pub enum TableChange {
-    /// Delete the rows matching the predicate (all rows when `None`).
-    Delete {
-        predicate: Option<datafusion::logical_expr::Expr>,
-    },
-    /// Set columns to expressions on the rows matching the predicate.
-    Update {
-        predicate: Option<datafusion::logical_expr::Expr>,
-        assignments: Vec<(String, datafusion::logical_expr::Expr)>,
-    },
-    /// Rewrite small files (many appends) into files of about 100 MB; the
-    /// rows are unchanged. Reports the files removed.
-    Compact,
-}
-
-/// Applies `change` to the latest Delta version of the table `meta` names;
-/// returns what to record and how many rows changed.
-pub async fn apply_change(
-    cx: &BackendContext<'_>,
-    meta: &Metadata,
-    change: TableChange,
-) -> Result<(Written, u64)> {
-    let name = meta.name.as_str();
-    let rel = location(meta).ok_or_else(|| StoreError::CorruptMetadata {
-        name: meta.name.clone(),
-        path: meta.uri.clone(),
-        reason: "no table location recorded".into(),
-    })?;
-    let dir = cx.root.resolve(rel)?;
-    let table = open_table(cx.root, &dir, None)
-        .await
-        .map_err(|e| delta_err(name, e))?;
-    let session = Arc::new(cx.session.state());
-    let (table, rows) = match change {
-        TableChange::Delete { predicate } => {
-            let mut b = table.delete().with_session_state(session);
-            if let Some(p) = predicate {
-                b = b.with_predicate(p);
-            }
-            let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-            (t, m.num_deleted_rows.unwrap_or(0) as u64)
+impl DeltaTableBackend {
+    /// Applies `change` on top of the Delta version `meta` records;
+    /// returns what to record and how many rows changed.
+    async fn apply_change(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        change: TableChange,
+    ) -> Result<(Written, u64)> {
+        let name = meta.name.as_str();
+        let rel = location(meta).ok_or_else(|| StoreError::CorruptMetadata {
+            name: meta.name.clone(),
+            path: meta.uri.clone(),
+            reason: "no table location recorded".into(),
+        })?;
+        let dir = cx.root.resolve(rel)?;
+        let table = self.open_for_write(cx.root, &dir, meta).await?;
+        let opened = table.version();
+        let write_id = uuid::Uuid::new_v4().to_string();
+        let session = Arc::new(cx.session.state());
+        let result = async {
+            let (table, rows) = match change {
+                TableChange::Delete { predicate } => {
+                    let mut b = table
+                        .delete()
+                        .with_session_state(session)
+                        .with_commit_properties(tagged(&write_id));
+                    if let Some(p) = predicate {
+                        b = b.with_predicate(p);
+                    }
+                    let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+                    (t, m.num_deleted_rows.unwrap_or(0) as u64)
+                }
+                TableChange::Update {
+                    predicate,
+                    assignments,
+                } => {
+                    let mut b = table
+                        .update()
+                        .with_session_state(session)
+                        .with_commit_properties(tagged(&write_id));
+                    if let Some(p) = predicate {
+                        b = b.with_predicate(p);
+                    }
+                    for (col, expr) in assignments {
+                        b = b.with_update(col, expr);
+                    }
+                    let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+                    (t, m.num_updated_rows as u64)
+                }
+                TableChange::Compact => {
+                    let (t, m) = table
+                        .optimize()
+                        .with_writer_properties(writer_properties())
+                        .with_session_state(session)
+                        .with_commit_properties(tagged(&write_id))
+                        .await
+                        .map_err(|e| delta_err(name, e))?;
+                    (t, m.num_files_removed)
+                }
+            };
+            Ok::<_, StoreError>((describe(cx.root, &dir, &table)?, rows))
         }
-        TableChange::Update {
-            predicate,
-            assignments,
-        } => {
-            let mut b = table.update().with_session_state(session);
-            if let Some(p) = predicate {
-                b = b.with_predicate(p);
+        .await;
+        let (mut written, rows) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                revert_own(cx.root, &dir, opened, &write_id).await;
+                return Err(e);
             }
-            for (col, expr) in assignments {
-                b = b.with_update(col, expr);
-            }
-            let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-            (t, m.num_updated_rows as u64)
+        };
+        if let Some(z) = meta.kind_meta.get("timezones") {
+            written.kind_meta["timezones"] = z.clone();
         }
-        TableChange::Compact => {
-            let (t, m) = table
-                .optimize()
-                .with_writer_properties(writer_properties())
-                .with_session_state(session)
-                .await
-                .map_err(|e| delta_err(name, e))?;
-            (t, m.num_files_removed)
-        }
-    };
-    let mut written = describe(cx.root, &dir, &table)?;
-    if let Some(z) = meta.kind_meta.get("timezones") {
-        written.kind_meta["timezones"] = z.clone();
+        Ok((written, rows))
     }
-    Ok((written, rows))
 }
 
 /// A DataFusion provider for the Delta version a record pins.
@@ -643,50 +810,4 @@ mod provider_cache {
             c.push_back((key, (table, provider)));
         }
     }
-}
-
-/// Applies column projection, filter and limit; DataFusion pushes them into
-/// the Parquet scan (row groups and pages pruned by statistics).
-pub fn apply_options(
-    name: &str,
-    mut df: datafusion::dataframe::DataFrame,
-    opts: &GetOptions,
-) -> Result<datafusion::dataframe::DataFrame> {
-    let bad = |e: datafusion::error::DataFusionError| StoreError::invalid_input(name, e);
-    if let Some(filter) = &opts.filter {
-        let expr = df.parse_sql_expr(filter).map_err(bad)?;
-        df = df.filter(expr).map_err(bad)?;
-    }
-    if let Some(cols) = &opts.columns {
-        let schema = df.schema().clone();
-        let missing: Vec<&String> = cols
-            .iter()
-            .filter(|c| schema.field_with_unqualified_name(c).is_err())
-            .collect();
-        if !missing.is_empty() {
-            return Err(StoreError::invalid_input(
-                name,
-                format!(
-                    "no column {} (columns: {})",
-                    missing
-                        .iter()
-                        .map(|c| format!("'{c}'"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
-        df = df.select_columns(&cols).map_err(bad)?;
-    }
-    if let Some(limit) = opts.limit {
-        df = df.limit(0, Some(limit)).map_err(bad)?;
-    }
-    Ok(df)
 }

@@ -4,8 +4,10 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
 use crate::store::Metadata;
+use crate::store::backend::{
+    BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written,
+};
 use crate::store::error::{Result, StoreError};
 
 pub const KIND: &str = "sql.view";

@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures::StreamExt;
 
 use super::Timing;
-use crate::backends::PutOptions;
+use crate::store::PutOptions;
 use crate::{ListOptions, Omega, StoreError};
 
 pub async fn run(

@@ -21,10 +21,10 @@ use serde_json::Map;
 
 use super::{Timing, measure};
 use crate::Omega;
-use crate::backends::{FileFormat, GetOptions, Object, PutMode, PutOptions};
 use crate::models::{Input, ModelError, ModelSpec, TrainingData};
 use crate::sample::Rng;
 use crate::sql::SqlError;
+use crate::store::{FileFormat, GetOptions, Object, PutMode, PutOptions};
 
 /// Rows per generated batch.
 const BATCH: usize = 131_072;

@@ -24,8 +24,8 @@ use tpchgen_arrow::{
 };
 
 use super::{Timing, measure};
-use crate::backends::{Object, PutMode, PutOptions};
 use crate::sql::SqlError;
+use crate::store::{Object, PutMode, PutOptions};
 use crate::{Omega, StoreError};
 
 /// The queries, compiled in so `om bench tpch` works from an installed binary.

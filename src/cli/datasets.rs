@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::output::{OutFormat, write_frame};
 use super::{CliError, progress};
-use crate::backends::{Data, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions};
+use crate::store::{Data, ExternalFormat, FileFormat, GetOptions, Object, PutMode, PutOptions};
 use crate::{ListOptions, Metadata, Omega};
 
 #[derive(Debug, Subcommand)]
@@ -335,7 +335,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
         DatasetsCommand::Optimize { name } => {
             let before = store.metadata(&name).await?;
             let (meta, removed) = store
-                .change_table(&name, crate::backends::table::TableChange::Compact)
+                .change_table(&name, crate::store::TableChange::Compact)
                 .await?;
             if removed == 0 {
                 println!("{name} version {} has nothing to compact", meta.version);

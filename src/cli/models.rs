@@ -10,11 +10,11 @@ use serde_json::{Map, Value};
 
 use super::output::{OutFormat, write_frame};
 use super::{CliError, progress};
-use crate::backends::{Object, PutMode, PutOptions};
 use crate::models::{
     Algorithm, CategoricalEncoding, FitOptions, Input, ModelSpec, Models, NullStrategy,
     Preprocessing, TrainingData,
 };
+use crate::store::{Object, PutMode, PutOptions};
 use crate::{ListOptions, Metadata, Omega};
 
 /// Where the rows come from: a dataset (NAME, NAME@N, NAME@TAG) or --sql.

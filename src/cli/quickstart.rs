@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::CliError;
 use super::output::{OutFormat, write_frame};
-use crate::backends::{FileFormat, GetOptions, Object, PutMode, PutOptions};
 use crate::models::{Input, ModelSpec, TrainingData};
+use crate::store::{FileFormat, GetOptions, Object, PutMode, PutOptions};
 use crate::{ListOptions, Omega};
 
 /// Rows in the generated sample.

@@ -8,8 +8,10 @@ use serde_json::Value;
 use super::model::Model;
 use super::spec::{Algorithm, KIND_PREFIX};
 use crate::backends::document::read_recorded;
-use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written};
 use crate::store::Metadata;
+use crate::store::backend::{
+    BackendContext, Data, DataBackend, GetOptions, Object, PutOptions, Written,
+};
 use crate::store::error::{Result, StoreError};
 
 pub struct ModelBackend;
@@ -54,7 +56,7 @@ impl DataBackend for ModelBackend {
             .to_bytes()
             .map_err(|e| StoreError::invalid_input(cx.name, e.to_string()))?;
         let size = body.len();
-        let path = crate::backends::write_new_file(cx, "msgpack", body).await?;
+        let path = crate::store::backend::write_new_file(cx, "msgpack", body).await?;
         let mut kind_meta = model.summary();
         if let Some(o) = kind_meta.as_object_mut() {
             o.insert("path".into(), Value::from(cx.root.relative(&path)));
@@ -83,11 +85,13 @@ impl DataBackend for ModelBackend {
     }
 
     async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
-        crate::backends::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path").await
+        crate::store::backend::delete_recorded(cx, versions.iter().map(|m| &m.kind_meta), "path")
+            .await
     }
 
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
         let _ =
-            crate::backends::delete_recorded(cx, std::iter::once(&written.kind_meta), "path").await;
+            crate::store::backend::delete_recorded(cx, std::iter::once(&written.kind_meta), "path")
+                .await;
     }
 }

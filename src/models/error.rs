@@ -3,8 +3,8 @@
 
 use thiserror::Error;
 
-use crate::sql::SqlError;
 use crate::store::StoreError;
+use crate::store::error::one_line;
 
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
@@ -99,18 +99,33 @@ pub enum ModelError {
     #[error(transparent)]
     Store(#[from] StoreError),
 
-    #[error(transparent)]
-    Sql(#[from] SqlError),
+    /// The query giving the rows failed (its message says why).
+    #[error("{0}")]
+    Query(String),
+}
+
+impl ModelError {
+    /// An error of the query a verb read its rows from (a store error keeps its type).
+    pub fn from_query(e: crate::engine::QueryError) -> Self {
+        match e.downcast::<StoreError>() {
+            Ok(s) => ModelError::Store(*s),
+            Err(other) => ModelError::Query(one_line(&other.to_string())),
+        }
+    }
 }
 
 impl From<datafusion::error::DataFusionError> for ModelError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
-        ModelError::Sql(e.into())
+        // A store error surfacing through DataFusion keeps its type.
+        match e {
+            datafusion::error::DataFusionError::External(inner) => ModelError::from_query(inner),
+            e => ModelError::Query(one_line(&e.strip_backtrace())),
+        }
     }
 }
 
 impl From<arrow::error::ArrowError> for ModelError {
     fn from(e: arrow::error::ArrowError) -> Self {
-        ModelError::Sql(e.into())
+        ModelError::Query(one_line(&e.to_string()))
     }
 }

@@ -1,4 +1,6 @@
-//! Models: smartcore estimators fitted, used and versioned by name.
+//! Models: smartcore estimators fitted, used and versioned by name. This
+//! layer uses `engine`, `backends` and `store`; rows from SQL come through
+//! the engine's query runner, never from the SQL layer directly.
 //!
 //! | file | what |
 //! | --- | --- |
@@ -41,8 +43,8 @@ pub use model::{LoadedModel, Model, SearchRow, TrainedOn};
 pub use search::SearchReport;
 pub use spec::{Algorithm, CategoricalEncoding, ModelSpec, NullStrategy, Preprocessing, Task};
 
-use crate::Omega;
-use crate::backends::{Data, GetOptions, Object, PutMode, PutOptions};
+use crate::engine::Engine;
+use crate::store::backend::{Data, GetOptions, Object, PutMode, PutOptions};
 use crate::store::{Metadata, Store};
 use features::{FeatureEncoder, LabelEncoder, Matrix, Target, column_chunks};
 
@@ -140,13 +142,18 @@ pub(crate) struct Prepared {
 /// The model verbs of one bucket (see the module docs).
 #[derive(Clone)]
 pub struct Models {
-    omega: Omega,
+    engine: Engine,
     store: Store,
 }
 
 impl Models {
-    pub(crate) fn new(omega: Omega, store: Store) -> Self {
-        Models { omega, store }
+    /// The model verbs over the `models` store of `engine`'s bucket.
+    pub fn new(engine: &Engine) -> Self {
+        let store = engine.store("models").expect("static prefix");
+        Models {
+            engine: engine.clone(),
+            store,
+        }
     }
 
     /// The underlying store: list, history, tag, drop, metadata.
@@ -485,7 +492,7 @@ impl Models {
     async fn read(&self, input: &Input, columns: Option<Vec<String>>) -> Result<Rows> {
         let (schema, batches, trained_on, source) = match input {
             Input::Dataset(name) => {
-                let ds = self.omega.datasets();
+                let ds = self.engine.datasets();
                 let meta = ds.metadata(name).await?;
                 let opts = GetOptions {
                     columns,
@@ -513,7 +520,9 @@ impl Models {
             }
             Input::Sql(q) => {
                 // boxed: SQL may itself use models (predict, evaluate)
-                let df = Box::pin(self.omega.sql(q)).await?;
+                let df = Box::pin(self.engine.query(q))
+                    .await
+                    .map_err(ModelError::from_query)?;
                 let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                 let batches = df.collect().await?;
                 let on = TrainedOn {

@@ -15,36 +15,38 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
-use crate::Omega;
-use crate::store::{ListOptions, StoreError};
+use crate::engine::{Engine, WeakEngine};
+use crate::store::{ListOptions, StoreError, list_buckets};
 
 /// Kinds that are tables in SQL.
 pub const TABLE_KINDS: [&str; 3] = ["table.delta", "table.external", "sql.view"];
 /// The schema of catalog-wide system tables.
 pub const SYSTEM_SCHEMA: &str = "system";
 
-/// The `omega` catalog.
+/// The `omega` catalog. It holds its engine weakly: the engine owns the
+/// session that owns this catalog.
 #[derive(Debug)]
 pub struct OmegaCatalog {
-    omega: Omega,
+    engine: WeakEngine,
     /// Dataset names per bucket as of the last refresh (for `SHOW TABLES` and
     /// information_schema; resolution itself always asks the store).
     names: Arc<RwLock<HashMap<String, Vec<String>>>>,
 }
 
 impl OmegaCatalog {
-    pub fn new(omega: Omega) -> Self {
+    pub fn new(engine: WeakEngine) -> Self {
         Self {
-            omega,
+            engine,
             names: Default::default(),
         }
     }
 
     /// Re-reads bucket and table names (cheap: listings only).
     pub async fn refresh(&self) -> Result<(), StoreError> {
+        let engine = self.engine.engine()?;
         let mut names = HashMap::new();
-        for bucket in crate::omega::list_buckets(self.omega.root()).await? {
-            let store = self.omega.bucket(&bucket)?.datasets();
+        for bucket in list_buckets(engine.root()).await? {
+            let store = engine.bucket(&bucket)?.datasets();
             let mut tables = Vec::new();
             for m in store.list(None, &ListOptions::default()).await? {
                 if TABLE_KINDS.contains(&m.kind.as_str()) {
@@ -53,9 +55,7 @@ impl OmegaCatalog {
             }
             names.insert(bucket, tables);
         }
-        names
-            .entry(self.omega.bucket_name().to_string())
-            .or_default();
+        names.entry(engine.bucket_name().to_string()).or_default();
         *self.names.write().unwrap_or_else(|e| e.into_inner()) = names;
         Ok(())
     }
@@ -78,12 +78,12 @@ impl CatalogProvider for OmegaCatalog {
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
         if name == SYSTEM_SCHEMA {
             return Some(Arc::new(SystemSchema {
-                omega: self.omega.clone(),
+                engine: self.engine.clone(),
             }));
         }
-        let omega = self.omega.bucket(name).ok()?;
+        let engine = self.engine.bucket(name).ok()?;
         Some(Arc::new(BucketSchema {
-            omega,
+            engine,
             names: self.names.clone(),
         }))
     }
@@ -92,7 +92,7 @@ impl CatalogProvider for OmegaCatalog {
 /// The tables of one bucket.
 #[derive(Debug)]
 pub struct BucketSchema {
-    omega: Omega,
+    engine: WeakEngine,
     names: Arc<RwLock<HashMap<String, Vec<String>>>>,
 }
 
@@ -102,13 +102,14 @@ impl SchemaProvider for BucketSchema {
         self.names
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(self.omega.bucket_name())
+            .get(self.engine.bucket_name())
             .cloned()
             .unwrap_or_default()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let ds = self.omega.datasets();
+        let engine = self.engine.engine().map_err(external)?;
+        let ds = engine.datasets();
         let meta = match ds.metadata(name).await {
             Ok(m) => m,
             // a missing dataset is no table; a missing version is an error worth its message
@@ -119,7 +120,7 @@ impl SchemaProvider for BucketSchema {
         if meta.kind == crate::backends::view::KIND
             && let Some(sql) = meta.kind_meta.get("sql").and_then(|v| v.as_str())
         {
-            crate::sql::model_functions::preload_view(&self.omega, sql)
+            crate::sql::model_functions::preload_view(&engine, sql)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
         }
@@ -147,7 +148,7 @@ impl SchemaProvider for BucketSchema {
 /// `omega.system.*`: the catalog itself as tables.
 #[derive(Debug)]
 pub struct SystemSchema {
-    omega: Omega,
+    engine: WeakEngine,
 }
 
 #[async_trait]
@@ -160,7 +161,8 @@ impl SchemaProvider for SystemSchema {
         if name != "objects" {
             return Ok(None);
         }
-        objects_table(&self.omega)
+        let engine = self.engine.engine().map_err(external)?;
+        objects_table(&engine)
             .await
             .map(|t| Some(Arc::new(t) as Arc<dyn TableProvider>))
             .map_err(|e| DataFusionError::External(Box::new(e)))
@@ -171,11 +173,15 @@ impl SchemaProvider for SystemSchema {
     }
 }
 
+fn external(e: StoreError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
 /// One row per current object of every store of every bucket.
-async fn objects_table(omega: &Omega) -> Result<MemTable, StoreError> {
+async fn objects_table(engine: &Engine) -> Result<MemTable, StoreError> {
     let mut rows = Vec::new();
-    for bucket in crate::omega::list_buckets(omega.root()).await? {
-        let b = omega.bucket(&bucket)?;
+    for bucket in list_buckets(engine.root()).await? {
+        let b = engine.bucket(&bucket)?;
         for prefix in ["datasets", "models", "jobs"] {
             let opts = ListOptions {
                 hidden: true,

@@ -1,4 +1,4 @@
-//! Runs SQL against an `Omega`: reads are DataFusion plans over the `omega`
+//! Runs SQL against an engine: reads are DataFusion plans over the `omega`
 //! catalog; writes (CREATE TABLE AS, INSERT, DELETE, UPDATE, DROP, CREATE
 //! VIEW, CREATE EXTERNAL TABLE) are routed to the store, each an atomic new
 //! version; policy statements change the stored policies.
@@ -20,17 +20,23 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use futures::StreamExt;
 
 use super::SqlError;
+use super::catalog::OmegaCatalog;
+use super::session::SqlEngine;
 use super::{model_functions, model_statements, policy_sql};
-use crate::Omega;
-use crate::backends::table::TableChange;
 use crate::backends::view::SqlView;
-use crate::backends::{ExternalFormat, Object, PutMode, PutOptions};
-use crate::store::{CATALOG_NAME, StoreError};
+use crate::engine::Engine;
+use crate::store::{
+    CATALOG_NAME, ExternalFormat, Object, PutMode, PutOptions, StoreError, TableChange,
+};
 
 /// Runs every statement of `sql` in order; returns the last one's result
 /// (a lazy frame for a query, a one-row `count` for a write).
-pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
-    omega.prepare_sql(sql).await?;
+pub async fn run(
+    engine: &Engine,
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<DataFrame, SqlError> {
+    prepare(engine, sql).await?;
     let statements = split_statements(sql);
     if statements.is_empty() {
         return Err(SqlError::Usage("no SQL statement given".into()));
@@ -38,7 +44,7 @@ pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<Dat
     let mut last = None;
     let n = statements.len();
     for (i, text) in statements.into_iter().enumerate() {
-        let df = run_one(omega, &text, params).await?;
+        let df = run_one(engine, &text, params).await?;
         if i + 1 < n {
             // earlier statements run to completion (their effects matter)
             df.collect().await?;
@@ -47,6 +53,26 @@ pub async fn run(omega: &Omega, sql: &str, params: &[ScalarValue]) -> Result<Dat
         }
     }
     last.ok_or_else(|| SqlError::Usage("no SQL statement given".into()))
+}
+
+/// Loads what planning needs: policies, and — only for statements that
+/// list tables (SHOW TABLES, information_schema) — the table names of the
+/// catalog, which cost a read per object. Resolving a table by name never
+/// needs the list.
+async fn prepare(engine: &Engine, sql: &str) -> Result<(), SqlError> {
+    engine.hooks().prepare_read().await?;
+    let lower = sql.to_ascii_lowercase();
+    if !(lower.contains("information_schema") || lower.contains("show ")) {
+        return Ok(());
+    }
+    let catalog = engine.session().catalog(CATALOG_NAME);
+    match catalog
+        .as_ref()
+        .and_then(|c| c.downcast_ref::<OmegaCatalog>())
+    {
+        Some(c) => Ok(c.refresh().await?),
+        None => Ok(()),
+    }
 }
 
 /// Splits a script into statements at `;` outside of string literals,
@@ -90,28 +116,28 @@ fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
-fn read_only_check(omega: &Omega, what: &str) -> Result<(), SqlError> {
-    if omega.options().read_only {
+fn read_only_check(engine: &Engine, what: &str) -> Result<(), SqlError> {
+    if engine.options().read_only {
         return Err(SqlError::ReadOnly(what.to_string()));
     }
     Ok(())
 }
 
 /// A one-row result: `count` of rows written or changed.
-pub(super) fn count_frame(omega: &Omega, count: u64) -> Result<DataFrame, SqlError> {
+pub(super) fn count_frame(engine: &Engine, count: u64) -> Result<DataFrame, SqlError> {
     let schema = Arc::new(Schema::new(vec![Field::new(
         "count",
         DataType::UInt64,
         false,
     )]));
     let batch = RecordBatch::try_new(schema, vec![Arc::new(UInt64Array::from(vec![count]))])?;
-    Ok(omega.session().read_batch(batch)?)
+    Ok(engine.session().read_batch(batch)?)
 }
 
 /// `(bucket, name)` of a table reference in a write statement.
-fn target(omega: &Omega, table: &TableReference) -> Result<(Omega, String), SqlError> {
+fn target(engine: &Engine, table: &TableReference) -> Result<(Engine, String), SqlError> {
     let (catalog, schema) = match table {
-        TableReference::Bare { .. } => (CATALOG_NAME, omega.bucket_name()),
+        TableReference::Bare { .. } => (CATALOG_NAME, engine.bucket_name()),
         TableReference::Partial { schema, .. } => (CATALOG_NAME, schema.as_ref()),
         TableReference::Full {
             catalog, schema, ..
@@ -122,18 +148,22 @@ fn target(omega: &Omega, table: &TableReference) -> Result<(Omega, String), SqlE
             "'{table}' is not in the omega catalog; writes go to omega.<bucket>.<name>"
         )));
     }
-    Ok((omega.bucket(schema)?, table.table().to_string()))
+    Ok((engine.bucket(schema)?, table.table().to_string()))
 }
 
-async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<DataFrame, SqlError> {
+async fn run_one(
+    engine: &Engine,
+    text: &str,
+    params: &[ScalarValue],
+) -> Result<DataFrame, SqlError> {
     if let Some(stmt) = policy_sql::parse(text)? {
-        read_only_check(omega, "changing policies")?;
-        policy_sql::apply(omega, stmt).await?;
-        return count_frame(omega, 1);
+        read_only_check(engine, "changing policies")?;
+        policy_sql::apply(engine, stmt).await?;
+        return count_frame(engine, 1);
     }
     if let Some(stmt) = model_statements::parse(text)? {
-        read_only_check(omega, "training or dropping models")?;
-        return model_statements::apply(omega, stmt).await;
+        read_only_check(engine, "training or dropping models")?;
+        return model_statements::apply(engine, stmt).await;
     }
     let mut parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})?;
     if parsed.len() != 1 {
@@ -156,7 +186,7 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
     if let DFStatement::Statement(s) = &statement
         && let SqlStatement::Set(_) = s.as_ref()
     {
-        let o = omega.options();
+        let o = engine.options();
         if o.locked && text.to_ascii_lowercase().contains("omega.") {
             return Err(SqlError::Usage(
                 "this session's identity was fixed by the application; SET omega.* is not allowed"
@@ -164,10 +194,10 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             ));
         }
     }
-    model_functions::preload(omega, &statement).await?;
+    model_functions::preload(engine, &statement).await?;
     // Unqualified names resolve in this Omega's bucket.
-    let mut state = omega.session().state();
-    state.config_mut().options_mut().catalog.default_schema = omega.bucket_name().to_string();
+    let mut state = engine.session().state();
+    state.config_mut().options_mut().catalog.default_schema = engine.bucket_name().to_string();
     let mut plan = state.statement_to_plan(statement).await?;
     if !params.is_empty() {
         plan = plan.with_param_values(ParamValues::List(
@@ -176,11 +206,11 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
     }
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
-            read_only_check(omega, "CREATE TABLE")?;
-            let (om, name) = target(omega, &c.name)?;
+            read_only_check(engine, "CREATE TABLE")?;
+            let (om, name) = target(engine, &c.name)?;
             let exists = om.datasets().exists(&name).await?;
             if exists && c.if_not_exists {
-                return count_frame(omega, 0);
+                return count_frame(engine, 0);
             }
             let mode = if c.or_replace {
                 PutMode::Overwrite
@@ -189,7 +219,7 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             };
             let df = DataFrame::new(state, c.input.as_ref().clone());
             let n = put_frame(&om, df, &name, mode).await?;
-            count_frame(omega, n)
+            count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
             table_name,
@@ -197,11 +227,11 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             input,
             ..
         }) => {
-            read_only_check(omega, "INSERT")?;
-            let (om, name) = target(omega, &table_name)?;
+            read_only_check(engine, "INSERT")?;
+            let (om, name) = target(engine, &table_name)?;
             let df = DataFrame::new(state, input.as_ref().clone());
             let n = put_frame(&om, df, &name, PutMode::Append).await?;
-            count_frame(omega, n)
+            count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
             table_name,
@@ -209,14 +239,14 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             input,
             ..
         }) => {
-            read_only_check(omega, "DELETE")?;
-            let (om, name) = target(omega, &table_name)?;
+            read_only_check(engine, "DELETE")?;
+            let (om, name) = target(engine, &table_name)?;
             let predicate = filter_of(&input)?;
             let (_, n) = om
                 .datasets()
                 .change_table(&name, TableChange::Delete { predicate })
                 .await?;
-            count_frame(omega, n)
+            count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
             table_name,
@@ -224,8 +254,8 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             input,
             ..
         }) => {
-            read_only_check(omega, "UPDATE")?;
-            let (om, name) = target(omega, &table_name)?;
+            read_only_check(engine, "UPDATE")?;
+            let (om, name) = target(engine, &table_name)?;
             let (predicate, assignments) = update_of(&input)?;
             let (_, n) = om
                 .datasets()
@@ -237,23 +267,23 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
                     },
                 )
                 .await?;
-            count_frame(omega, n)
+            count_frame(engine, n)
         }
         LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
-            read_only_check(omega, "DROP TABLE")?;
-            let (om, name) = target(omega, &d.name)?;
+            read_only_check(engine, "DROP TABLE")?;
+            let (om, name) = target(engine, &d.name)?;
             let dropped = om.datasets().drop(&name, d.if_exists).await?;
-            count_frame(omega, dropped.len() as u64)
+            count_frame(engine, dropped.len() as u64)
         }
         LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
-            read_only_check(omega, "DROP VIEW")?;
-            let (om, name) = target(omega, &d.name)?;
+            read_only_check(engine, "DROP VIEW")?;
+            let (om, name) = target(engine, &d.name)?;
             let dropped = om.datasets().drop(&name, d.if_exists).await?;
-            count_frame(omega, dropped.len() as u64)
+            count_frame(engine, dropped.len() as u64)
         }
         LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
-            read_only_check(omega, "CREATE VIEW")?;
-            let (om, name) = target(omega, &v.name)?;
+            read_only_check(engine, "CREATE VIEW")?;
+            let (om, name) = target(engine, &v.name)?;
             let sql =
                 view_sql.ok_or_else(|| SqlError::Usage("CREATE VIEW without a query".into()))?;
             let mode = if v.or_replace {
@@ -268,11 +298,11 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
             om.datasets()
                 .put(Object::Any(Box::new(SqlView { sql })), &name, opts)
                 .await?;
-            count_frame(omega, 0)
+            count_frame(engine, 0)
         }
         LogicalPlan::Ddl(DdlStatement::CreateExternalTable(e)) => {
-            read_only_check(omega, "CREATE EXTERNAL TABLE")?;
-            let (om, name) = target(omega, &e.name)?;
+            read_only_check(engine, "CREATE EXTERNAL TABLE")?;
+            let (om, name) = target(engine, &e.name)?;
             let format = match e.file_type.to_ascii_lowercase().as_str() {
                 "parquet" => ExternalFormat::Parquet,
                 "csv" => ExternalFormat::Csv,
@@ -285,7 +315,7 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
                 }
             };
             if e.if_not_exists && om.datasets().exists(&name).await? {
-                return count_frame(omega, 0);
+                return count_frame(engine, 0);
             }
             let [location] = e.locations.as_slice() else {
                 return Err(SqlError::Usage(
@@ -306,10 +336,10 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
                     opts,
                 )
                 .await?;
-            count_frame(omega, 0)
+            count_frame(engine, 0)
         }
         LogicalPlan::Copy(_) => {
-            read_only_check(omega, "COPY")?;
+            read_only_check(engine, "COPY")?;
             Ok(DataFrame::new(state, plan))
         }
         LogicalPlan::Ddl(other) => Err(SqlError::Usage(format!(
@@ -322,14 +352,14 @@ async fn run_one(omega: &Omega, text: &str, params: &[ScalarValue]) -> Result<Da
         ))),
         LogicalPlan::Statement(_) => {
             // SET and friends: DataFusion applies them to the session.
-            Ok(omega.session().execute_logical_plan(plan).await?)
+            Ok(engine.session().execute_logical_plan(plan).await?)
         }
         plan => Ok(DataFrame::new(state, plan)),
     }
 }
 
 /// Streams a frame into a dataset; returns the rows written.
-async fn put_frame(om: &Omega, df: DataFrame, name: &str, mode: PutMode) -> Result<u64, SqlError> {
+async fn put_frame(om: &Engine, df: DataFrame, name: &str, mode: PutMode) -> Result<u64, SqlError> {
     let stream = df.execute_stream().await?;
     let schema = stream.schema();
     let counter = Arc::new(AtomicU64::new(0));

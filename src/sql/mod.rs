@@ -1,4 +1,6 @@
-//! The SQL layer: DataFusion over every dataset in the store.
+//! The SQL layer: DataFusion over every dataset in the store. It uses
+//! `models`, `engine`, `backends` and `store`, and builds the session an
+//! engine runs (see `session.rs`).
 //!
 //! | file | what |
 //! | --- | --- |
@@ -10,6 +12,7 @@
 //! | `model_functions.rs` | `predict()`, `predict_proba()`, `evaluate()`, and the per-statement model cache |
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
+//! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
 
 pub mod catalog;
 pub mod execute;
@@ -19,6 +22,7 @@ pub mod model_statements;
 pub mod options;
 pub mod policies;
 pub mod policy_sql;
+pub mod session;
 
 use datafusion::error::DataFusionError;
 use thiserror::Error;
@@ -28,6 +32,7 @@ use crate::store::error::one_line;
 
 pub use mixins::{Mixin, MixinContext, MixinRule};
 pub use options::OmegaOptions;
+pub use session::{SessionParts, SqlEngine, open_engine, options_of};
 
 /// Errors of the SQL layer.
 #[derive(Debug, Error)]

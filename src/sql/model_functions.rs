@@ -36,7 +36,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::SqlError;
-use crate::Omega;
+use super::session::SqlEngine;
+use crate::engine::Engine;
 use crate::models::{Algorithm, Input, LoadedModel, ModelError, output_array};
 
 /// Models (and evaluations) a statement uses, loaded before it is planned.
@@ -132,13 +133,13 @@ fn refs_of(statement: &DFStatement) -> Refs {
 /// statement loaded for the same names (so every statement sees the
 /// models' current versions). Entries are never removed: statements
 /// running concurrently on one session keep what they loaded.
-pub async fn preload(omega: &Omega, statement: &DFStatement) -> Result<(), SqlError> {
-    load(omega, refs_of(statement), true).await
+pub async fn preload(engine: &Engine, statement: &DFStatement) -> Result<(), SqlError> {
+    load(engine, refs_of(statement), true).await
 }
 
 /// Adds the models a stored view's SQL uses (views are planned while the
 /// outer statement is, so their models join that statement's).
-pub async fn preload_view(omega: &Omega, sql: &str) -> Result<(), SqlError> {
+pub async fn preload_view(engine: &Engine, sql: &str) -> Result<(), SqlError> {
     if !sql.to_ascii_lowercase().contains("predict")
         && !sql.to_ascii_lowercase().contains("evaluate")
     {
@@ -150,19 +151,19 @@ pub async fn preload_view(omega: &Omega, sql: &str) -> Result<(), SqlError> {
         return Ok(()); // planning the view reports the syntax error
     };
     for s in &statements {
-        Box::pin(load(omega, refs_of(s), false)).await?;
+        Box::pin(load(engine, refs_of(s), false)).await?;
     }
     Ok(())
 }
 
 /// `refresh`: reload names already cached (a new statement); otherwise only
 /// load the missing ones (a view planned within the current statement).
-async fn load(omega: &Omega, refs: Refs, refresh: bool) -> Result<(), SqlError> {
+async fn load(engine: &Engine, refs: Refs, refresh: bool) -> Result<(), SqlError> {
     if refs.models.is_empty() && refs.evaluations.is_empty() {
         return Ok(());
     }
-    let cache = omega.model_cache();
-    let models = omega.models();
+    let cache = engine.model_cache();
+    let models = engine.models();
     for name in refs.models {
         if !refresh && cache.model(&name).is_some() {
             continue;
@@ -197,7 +198,6 @@ fn looks_like_query(s: &str) -> bool {
 pub(crate) fn model_err(e: ModelError) -> SqlError {
     match e {
         ModelError::Store(s) => SqlError::Store(s),
-        ModelError::Sql(s) => s,
         other => SqlError::Query(other.to_string()),
     }
 }
@@ -271,7 +271,7 @@ impl PredictUdf {
         match self.cache.model(name) {
             Some(m) => Ok(m),
             None => plan_err!(
-                "model '{name}' is not loaded for this statement; {} works in queries run through omegastore's SQL (om sql, Omega::sql)",
+                "model '{name}' is not loaded for this statement; {} works in queries run through omegastore's SQL (om sql, Engine::sql)",
                 self.fname()
             ),
         }

@@ -30,7 +30,8 @@ use serde_json::{Map, Value};
 
 use super::SqlError;
 use super::model_functions::model_err;
-use crate::Omega;
+use super::session::SqlEngine;
+use crate::engine::Engine;
 use crate::models::{CategoricalEncoding, ModelSpec, NullStrategy, Preprocessing, TrainingData};
 
 /// A parsed model statement.
@@ -186,7 +187,7 @@ fn take_str(options: &mut Map<String, Value>, keys: &[&str]) -> Result<Option<St
 }
 
 /// Runs a model statement; returns its one-row result.
-pub async fn apply(omega: &Omega, stmt: ModelStatement) -> Result<DataFrame, SqlError> {
+pub async fn apply(engine: &Engine, stmt: ModelStatement) -> Result<DataFrame, SqlError> {
     match stmt {
         ModelStatement::Create {
             bucket,
@@ -196,8 +197,8 @@ pub async fn apply(omega: &Omega, stmt: ModelStatement) -> Result<DataFrame, Sql
             query,
         } => {
             let om = match bucket {
-                Some(b) => omega.bucket(&b)?,
-                None => omega.clone(),
+                Some(b) => engine.bucket(&b)?,
+                None => engine.clone(),
             };
             let models = om.models();
             if !or_replace && models.store().exists(&name).await? {
@@ -272,7 +273,7 @@ pub async fn apply(omega: &Omega, stmt: ModelStatement) -> Result<DataFrame, Sql
                 cols.push(Arc::new(Float64Array::from(vec![*v])));
             }
             let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
-            Ok(omega.session().read_batch(batch)?)
+            Ok(engine.session().read_batch(batch)?)
         }
         ModelStatement::Drop {
             bucket,
@@ -280,11 +281,11 @@ pub async fn apply(omega: &Omega, stmt: ModelStatement) -> Result<DataFrame, Sql
             if_exists,
         } => {
             let om = match bucket {
-                Some(b) => omega.bucket(&b)?,
-                None => omega.clone(),
+                Some(b) => engine.bucket(&b)?,
+                None => engine.clone(),
             };
             let dropped = om.models().store().drop(&name, if_exists).await?;
-            super::execute::count_frame(omega, dropped.len() as u64)
+            super::execute::count_frame(engine, dropped.len() as u64)
         }
     }
 }

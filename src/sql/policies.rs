@@ -23,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::mixins::{Mixin, MixinContext};
-use crate::backends::PutOptions;
+use crate::backends::document::DocumentBackend;
 use crate::store::error::{Result, StoreError};
 use crate::store::hooks::{ReadHook, WriteHook, WriteTarget};
-use crate::store::{ObjectName, Root, Store};
+use crate::store::{BackendRegistry, Data, ObjectName, PutOptions, Root, Store, list_buckets};
 
 /// The store prefix that holds policies.
 pub const POLICY_STORE: &str = "policies";
@@ -112,17 +112,28 @@ pub struct BucketPolicy {
     pub isolated: bool,
 }
 
-/// The policies of every bucket, as last loaded.
-#[derive(Default)]
+/// The policies of every bucket of a root, as last loaded. It reads the
+/// policy documents with a session of its own (a plain one: documents need
+/// no catalog), so it holds nothing of the sessions whose mixins use it.
 pub struct PolicyCache {
     datasets: RwLock<HashMap<(String, String), DatasetPolicy>>,
     isolated: RwLock<HashSet<String>>,
-    root: RwLock<Option<(Root, SessionContext)>>,
+    root: Root,
+    session: SessionContext,
+    registry: Arc<BackendRegistry>,
 }
 
 impl PolicyCache {
-    pub(crate) fn attach(&self, root: Root, session: SessionContext) {
-        *self.root.write().unwrap_or_else(|e| e.into_inner()) = Some((root, session));
+    pub fn new(root: Root) -> Self {
+        Self {
+            datasets: Default::default(),
+            isolated: Default::default(),
+            root,
+            session: SessionContext::new(),
+            registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
+                DocumentBackend,
+            )])),
+        }
     }
 
     fn get(&self, bucket: &str, name: &str) -> Option<DatasetPolicy> {
@@ -142,20 +153,16 @@ impl PolicyCache {
 
     /// Reloads every bucket's policies.
     pub async fn reload(&self) -> Result<()> {
-        let Some((root, session)) = self.root.read().unwrap_or_else(|e| e.into_inner()).clone()
-        else {
-            return Ok(());
-        };
         let mut datasets = HashMap::new();
         let mut isolated = HashSet::new();
-        for bucket in crate::omega::list_buckets(&root).await? {
-            let store = policy_store(&root, &session, &bucket);
+        for bucket in list_buckets(&self.root).await? {
+            let store = self.policy_store(&bucket);
             for name in store.catalog().names().await? {
                 let Some(meta) = store.catalog().latest(&name).await? else {
                     continue;
                 };
                 let doc = match store.get_version(&meta, &Default::default()).await? {
-                    crate::backends::Data::Document(v) => v,
+                    Data::Document(v) => v,
                     _ => continue,
                 };
                 let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
@@ -178,15 +185,15 @@ impl PolicyCache {
         *self.isolated.write().unwrap_or_else(|e| e.into_inner()) = isolated;
         Ok(())
     }
-}
 
-fn policy_store(root: &Root, session: &SessionContext, bucket: &str) -> Store {
-    Store::new(
-        crate::store::Catalog::new(root.clone(), bucket, POLICY_STORE),
-        Arc::new(crate::store::BackendRegistry::default()),
-        session.clone(),
-        Arc::new(crate::store::Hooks::default()),
-    )
+    fn policy_store(&self, bucket: &str) -> Store {
+        Store::new(
+            crate::store::Catalog::new(self.root.clone(), bucket, POLICY_STORE),
+            self.registry.clone(),
+            self.session.clone(),
+            Arc::new(crate::store::Hooks::default()),
+        )
+    }
 }
 
 #[async_trait]
@@ -673,7 +680,7 @@ impl WriteHook for ContractHook {
         );
         let (plan, _) = crate::backends::ingest::object_to_plan(
             &target.name,
-            crate::backends::Object::Stream(stream),
+            crate::store::Object::Stream(stream),
             None,
         )?;
         Ok(plan)

@@ -13,7 +13,8 @@
 
 use super::SqlError;
 use super::policies::{ColumnMask, Contract, MaskAction, RowFilter};
-use crate::Omega;
+use super::session::SqlEngine;
+use crate::engine::Engine;
 
 /// A parsed policy statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -363,11 +364,11 @@ pub fn parse(text: &str) -> Result<Option<PolicyStatement>, SqlError> {
 }
 
 /// Stores the change a policy statement declares.
-pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError> {
-    let on = |bucket: &Option<String>| -> Result<Omega, SqlError> {
+pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlError> {
+    let on = |bucket: &Option<String>| -> Result<Engine, SqlError> {
         Ok(match bucket {
-            Some(b) => omega.bucket(b)?,
-            None => omega.clone(),
+            Some(b) => engine.bucket(b)?,
+            None => engine.clone(),
         })
     };
     match stmt {
@@ -435,7 +436,7 @@ pub async fn apply(omega: &Omega, stmt: PolicyStatement) -> Result<(), SqlError>
                 .await?
         }
         PolicyStatement::IsolateBucket { bucket, isolated } => {
-            omega
+            engine
                 .bucket(&bucket)?
                 .policies()
                 .set_isolated(isolated)

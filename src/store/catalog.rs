@@ -35,6 +35,9 @@ pub struct CommitConflict {
     pub version: u64,
 }
 
+/// One record read by [`Catalog::read_many`].
+pub type RecordRead = (ObjectName, Result<Option<Metadata>>);
+
 /// Records and tags of one store (`<bucket>/<prefix>`).
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -71,18 +74,16 @@ impl Catalog {
     }
 
     fn meta_dir(&self, name: &ObjectName) -> Path {
-        self.meta_root().join(name.encoded())
+        join_name(self.meta_root(), name)
     }
 
     fn tag_dir(&self, name: &ObjectName) -> Path {
-        self.root
-            .path(&[&self.bucket, &self.prefix, "tags", &name.encoded()])
+        join_name(self.root.path(&[&self.bucket, &self.prefix, "tags"]), name)
     }
 
     /// Directory under which backends put the data of `name`.
     pub fn data_dir(&self, name: &ObjectName) -> Path {
-        self.root
-            .path(&[&self.bucket, &self.prefix, "data", &name.encoded()])
+        join_name(self.root.path(&[&self.bucket, &self.prefix, "data"]), name)
     }
 
     pub fn record_path(&self, name: &ObjectName, version: u64) -> Path {
@@ -130,11 +131,10 @@ impl Catalog {
     /// Reads many records (a listing): on a plain local directory in one
     /// blocking task with the file system directly (per-file tasks of
     /// `object_store`'s local store cost more in thread wake-ups than the
-    /// reads); elsewhere 64 requests at a time. `None` for a record gone.
-    pub async fn read_many(
-        &self,
-        items: Vec<(ObjectName, u64)>,
-    ) -> Result<Vec<(ObjectName, Option<Metadata>)>> {
+    /// reads); elsewhere 64 requests at a time. Each record gets its own
+    /// result (`None` for a record gone), so one bad record does not hide
+    /// the others; the outer error is a failure of the listing itself.
+    pub async fn read_many(&self, items: Vec<(ObjectName, u64)>) -> Result<Vec<RecordRead>> {
         if self.root.local_dir {
             let paths: Vec<(ObjectName, Path)> = items
                 .into_iter()
@@ -146,26 +146,29 @@ impl Catalog {
             return tokio::task::spawn_blocking(move || {
                 paths
                     .into_iter()
-                    .map(|(n, p)| match std::fs::read(format!("/{p}")) {
-                        Ok(bytes) => parse_record(&n, &p, &bytes).map(|m| (n, Some(m))),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((n, None)),
-                        Err(e) => Err(StoreError::io(format!("/{p}"), e)),
+                    .map(|(n, p)| {
+                        let read = match std::fs::read(format!("/{p}")) {
+                            Ok(bytes) => parse_record(&n, &p, &bytes).map(Some),
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                            Err(e) => Err(StoreError::io(format!("/{p}"), e)),
+                        };
+                        (n, read)
                     })
                     .collect()
             })
             .await
             .map_err(|e| {
                 StoreError::invalid_input("<catalog>", format!("listing task failed: {e}"))
-            })?;
+            });
         }
-        futures::stream::iter(items)
+        Ok(futures::stream::iter(items)
             .map(|(n, v)| async move {
-                let m = self.read(&n, v).await?;
-                Ok((n, m))
+                let m = self.read(&n, v).await;
+                (n, m)
             })
             .buffered(64)
-            .try_collect()
-            .await
+            .collect()
+            .await)
     }
 
     /// The newest record and its version, whether live or a tombstone.
@@ -207,6 +210,12 @@ impl Catalog {
         }
     }
 
+    /// Withdraws a record this writer has just committed (see
+    /// `Store::built_on_dropped`); a record already gone is fine.
+    pub(crate) async fn retract(&self, name: &ObjectName, version: u64) -> Result<()> {
+        self.delete_quietly(&self.record_path(name, version)).await
+    }
+
     /// The latest committed version number of every name, from one
     /// recursive listing of the records (instead of one listing per name).
     pub async fn head_versions(&self) -> Result<Vec<(ObjectName, u64)>> {
@@ -214,11 +223,15 @@ impl Catalog {
         let listed = self.list_all(&dir).await?;
         let mut heads: std::collections::BTreeMap<ObjectName, u64> = Default::default();
         for m in listed {
-            let mut parts = m.location.prefix_match(&dir).into_iter().flatten();
-            let (Some(enc), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+            let Some(parts) = m.location.prefix_match(&dir) else {
                 continue;
             };
-            let Some(name) = ObjectName::from_encoded(enc.as_ref()) else {
+            let parts: Vec<_> = parts.collect();
+            let Some((file, enc)) = parts.split_last() else {
+                continue;
+            };
+            let enc: Vec<&str> = enc.iter().map(|p| p.as_ref()).collect();
+            let Some(name) = ObjectName::from_encoded_parts(&enc) else {
                 continue;
             };
             let version = record_version(file.as_ref());
@@ -232,21 +245,13 @@ impl Catalog {
 
     /// Names with at least one record (live or dropped), in name order.
     pub async fn names(&self) -> Result<Vec<ObjectName>> {
-        let dir = self.meta_root();
-        let listed = self
-            .root
-            .store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(|e| StoreError::object_store(&dir, e))?;
-        let mut names: Vec<ObjectName> = listed
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename())
-            .filter_map(ObjectName::from_encoded)
-            .collect();
-        names.sort();
-        Ok(names)
+        // one recursive listing: a long name spans several directories
+        Ok(self
+            .head_versions()
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
     }
 
     /// Deletes the tags of `name` and its records up to `through` (its
@@ -342,6 +347,13 @@ impl Catalog {
         out.sort();
         Ok(out)
     }
+}
+
+/// `dir` joined with the segments of `name`'s encoding.
+fn join_name(dir: Path, name: &ObjectName) -> Path {
+    name.encoded_parts()
+        .iter()
+        .fold(dir, |p, part| p.join(part.as_str()))
 }
 
 /// Parses a record file.

@@ -1,9 +1,14 @@
 //! The store layer: names, metadata records and their commits, the backend
-//! registry, and [`Store`], the one implementation behind `datasets`,
-//! `models` and `jobs`. Nothing here knows SQL.
+//! contract and registry, buckets of a root, and [`Store`], the one
+//! implementation behind `datasets`, `models` and `jobs`. This layer uses
+//! only the libraries below it (object_store, arrow, DataFusion's types);
+//! it never names a concrete backend or anything of SQL.
 
+pub mod backend;
+pub mod bucket;
 pub mod catalog;
 pub(crate) mod delta_s3;
+pub mod durable;
 pub mod error;
 pub mod hooks;
 pub mod metadata;
@@ -16,6 +21,11 @@ pub mod root;
 /// `omega.<bucket>.<name>`.
 pub const CATALOG_NAME: &str = "omega";
 
+pub use backend::{
+    BackendContext, Data, DataBackend, ExternalFormat, FileFormat, GetOptions, Object, PutMode,
+    PutOptions, TableChange, Written,
+};
+pub use bucket::{list_buckets, validate_bucket};
 pub use catalog::Catalog;
 pub use error::{Result, StoreError};
 pub use hooks::{Hooks, ReadHook, WriteHook, WriteTarget};

@@ -6,6 +6,12 @@
 //! (including `/`) written as `=XX`; a leading `.` is escaped too, so an
 //! encoded name can never be `.`/`..`, hidden, or contain a separator: it
 //! cannot escape the store's prefix.
+//!
+//! An encoding longer than [`MAX_SEGMENT`] characters (a name of many
+//! non-ASCII characters triples in length) is split into several segments,
+//! each but the last ending in `+` (a character the encoding never writes),
+//! so every file name stays within the 255 bytes file systems allow and the
+//! name still round-trips through a listing.
 
 use std::fmt;
 
@@ -13,6 +19,13 @@ use super::error::{Result, StoreError};
 
 /// Longest name accepted, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 255;
+
+/// Longest path segment an encoded name takes (file systems allow 255 bytes
+/// per file name; records add `.json`-style suffixes beside it).
+pub const MAX_SEGMENT: usize = 200;
+
+/// Ends every segment of a split encoding but the last.
+const CONTINUED: char = '+';
 
 /// A validated object name, such as `sales/2024/q1`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,17 +42,47 @@ impl ObjectName {
         &self.0
     }
 
-    /// The name as one path segment (reversible, see [`decode_segment`]).
-    pub fn encoded(&self) -> String {
-        encode_segment(&self.0)
+    /// The name as path segments (one unless the encoding is longer than
+    /// [`MAX_SEGMENT`]; reversible, see [`ObjectName::from_encoded_parts`]).
+    pub fn encoded_parts(&self) -> Vec<String> {
+        let encoded = encode_segment(&self.0);
+        if encoded.len() <= MAX_SEGMENT {
+            return vec![encoded];
+        }
+        let mut parts = Vec::new();
+        let mut current = String::new();
+        let mut rest = encoded.as_str();
+        while !rest.is_empty() {
+            // one character, or one `=XX` escape (never split)
+            let take = if rest.starts_with('=') { 3 } else { 1 };
+            if current.len() + take > MAX_SEGMENT - 1 {
+                current.push(CONTINUED);
+                parts.push(std::mem::take(&mut current));
+            }
+            current.push_str(&rest[..take]);
+            rest = &rest[take..];
+        }
+        parts.push(current);
+        parts
     }
 
-    /// Restores a name from its encoded segment; `None` if the segment is not
-    /// one this module wrote (such entries are skipped when listing).
-    pub fn from_encoded(segment: &str) -> Option<Self> {
-        let name = decode_segment(segment)?;
+    /// Restores a name from the segments [`ObjectName::encoded_parts`]
+    /// wrote; `None` for anything else (such entries are skipped when
+    /// listing).
+    pub fn from_encoded_parts(parts: &[&str]) -> Option<Self> {
+        let (last, chunks) = parts.split_last()?;
+        let mut joined = String::new();
+        for c in chunks {
+            joined.push_str(c.strip_suffix(CONTINUED)?);
+        }
+        joined.push_str(last);
+        let name = decode_segment(&joined)?;
         validate_name(&name).ok()?;
-        Some(Self(name))
+        let n = Self(name);
+        // only the canonical split names this object
+        let canonical = n.encoded_parts();
+        (canonical.len() == parts.len() && canonical.iter().zip(parts).all(|(a, b)| a == b))
+            .then_some(n)
     }
 
     /// Names whose last segment starts with `.` or `_` are hidden from
@@ -222,32 +265,46 @@ pub fn validate_tag(tag: &str) -> std::result::Result<(), String> {
 /// Matches `name` against a glob `pattern`: `*` matches within a segment,
 /// `**` across segments, `?` one character.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') if p.get(1) == Some(&'*') => {
-                let rest = &p[2..];
-                (0..=n.len()).any(|i| rec(rest, &n[i..]))
-            }
-            Some('*') => {
-                let rest = &p[1..];
-                for i in 0..=n.len() {
-                    if rec(rest, &n[i..]) {
-                        return true;
-                    }
-                    if i < n.len() && n[i] == '/' {
-                        break;
-                    }
-                }
-                false
-            }
-            Some('?') => !n.is_empty() && n[0] != '/' && rec(&p[1..], &n[1..]),
-            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
-        }
+    enum Tok {
+        /// `*`: any run of characters within one segment
+        Star,
+        /// `**`: any run of characters, across segments
+        Stars,
+        /// `?`: one character other than `/`
+        One,
+        Lit(char),
     }
-    let p: Vec<char> = pattern.chars().collect();
+    let mut toks = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        toks.push(match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                Tok::Stars
+            }
+            '*' => Tok::Star,
+            '?' => Tok::One,
+            c => Tok::Lit(c),
+        });
+    }
     let n: Vec<char> = name.chars().collect();
-    rec(&p, &n)
+    // Dynamic programming over (token, position), one row per token from
+    // the end: O(pattern × name) time, no backtracking blow-up.
+    // `next[j]`: the tokens after this one match `n[j..]`.
+    let mut next: Vec<bool> = (0..=n.len()).map(|j| j == n.len()).collect();
+    for tok in toks.iter().rev() {
+        let mut row = vec![false; n.len() + 1];
+        for j in (0..=n.len()).rev() {
+            row[j] = match tok {
+                Tok::Star => next[j] || (j < n.len() && n[j] != '/' && row[j + 1]),
+                Tok::Stars => next[j] || (j < n.len() && row[j + 1]),
+                Tok::One => j < n.len() && n[j] != '/' && next[j + 1],
+                Tok::Lit(c) => j < n.len() && n[j] == *c && next[j + 1],
+            };
+        }
+        next = row;
+    }
+    next[0]
 }
 
 /// True when the string contains glob metacharacters.
@@ -270,13 +327,15 @@ mod tests {
             "x..y",
         ] {
             let n = ObjectName::new(name).unwrap();
-            let enc = n.encoded();
+            let parts = n.encoded_parts();
+            assert_eq!(parts.len(), 1, "short names take one segment");
+            let enc = &parts[0];
             assert!(!enc.contains('/') && !enc.starts_with('.'), "{enc}");
             assert!(
                 enc.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"_.=-".contains(&b))
             );
-            assert_eq!(ObjectName::from_encoded(&enc).unwrap(), n);
+            assert_eq!(ObjectName::from_encoded_parts(&[enc]).unwrap(), n);
         }
     }
 
@@ -299,5 +358,50 @@ mod tests {
         assert!(glob_match("s?les", "sales"));
         assert!(glob_match("*", "sales"));
         assert!(!glob_match("*", "a/b"));
+        assert!(glob_match("**/q1", "sales/2024/q1"));
+        assert!(glob_match("a**b", "a/x/b"));
+        assert!(!glob_match("a*b", "a/x/b"));
+        assert!(!glob_match("s?les", "s/les"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "a"));
+    }
+
+    #[test]
+    fn long_encodings_split_into_segments_that_round_trip() {
+        for name in [
+            "短".repeat(30),
+            "長い名前".repeat(21),
+            format!("a/{}", "é".repeat(126)),
+            "x".repeat(255),
+            format!("{}/{}", "=".repeat(100), "-".repeat(100)),
+        ] {
+            let n = ObjectName::new(&name).unwrap();
+            let parts = n.encoded_parts();
+            for (i, p) in parts.iter().enumerate() {
+                assert!(p.len() <= MAX_SEGMENT, "{p}");
+                assert_eq!(p.ends_with(CONTINUED), i + 1 < parts.len());
+                assert!(!p.contains('/'));
+            }
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            assert_eq!(ObjectName::from_encoded_parts(&refs), Some(n));
+        }
+        // a non-canonical split is not a name
+        let n = ObjectName::new(&"短".repeat(30)).unwrap();
+        let joined = n.encoded_parts().concat().replace('+', "");
+        let (a, b) = joined.split_at(30);
+        assert_eq!(ObjectName::from_encoded_parts(&[&format!("{a}+"), b]), None);
+        assert_eq!(ObjectName::from_encoded_parts(&["abc+"]), None);
+    }
+
+    #[test]
+    fn glob_does_not_backtrack_exponentially() {
+        // `*a*a*a…b` against a long run of `a`s takes 2^n steps with a
+        // backtracking matcher; this one is O(pattern × name)
+        let pattern = format!("{}b", "*a".repeat(60));
+        let name = "a".repeat(250);
+        assert!(!glob_match(&pattern, &name));
+        let pattern = format!("{}b", "**a".repeat(60));
+        assert!(!glob_match(&pattern, &name));
+        assert!(glob_match(&format!("{}a", "*a".repeat(60)), &name));
     }
 }

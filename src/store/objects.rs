@@ -12,14 +12,16 @@ use futures::TryStreamExt;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
+use super::backend::{
+    BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions, TableChange,
+    Written, apply_options, collect_bytes, delete_prefix,
+};
 use super::catalog::Catalog;
 use super::error::{Result, StoreError};
 use super::hooks::Hooks;
 use super::metadata::{Metadata, TOMBSTONE_KIND, merge_attributes};
 use super::name::{NameRef, ObjectName, VersionSpec, glob_match, is_pattern};
 use super::registry::BackendRegistry;
-use crate::backends::table::{TableChange, apply_options};
-use crate::backends::{BackendContext, Data, DataBackend, GetOptions, Object, PutMode, PutOptions};
 use datafusion::catalog::TableProvider;
 
 /// How often a put retries its commit after losing a race.
@@ -166,7 +168,7 @@ impl Store {
         &self,
         cx: &BackendContext<'_>,
         backend: &dyn DataBackend,
-        mut written: crate::backends::Written,
+        mut written: Written,
         head: Option<&Metadata>,
         mut previous: Option<Metadata>,
         opts: &PutOptions,
@@ -183,7 +185,15 @@ impl Store {
                 ))
                 .await;
             }
-            let latest = self.catalog.head(name).await?;
+            // Until our record is committed, a failure discards what we
+            // wrote (for a table: reverts our Delta commit).
+            let latest = match self.catalog.head(name).await {
+                Ok(l) => l,
+                Err(e) => {
+                    backend.discard(cx, &written).await;
+                    return Err(e);
+                }
+            };
             let version = latest.as_ref().map_or(1, |l| l.version + 1);
             if latest.as_ref().map(|l| l.version) != base {
                 match latest {
@@ -195,7 +205,14 @@ impl Store {
                                 name: name.to_string(),
                             });
                         }
-                        written = match backend.rebase(cx, written, &l).await? {
+                        let rebased = match backend.rebase(cx, written.clone(), &l).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                backend.discard(cx, &written).await;
+                                return Err(e);
+                            }
+                        };
+                        written = match rebased {
                             Some(w) => w,
                             None => {
                                 return Err(StoreError::Conflict {
@@ -208,10 +225,17 @@ impl Store {
                         base = Some(l.version);
                         previous = Some(l);
                     }
-                    // dropped meanwhile: ours becomes the first version after the tombstone
+                    // Dropped meanwhile. A write that built on the dropped
+                    // version (an append into its Delta table, say) wrote
+                    // into data the drop is deleting: it must not commit.
+                    // A write from scratch becomes the first version after
+                    // the tombstone.
                     other => {
+                        if previous.is_some() {
+                            backend.discard(cx, &written).await;
+                            return Err(dropped_meanwhile(name, other.map_or(0, |l| l.version)));
+                        }
                         base = other.map(|l| l.version);
-                        previous = None;
                     }
                 }
             }
@@ -231,7 +255,25 @@ impl Store {
                 created: previous.as_ref().map_or(now, |p| p.created),
                 modified: now,
             };
-            if self.catalog.commit(&meta).await?.is_ok() {
+            let committed = match self.catalog.commit(&meta).await {
+                Ok(outcome) => outcome.is_ok(),
+                // The store may have applied the write before failing (a
+                // timeout): read it back before deciding.
+                Err(e) => match self.catalog.read(name, meta.version).await {
+                    Ok(Some(m)) if m.uri == meta.uri && m.modified == meta.modified => true,
+                    Ok(_) => {
+                        backend.discard(cx, &written).await;
+                        return Err(e);
+                    }
+                    // cannot tell: keep the data (garbage at worst)
+                    Err(_) => return Err(e),
+                },
+            };
+            if committed {
+                if self.built_on_dropped(&meta, previous.as_ref()).await? {
+                    backend.discard(cx, &written).await;
+                    return Err(dropped_meanwhile(name, meta.version));
+                }
                 return Ok(meta);
             }
         }
@@ -245,27 +287,59 @@ impl Store {
         })
     }
 
+    /// Checks a record just committed on top of `base`: if a drop removed
+    /// `base` (and the data `meta` built on) between our read of it and our
+    /// commit, the drop's tombstone is gone too and put-if-absent could not
+    /// stop us. The drop purges records oldest first, so a base that is
+    /// missing or replaced (a new object of the same name) proves it; then
+    /// our record is withdrawn and the write fails. True when withdrawn.
+    async fn built_on_dropped(&self, meta: &Metadata, base: Option<&Metadata>) -> Result<bool> {
+        let Some(base) = base else { return Ok(false) };
+        let name = ObjectName::new(&meta.name)?;
+        let intact = match self.catalog.read(&name, base.version).await {
+            Ok(Some(m)) => m == *base,
+            Ok(None) => false,
+            // unreadable is no proof of a drop, and our record is committed
+            Err(_) => true,
+        };
+        if !intact {
+            self.catalog.retract(&name, meta.version).await?;
+        }
+        Ok(!intact)
+    }
+
     /// Resolves `name`, `name@N` or `name@tag` to its metadata.
     pub async fn metadata(&self, name: &str) -> Result<Metadata> {
         let r = NameRef::parse(name)?;
-        let head = self
-            .catalog
-            .head(&r.name)
-            .await?
-            .filter(|m| !m.is_tombstone())
-            .ok_or_else(|| self.not_found(r.name.as_str()))?;
-        let version =
-            match &r.spec {
-                VersionSpec::Latest => return Ok(head),
-                VersionSpec::Version(v) => *v,
-                VersionSpec::Tag(t) => self.catalog.tag(&r.name, t).await?.ok_or_else(|| {
-                    StoreError::VersionNotFound {
+        let head = match self.catalog.head(&r.name).await {
+            Ok(head) => Some(head),
+            // a torn newest record (a crash without fsync) must not hide
+            // the versions before it: `name@1` still reads version 1
+            Err(StoreError::CorruptMetadata { .. }) if r.spec != VersionSpec::Latest => None,
+            Err(e) => return Err(e),
+        };
+        let head = match head {
+            Some(h) => Some(
+                h.filter(|m| !m.is_tombstone())
+                    .ok_or_else(|| self.not_found(r.name.as_str()))?,
+            ),
+            None => None,
+        };
+        let version = match (&r.spec, head) {
+            (VersionSpec::Latest, Some(head)) => return Ok(head),
+            (VersionSpec::Version(v), _) => *v,
+            (VersionSpec::Tag(t), _) => {
+                self.catalog
+                    .tag(&r.name, t)
+                    .await?
+                    .ok_or_else(|| StoreError::VersionNotFound {
                         store: self.prefix().into(),
                         name: r.name.to_string(),
                         spec: r.spec.to_string(),
-                    }
-                })?,
-            };
+                    })?
+            }
+            (VersionSpec::Latest, None) => return Err(self.not_found(r.name.as_str())),
+        };
         match self.catalog.read(&r.name, version).await? {
             Some(m) if !m.is_tombstone() => Ok(m),
             _ => Err(StoreError::VersionNotFound {
@@ -340,19 +414,18 @@ impl Store {
             .latest(&n)
             .await?
             .ok_or_else(|| self.not_found(name))?;
-        if meta.kind != crate::backends::table::KIND {
-            return Err(StoreError::invalid_input(
-                name,
-                format!(
-                    "is a {}; only table.delta datasets support DELETE, UPDATE and compaction",
-                    meta.kind
-                ),
-            ));
-        }
         let backend = self.backend_for(&meta)?;
         let cx = self.context(&n);
         let compact = matches!(change, TableChange::Compact);
-        let (written, rows) = crate::backends::table::apply_change(&cx, &meta, change).await?;
+        let Some((written, rows)) = backend.change(&cx, &meta, change).await? else {
+            return Err(StoreError::invalid_input(
+                name,
+                format!(
+                    "is a {}, which has no row-level changes; DELETE, UPDATE and compaction work on tables stored by put or CREATE TABLE AS (kind table.delta)",
+                    meta.kind
+                ),
+            ));
+        };
         if compact && rows == 0 {
             // nothing to compact: no new version
             return Ok((meta, 0));
@@ -406,7 +479,7 @@ impl Store {
 
     /// Reads a raw file into memory (use [`Store::get_to_file`] for large files).
     pub async fn get_bytes(&self, name: &str) -> Result<Bytes> {
-        crate::backends::file::collect_bytes(self.get(name, GetOptions::default()).await?).await
+        collect_bytes(self.get(name, GetOptions::default()).await?).await
     }
 
     /// Streams a raw file to `path`: written to a temporary file beside it and
@@ -451,7 +524,8 @@ impl Store {
     }
 
     /// Current versions of objects matching a glob `pattern` (all when `None`).
-    /// Objects whose record cannot be read are left out.
+    /// Objects whose newest record is corrupt are left out; a failure to
+    /// list or read is an error, never a partial listing.
     pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
         // one listing finds every name's latest version; then one read per
         // record, many in flight
@@ -461,31 +535,19 @@ impl Store {
             .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n.as_str())))
             .filter(|(n, _)| opts.hidden || !n.is_hidden())
             .collect();
-        let metas = async {
-            let mut out = Vec::with_capacity(wanted.len());
-            for (n, m) in self.catalog.read_many(wanted).await? {
-                out.push(match m {
-                    Some(m) => Some(m).filter(|m| !m.is_tombstone()),
-                    // a record deleted since the listing (a drop): ask again
-                    None => self.catalog.latest(&n).await?,
-                });
-            }
-            Ok::<_, StoreError>(out)
+        let mut metas = Vec::with_capacity(wanted.len());
+        for (n, read) in self.catalog.read_many(wanted).await? {
+            metas.push(match read {
+                Ok(Some(m)) => Some(m).filter(|m| !m.is_tombstone()),
+                // a record deleted since the listing (a drop): ask again
+                Ok(None) => self.catalog.latest(&n).await?,
+                // an unreadable record leaves its object out (`metadata`
+                // and `drop --force` report and clear it); any other
+                // failure fails the listing rather than make it partial
+                Err(StoreError::CorruptMetadata { .. }) => None,
+                Err(e) => return Err(e),
+            });
         }
-        .await;
-        let metas = match metas {
-            Ok(m) => m,
-            Err(_) => {
-                // Slow path that skips unreadable records instead of failing.
-                let mut out = Vec::new();
-                for n in self.catalog.names().await? {
-                    if let Ok(m) = self.catalog.latest(&n).await {
-                        out.push(m);
-                    }
-                }
-                out
-            }
-        };
         Ok(metas
             .into_iter()
             .flatten()
@@ -550,9 +612,12 @@ impl Store {
                 attributes: merge_attributes(Some(&current.attributes), Some(&attributes)),
                 version: current.version + 1,
                 modified: Utc::now(),
-                ..current
+                ..current.clone()
             };
             if self.catalog.commit(&meta).await?.is_ok() {
+                if self.built_on_dropped(&meta, Some(&current)).await? {
+                    return Err(dropped_meanwhile(&n, meta.version));
+                }
                 return Ok(meta);
             }
         }
@@ -624,9 +689,14 @@ impl Store {
         // Data of every version, grouped by the backend that wrote it. A kind
         // with no backend (yet) keeps its data; the records still go.
         let cx = self.context(&n);
+        // Only versions below the tombstone: a writer that committed after
+        // it wrote fresh data (see `commit_written`), which is not ours.
         let full_history: Vec<Metadata> = {
             let mut all = Vec::new();
             for v in self.catalog.versions(&n).await? {
+                if v >= version {
+                    break;
+                }
                 if let Ok(Some(m)) = self.catalog.read(&n, v).await
                     && !m.is_tombstone()
                 {
@@ -676,9 +746,18 @@ impl Store {
                 advice: "another writer changed it during the drop; try again".into(),
             });
         }
-        crate::backends::delete_prefix(self.catalog.root(), &self.catalog.data_dir(n)).await?;
+        delete_prefix(self.catalog.root(), &self.catalog.data_dir(n)).await?;
         self.catalog.purge(n, last + 1).await?;
         Ok(vec![n.to_string()])
+    }
+}
+
+/// The error of a write whose base version was dropped while it ran.
+fn dropped_meanwhile(name: &ObjectName, version: u64) -> StoreError {
+    StoreError::Conflict {
+        name: name.to_string(),
+        version,
+        advice: "it was dropped while this write ran; run it again to create it anew".into(),
     }
 }
 

@@ -1,24 +1,25 @@
 //! The backend registry: put picks the first backend that supports an object
-//! (user backends are asked before the built-in ones), get picks by kind.
+//! (backends registered later are asked first), get picks by kind. It
+//! starts empty: the layer that assembles a store registers the backends.
 
 use std::sync::{Arc, RwLock};
 
-use crate::backends::{self, DataBackend, Object};
+use super::backend::{DataBackend, Object};
 
 /// Backends known to an `Omega`, shared by all its stores.
+#[derive(Default)]
 pub struct BackendRegistry {
     backends: RwLock<Vec<Arc<dyn DataBackend>>>,
 }
 
-impl Default for BackendRegistry {
-    fn default() -> Self {
+impl BackendRegistry {
+    /// A registry asking `backends` in the order given.
+    pub fn with_backends(backends: Vec<Arc<dyn DataBackend>>) -> Self {
         Self {
-            backends: RwLock::new(backends::builtin()),
+            backends: RwLock::new(backends),
         }
     }
-}
 
-impl BackendRegistry {
     /// Adds a backend ahead of those already registered, so it can take over
     /// objects (and kinds) that a built-in backend would otherwise handle.
     pub fn register(&self, backend: Arc<dyn DataBackend>) {

@@ -11,6 +11,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+use super::durable::DurableLocal;
 use super::error::{Result, StoreError};
 
 /// Default root when neither a URL nor `$OMEGA_ROOT` is given.
@@ -65,7 +66,8 @@ impl Root {
                 let prefix = Path::from_url_path(url.path())
                     .map_err(|e| invalid(format!("path not usable: {e}")))?;
                 Ok(Self {
-                    store: Arc::new(LocalFileSystem::new()),
+                    // every write synced before it returns (see `durable`)
+                    store: Arc::new(DurableLocal::new(Arc::new(LocalFileSystem::new()))),
                     prefix,
                     base: Url::parse("file:///").expect("static url"),
                     url,

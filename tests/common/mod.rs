@@ -2,6 +2,8 @@
 //! moto server is available, on a real S3-compatible server on loopback.
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

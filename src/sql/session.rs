@@ -1,0 +1,177 @@
+//! The DataFusion session of an engine, built by the SQL layer: the `omega`
+//! catalog, the mixin rule, `predict()`/`evaluate()`, the omegastore options,
+//! and the query runner that lets lower layers run SQL. [`SqlEngine`] adds the
+//! SQL layer's views of an engine (options, policies, models).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SessionContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::optimizer::{Analyzer, AnalyzerRule};
+use datafusion::prelude::SessionConfig;
+
+use super::SqlError;
+use super::catalog::OmegaCatalog;
+use super::mixins::MixinRule;
+use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
+use super::options::OmegaOptions;
+use super::policies::{POLICY_STORE, Policies, PolicyCache};
+use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
+use crate::models::Models;
+use crate::store::{BackendRegistry, CATALOG_NAME, Hooks, Root};
+
+/// What every session of one store shares.
+#[derive(Clone)]
+pub struct SessionParts {
+    pub root: Root,
+    pub registry: Arc<BackendRegistry>,
+    pub hooks: Arc<Hooks>,
+    pub mixins: Arc<MixinRule>,
+    pub policies: Arc<PolicyCache>,
+}
+
+/// A new engine (one DataFusion session) over `parts` with `options`.
+pub fn open_engine(parts: &SessionParts, options: OmegaOptions) -> Engine {
+    let session = new_session(parts, options);
+    let engine = Engine::new(
+        parts.root.clone(),
+        parts.registry.clone(),
+        parts.hooks.clone(),
+        session,
+        Some(Arc::new(SqlRunner)),
+    );
+    // The catalog lives in the session the engine owns: it holds the engine weakly.
+    engine.session().register_catalog(
+        CATALOG_NAME,
+        Arc::new(OmegaCatalog::new(engine.downgrade())),
+    );
+    engine
+}
+
+/// The analyzer rule that lets the mixin set be registered once per session.
+#[derive(Debug)]
+struct SharedMixinRule(Arc<MixinRule>);
+
+impl AnalyzerRule for SharedMixinRule {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        config: &datafusion::common::config::ConfigOptions,
+    ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+        self.0.analyze(plan, config)
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// information_schema on, Delta's query planner (Delta writes plan their
+/// own nodes), the omegastore options, the policy and model caches as
+/// session extensions, and the mixin rule ahead of DataFusion's analyzer
+/// rules (so the expressions it adds are type-checked like the user's).
+fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
+    let models = Arc::new(ModelCache::default());
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
+        .with_option_extension(options)
+        .with_extension(parts.policies.clone())
+        .with_extension(models.clone());
+    let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
+        vec![Arc::new(SharedMixinRule(parts.mixins.clone()))];
+    rules.extend(Analyzer::new().rules);
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_analyzer_rules(rules)
+        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .build();
+    let session = SessionContext::new_with_state(state);
+    session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(
+        false,
+        models.clone(),
+    )));
+    session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(
+        true,
+        models.clone(),
+    )));
+    session.register_udtf("evaluate", Arc::new(EvaluateFunction::new(models)));
+    // Lets DataFusion read the root's own URLs (external tables on the same store).
+    session
+        .runtime_env()
+        .register_object_store(&parts.root.base, parts.root.object_store());
+    session
+}
+
+/// Runs queries for the layers below (a model fitted on `SELECT …`).
+struct SqlRunner;
+
+#[async_trait]
+impl QueryRunner for SqlRunner {
+    async fn query(&self, engine: &Engine, sql: &str) -> Result<DataFrame, QueryError> {
+        super::execute::run(engine, sql, &[])
+            .await
+            .map_err(|e| match e {
+                SqlError::Store(s) => Box::new(s) as QueryError,
+                other => Box::new(other) as QueryError,
+            })
+    }
+}
+
+/// The SQL layer's view of an engine.
+pub trait SqlEngine {
+    /// The session's omegastore options (identity, limits).
+    fn options(&self) -> OmegaOptions;
+    /// The policies (row filters, masks, contracts, isolation) of the engine's bucket.
+    fn policies(&self) -> Policies;
+    /// The model verbs of the engine's bucket.
+    fn models(&self) -> Models;
+    /// Models loaded for the statements of this session.
+    fn model_cache(&self) -> Arc<ModelCache>;
+}
+
+impl SqlEngine for Engine {
+    fn options(&self) -> OmegaOptions {
+        options_of(self.session())
+    }
+
+    fn policies(&self) -> Policies {
+        let cache = self
+            .session()
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<PolicyCache>()
+            .unwrap_or_else(|| Arc::new(PolicyCache::new(self.root().clone())));
+        Policies::new(self.store(POLICY_STORE).expect("static prefix"), cache)
+    }
+
+    fn models(&self) -> Models {
+        Models::new(self)
+    }
+
+    fn model_cache(&self) -> Arc<ModelCache> {
+        self.session()
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<ModelCache>()
+            .unwrap_or_default()
+    }
+}
+
+/// The omegastore options of `session`.
+pub fn options_of(session: &SessionContext) -> OmegaOptions {
+    session
+        .state_ref()
+        .read()
+        .config()
+        .options()
+        .extensions
+        .get::<OmegaOptions>()
+        .cloned()
+        .unwrap_or_default()
+}

@@ -1,0 +1,179 @@
+//! Durable local writes. `object_store`'s `LocalFileSystem` (0.13) never
+//! calls fsync, so after a power loss a write that returned `Ok` (a
+//! committed record, a Delta log entry) can be empty or missing. This
+//! decorator syncs every file it writes, and the directories that name it,
+//! before the write returns: a commit that returned is on disk.
+
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
+};
+
+/// fsync calls made by every durable store of this process (files and
+/// directories); tests check that commits make them.
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many fsync calls durable local stores have made in this process.
+pub fn sync_count() -> u64 {
+    SYNCS.load(Ordering::Relaxed)
+}
+
+/// Directories above a written file that are synced with it: enough to
+/// cover the directories a write creates (`meta/<name>/`,
+/// `data/<name>/<table>/_delta_log/`).
+const PARENTS: usize = 3;
+
+/// A local file system store whose writes are durable when they return.
+#[derive(Debug)]
+pub struct DurableLocal {
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl DurableLocal {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self { inner }
+    }
+}
+
+impl fmt::Display for DurableLocal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Durable({})", self.inner)
+    }
+}
+
+/// The file of `location` (the store is rooted at `/`).
+fn fs_path(location: &Path) -> PathBuf {
+    PathBuf::from(format!("/{location}"))
+}
+
+fn sync_blocking(file: &FsPath) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    SYNCS.fetch_add(1, Ordering::Relaxed);
+    let mut dir = file.parent();
+    for _ in 0..PARENTS {
+        let Some(d) = dir else { break };
+        std::fs::File::open(d)?.sync_all()?;
+        SYNCS.fetch_add(1, Ordering::Relaxed);
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Syncs the file at `location` and the directories above it.
+async fn sync(location: &Path) -> Result<()> {
+    let file = fs_path(location);
+    tokio::task::spawn_blocking(move || sync_blocking(&file))
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocal",
+            source: Box::new(e),
+        })?
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocal",
+            source: format!("fsync of {location} failed: {e}").into(),
+        })
+}
+
+#[async_trait]
+impl ObjectStore for DurableLocal {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let r = self.inner.put_opts(location, payload, opts).await?;
+        sync(location).await?;
+        Ok(r)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(DurableUpload {
+            inner,
+            location: location.clone(),
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await?;
+        sync(to).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await?;
+        sync(to).await
+    }
+}
+
+/// A multipart upload whose completion is synced.
+#[derive(Debug)]
+struct DurableUpload {
+    inner: Box<dyn MultipartUpload>,
+    location: Path,
+}
+
+#[async_trait]
+impl MultipartUpload for DurableUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let r = self.inner.complete().await?;
+        sync(&self.location).await?;
+        Ok(r)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
+    }
+}
