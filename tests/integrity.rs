@@ -422,3 +422,172 @@ async fn long_non_ascii_names_work_on_a_local_root() {
             .is_empty()
     );
 }
+
+/// Every file under `dir`, relative to it.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Makes every file under `dir` look two hours old.
+fn age(dir: &std::path::Path) {
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for f in files(dir) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.join(f))
+            .unwrap();
+        file.set_modified(old).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_removes_only_unreferenced_old_files_and_spares_a_put_in_flight() {
+    use omegastore::store::GcOptions;
+    let root = local();
+    let dir = std::path::PathBuf::from(&root.url);
+    let (om, faults) = faulty(&root.url).await;
+    setup(&om).await;
+    om.datasets()
+        .put(sample_batch(5, 5), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let before = snapshot(&om).await;
+    // garbage: a crashed first put, a stray document file, a Parquet file
+    // in a table's directory that no Delta version lists
+    let data = dir.join("default/datasets/data");
+    std::fs::create_dir_all(data.join("ghost")).unwrap();
+    std::fs::write(data.join("ghost/0b1c.json"), b"{}").unwrap();
+    std::fs::write(data.join("doc/stray.json"), b"{}").unwrap();
+    let table_dir = std::fs::read_dir(data.join("t"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let parquet = files(&table_dir)
+        .into_iter()
+        .find(|f| f.ends_with(".parquet"))
+        .unwrap();
+    std::fs::copy(table_dir.join(&parquet), table_dir.join("orphan.parquet")).unwrap();
+    age(&dir);
+    let all_before = files(&dir);
+
+    // a dry run lists exactly the garbage
+    let opts = GcOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let report = om.datasets().gc(&opts).await.unwrap();
+    let mut listed: Vec<String> = report.files.iter().map(|(p, _)| p.clone()).collect();
+    listed.sort();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().any(|p| p.ends_with("ghost/0b1c.json")));
+    assert!(listed.iter().any(|p| p.ends_with("doc/stray.json")));
+    assert!(listed.iter().any(|p| p.ends_with("orphan.parquet")));
+    assert_eq!(files(&dir), all_before, "a dry run removes nothing");
+
+    // a put in flight (data written, record not yet) during a real gc
+    let (reached, release) =
+        faults.hold_next(|op, p| op == Op::Put && p.as_ref().contains("/meta/t/"));
+    let put = tokio::spawn({
+        let om = om.clone();
+        async move {
+            om.datasets()
+                .put(sample_batch(100, 3), "t", PutOptions::default())
+                .await
+        }
+    });
+    reached.notified().await;
+    let report = om.datasets().gc(&GcOptions::default()).await.unwrap();
+    assert_eq!(report.files.len(), 3, "{:?}", report.files);
+    release.notify_one();
+    let meta = put.await.unwrap().unwrap();
+    assert_eq!(meta.version, 3);
+    assert_eq!(rows(&om, "t").await, 13, "the put's files survived the gc");
+    assert_eq!(rows(&om, "t@2").await, 10);
+    // everything referenced reads back as before
+    let mut after = snapshot(&om).await;
+    after.retain(|s| !s.starts_with("t@"));
+    let mut expected = before.clone();
+    expected.retain(|s| !s.starts_with("t@"));
+    assert_eq!(after, expected);
+    // nothing left to collect
+    let report = om.datasets().gc(&GcOptions::default()).await.unwrap();
+    assert!(report.files.is_empty(), "{:?}", report.files);
+}
+
+#[tokio::test]
+async fn vacuum_keeps_the_newest_versions_and_refuses_tagged_ones() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let ds = om.datasets();
+    let overwrite = PutOptions {
+        mode: PutMode::Overwrite,
+        ..Default::default()
+    };
+    ds.put(sample_batch(0, 4), "t", PutOptions::default())
+        .await
+        .unwrap();
+    ds.put(sample_batch(10, 2), "t", overwrite).await.unwrap();
+    ds.put(sample_batch(20, 3), "t", PutOptions::default())
+        .await
+        .unwrap();
+    ds.put(sample_batch(30, 1), "t", PutOptions::default())
+        .await
+        .unwrap();
+    ds.tag("t", "first", Some(1)).await.unwrap();
+    let zero = std::time::Duration::ZERO;
+    let err = ds.vacuum("t", 2, false, zero).await.unwrap_err();
+    assert!(
+        err.to_string().contains("version 1 is tagged 'first'"),
+        "{err}"
+    );
+    assert_eq!(
+        rows(&om, "t@1").await,
+        4,
+        "a refused vacuum removes nothing"
+    );
+    let parquet = |d: &std::path::Path| files(d).iter().filter(|f| f.ends_with(".parquet")).count();
+    let data = std::path::PathBuf::from(&root.url).join("default/datasets/data/t");
+    let files_before = parquet(&data);
+    let report = ds.vacuum("t", 2, true, zero).await.unwrap();
+    assert_eq!(report.versions, vec![1, 2]);
+    // version 1's file (overwritten by version 2) is gone; 3 and 4 intact
+    assert_eq!(parquet(&data), files_before - 1, "{:?}", report.gc.files);
+    assert!(matches!(
+        ds.metadata("t@1").await.unwrap_err(),
+        StoreError::VersionNotFound { .. }
+    ));
+    assert!(
+        ds.metadata("t@first").await.is_err(),
+        "the tag went with its version"
+    );
+    assert_eq!(rows(&om, "t@3").await, 5);
+    assert_eq!(rows(&om, "t").await, 6);
+    assert_eq!(ds.history("t").await.unwrap().len(), 2);
+    // documents: each removed version's file goes
+    for v in 1..=3 {
+        ds.put(json!({ "v": v }), "doc", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let doc_dir = std::path::PathBuf::from(&root.url).join("default/datasets/data/doc");
+    assert_eq!(files(&doc_dir).len(), 3);
+    ds.vacuum("doc", 1, false, zero).await.unwrap();
+    assert_eq!(files(&doc_dir).len(), 1);
+    assert_eq!(ds.get_document("doc").await.unwrap(), json!({"v": 3}));
+    assert!(ds.vacuum("doc", 0, false, zero).await.is_err());
+}

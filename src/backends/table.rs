@@ -560,6 +560,86 @@ impl DataBackend for DeltaTableBackend {
         }
     }
 
+    /// Files of the Delta directories that no live version's snapshot
+    /// lists (the rows of failed, reverted or overwritten writes), older
+    /// than `cutoff`; the Delta log itself is kept.
+    async fn prune(
+        &self,
+        cx: &BackendContext<'_>,
+        live: &[Metadata],
+        cutoff: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+    ) -> Result<Vec<(Path, u64)>> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let mut by_dir: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+        for m in live {
+            match (location(m), delta_version(m)) {
+                (Some(l), Some(v)) => by_dir.entry(l).or_default().push(v),
+                // a version we cannot judge: prune nothing
+                _ => return Ok(vec![]),
+            }
+        }
+        let mut removed = Vec::new();
+        for (rel, mut versions) in by_dir {
+            versions.sort_unstable();
+            versions.dedup();
+            let dir = cx.root.resolve(rel)?;
+            let mut needed = std::collections::HashSet::new();
+            for v in versions {
+                let table = open_table(cx.root, &dir, Some(v))
+                    .await
+                    .map_err(|e| delta_err(&live[0].name, e))?;
+                for uri in table
+                    .get_file_uris()
+                    .map_err(|e| delta_err(&live[0].name, e))?
+                {
+                    // a URL, or a plain path for local tables
+                    let path = match url::Url::parse(&uri) {
+                        Ok(u) => Path::from_url_path(u.path()).ok(),
+                        Err(_) => Path::parse(uri.trim_start_matches('/')).ok(),
+                    }
+                    .ok_or_else(|| {
+                        StoreError::table(&live[0].name, format!("unexpected file URI {uri}"))
+                    })?;
+                    needed.insert(path);
+                }
+            }
+            let listed: Vec<_> = cx
+                .root
+                .store
+                .list(Some(&dir))
+                .try_collect()
+                .await
+                .map_err(|e| StoreError::object_store(&dir, e))?;
+            // Guard: the snapshot's paths must be the listing's paths, or
+            // everything would look unreferenced.
+            if !needed.is_empty() && !listed.iter().any(|f| needed.contains(&f.location)) {
+                return Err(StoreError::table(
+                    &live[0].name,
+                    format!("the files of {dir} do not match its Delta log; nothing was pruned"),
+                ));
+            }
+            let log = dir.clone().join("_delta_log");
+            for f in listed {
+                if f.location.prefix_matches(&log)
+                    || needed.contains(&f.location)
+                    || f.last_modified >= cutoff
+                {
+                    continue;
+                }
+                if !dry_run {
+                    match cx.root.store.delete(&f.location).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(StoreError::object_store(&f.location, e)),
+                    }
+                }
+                removed.push((f.location, f.size));
+            }
+        }
+        Ok(removed)
+    }
+
     async fn change(
         &self,
         cx: &BackendContext<'_>,

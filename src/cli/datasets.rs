@@ -84,6 +84,19 @@ pub enum DatasetsCommand {
     },
     /// Compact a table's small files (after many appends) into large ones: a new version, same rows.
     Optimize { name: String },
+    /// Remove old versions of a dataset, keeping the newest N (records first, then data only they used).
+    Vacuum {
+        name: String,
+        /// Versions to keep.
+        #[arg(long)]
+        keep: usize,
+        /// Also remove tagged versions (and their tags).
+        #[arg(long)]
+        force: bool,
+        /// Inside tables, remove only files older than this (s, m, h, d; `0` for all).
+        #[arg(long, default_value = "1h", value_parser = super::gc::parse_duration)]
+        older_than: std::time::Duration,
+    },
     /// Drop a dataset, or every match of a glob pattern.
     Drop {
         name: String,
@@ -345,6 +358,21 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                     meta.kind_meta["files"], before.version, meta.version
                 );
             }
+        }
+        DatasetsCommand::Vacuum {
+            name,
+            keep,
+            force,
+            older_than,
+        } => {
+            let report = store.vacuum(&name, keep, force, older_than).await?;
+            if report.versions.is_empty() {
+                println!("{name} has no more than {keep} versions; nothing removed");
+            } else {
+                let versions: Vec<String> = report.versions.iter().map(u64::to_string).collect();
+                println!("removed versions {} of {name}", versions.join(", "));
+            }
+            super::gc::print_report(&report.gc, false);
         }
         DatasetsCommand::Drop { name, force } => {
             let dropped = store.drop(&name, force).await?;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod datasets;
+pub mod gc;
 pub mod models;
 pub mod output;
 pub mod progress;
@@ -78,6 +79,8 @@ pub enum Command {
     /// Benchmarks: TPC-H queries, or the store's own operations.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Remove data no live version references (crashed writes, failed drops), older than --older-than.
+    Gc(gc::GcArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -94,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Models(cmd) => models::run(&om, cmd).await,
         Command::Bench(cmd) => bench::run(&om, cmd).await,
         Command::Sql(args) => sql::run(&om, args).await,
+        Command::Gc(args) => gc::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }
 }

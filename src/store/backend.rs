@@ -321,6 +321,33 @@ pub trait DataBackend: Send + Sync + 'static {
     /// Removes data that was written but will never be committed (best effort).
     async fn discard(&self, _cx: &BackendContext<'_>, _written: &Written) {}
 
+    /// The data files or directories `meta` references, relative to the
+    /// root (as [`Root::resolve`] takes them); garbage collection keeps
+    /// everything under them. The default reads `kind_meta.path` and
+    /// `kind_meta.location`, where the built-in backends record their data.
+    fn referenced(&self, meta: &Metadata) -> Vec<String> {
+        ["path", "location"]
+            .iter()
+            .filter_map(|k| meta.kind_meta.get(*k).and_then(Value::as_str))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Removes data inside the referenced locations of `live` (all the live
+    /// versions of one object of this backend's kinds) that none of them
+    /// needs and that is older than `cutoff` (younger files may belong to a
+    /// write in flight); returns the files removed and their sizes. The
+    /// default removes nothing (one file per version needs no pruning).
+    async fn prune(
+        &self,
+        _cx: &BackendContext<'_>,
+        _live: &[Metadata],
+        _cutoff: chrono::DateTime<chrono::Utc>,
+        _dry_run: bool,
+    ) -> Result<Vec<(Path, u64)>> {
+        Ok(vec![])
+    }
+
     /// Applies a row-level `change` on top of the version `meta` and returns
     /// what to commit as the next version with the number of rows (or, for
     /// a compaction, files) changed. Like `put`, nothing it writes is

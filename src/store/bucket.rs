@@ -38,3 +38,23 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
         })
     }
 }
+
+/// The stores (`datasets`, `models`, `policies`, …) a bucket holds.
+pub async fn list_stores(root: &Root, bucket: &str) -> Result<Vec<String>> {
+    validate_bucket(bucket)?;
+    let dir = root.path(&[bucket]);
+    let listed = root
+        .store
+        .list_with_delimiter(Some(&dir))
+        .await
+        .map_err(|e| StoreError::object_store(&dir, e))?;
+    let mut out: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename())
+        .filter(|s| validate_bucket(s).is_ok())
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    Ok(out)
+}

@@ -306,6 +306,12 @@ impl Catalog {
         Ok(())
     }
 
+    /// Removes a tag (a missing tag is fine).
+    pub async fn delete_tag(&self, name: &ObjectName, tag: &str) -> Result<()> {
+        let path = self.tag_dir(name).join(encode_segment(tag) + ".json");
+        self.delete_quietly(&path).await
+    }
+
     /// The version a tag points at.
     pub async fn tag(&self, name: &ObjectName, tag: &str) -> Result<Option<u64>> {
         let path = self.tag_dir(name).join(encode_segment(tag) + ".json");

@@ -10,6 +10,7 @@ pub mod catalog;
 pub(crate) mod delta_s3;
 pub mod durable;
 pub mod error;
+pub mod gc;
 pub mod hooks;
 pub mod metadata;
 pub mod name;
@@ -28,6 +29,7 @@ pub use backend::{
 pub use bucket::{list_buckets, validate_bucket};
 pub use catalog::Catalog;
 pub use error::{Result, StoreError};
+pub use gc::{GcOptions, GcReport, VacuumReport};
 pub use hooks::{Hooks, ReadHook, WriteHook, WriteTarget};
 pub use metadata::Metadata;
 pub use name::{NameRef, ObjectName, VersionSpec};

@@ -76,7 +76,11 @@ impl Store {
         &self.session
     }
 
-    fn context<'a>(&'a self, name: &'a ObjectName) -> BackendContext<'a> {
+    pub(crate) fn registry(&self) -> &BackendRegistry {
+        &self.registry
+    }
+
+    pub(crate) fn context<'a>(&'a self, name: &'a ObjectName) -> BackendContext<'a> {
         BackendContext {
             root: self.catalog.root(),
             name,
