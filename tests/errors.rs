@@ -250,3 +250,75 @@ async fn a_torn_newest_record_does_not_hide_earlier_versions() {
         StoreError::CorruptMetadata { .. }
     ));
 }
+
+#[tokio::test]
+async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_nothing() {
+    use omegastore::{FileFormat, Object};
+    let dir = tempfile::tempdir().unwrap();
+    let om = Omega::open("memory://").await.unwrap();
+    let cases: [(&str, &[u8], &[&str]); 5] = [
+        (
+            "unterminated.csv",
+            b"a,b\n1,x\n2,\"never closed\n3,z\n",
+            &["unterminated.csv", "opened on line 3 is never closed"],
+        ),
+        (
+            "ragged.csv",
+            b"a,b\n1,x\n2,y,extra\n",
+            &["ragged.csv", "line 3"],
+        ),
+        (
+            "utf8.csv",
+            b"a,b\n1,x\n2,\xff\xfe\n",
+            &["utf8.csv", "UTF-8", "line 3"],
+        ),
+        (
+            "bad.jsonl",
+            b"{\"a\":1}\n{\"a\":2\n",
+            &["bad.jsonl", "line 1"],
+        ),
+        (
+            "fake.parquet",
+            b"not parquet at all",
+            &["fake.parquet", "Parquet"],
+        ),
+    ];
+    for (file, body, wanted) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, body).unwrap();
+        let format = FileFormat::from_path(&path).unwrap();
+        let obj = Object::File {
+            path: path.clone(),
+            format,
+            schema: None,
+        };
+        let err = om
+            .datasets()
+            .put(obj, "t", PutOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        for w in wanted {
+            assert!(err.contains(w), "{file}: '{w}' not in: {err}");
+        }
+        assert!(!om.datasets().exists("t").await.unwrap(), "{file} stored");
+    }
+    // a byte-order mark is stripped, not part of a column name
+    let path = dir.path().join("bom.csv");
+    std::fs::write(&path, b"\xef\xbb\xbfid,name\n1,x\n").unwrap();
+    let obj = Object::File {
+        path,
+        format: FileFormat::Csv,
+        schema: None,
+    };
+    om.datasets()
+        .put(obj, "bom", PutOptions::default())
+        .await
+        .unwrap();
+    let b = om
+        .datasets()
+        .get_batches("bom", GetOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(b[0].schema().field(0).name(), "id");
+}

@@ -764,3 +764,58 @@ async fn concurrent_queries_use_their_own_models() {
         h.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn one_hot_and_class_counts_are_bounded_with_typed_errors() {
+    let (_root, om, models) = setup().await;
+    let n = 1_001;
+    let ids: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();
+    let x: Vec<f64> = (0..n).map(|i| i as f64).collect();
+    let y: Vec<f64> = (0..n).map(|i| (i % 2) as f64).collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "user",
+            std::sync::Arc::new(StringArray::from(ids.clone())) as ArrayRef,
+        ),
+        ("x", std::sync::Arc::new(Float64Array::from(x)) as ArrayRef),
+        ("y", std::sync::Arc::new(Float64Array::from(y)) as ArrayRef),
+    ])
+    .unwrap();
+    put(&om, "wide", batch).await;
+    let spec = ModelSpec::new("linear_regression", Map::new()).unwrap();
+    let err = models
+        .fit(
+            "m",
+            TrainingData::dataset("wide").label("y"),
+            Some(spec),
+            Default::default(),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        ModelError::UnsupportedColumn { column, hint, .. } => {
+            assert_eq!(column, "user");
+            assert!(
+                hint.contains("1001 distinct values") && hint.contains("ordinal"),
+                "{hint}"
+            );
+        }
+        e => panic!("expected UnsupportedColumn, got {e}"),
+    }
+    // ordinal encoding of the same column fits
+    let spec = ModelSpec::new("linear_regression", Map::new())
+        .unwrap()
+        .with_preprocessing(omegastore::models::Preprocessing {
+            categorical: omegastore::models::CategoricalEncoding::Ordinal,
+            ..Default::default()
+        });
+    models
+        .fit(
+            "m",
+            TrainingData::dataset("wide").label("y"),
+            Some(spec),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+}

@@ -124,10 +124,69 @@ impl PartitionStream for OnceStream {
     }
 }
 
-/// Counts bytes read into a progress bar.
+/// Counts bytes read into a progress bar; for CSV, also tracks quotes so
+/// that a file ending inside a quoted field is an error (the CSV reader
+/// would store the rest of the file as one value).
 struct Counting<R> {
     inner: R,
     progress: Option<indicatif::ProgressBar>,
+    quotes: Option<Quotes>,
+}
+
+/// Where a CSV byte stream is, as far as quoting goes (the rules of
+/// RFC 4180 that the CSV reader follows: a quote opens a quoted field only
+/// at the start of a field; inside one, `""` is a quote).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum QuoteState {
+    #[default]
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: closes it, or starts `""`.
+    QuoteInQuoted,
+}
+
+struct Quotes {
+    delimiter: u8,
+    state: QuoteState,
+    line: u64,
+    opened_on: u64,
+}
+
+impl Quotes {
+    fn new(delimiter: u8) -> Self {
+        Quotes {
+            delimiter,
+            state: QuoteState::FieldStart,
+            line: 1,
+            opened_on: 0,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        use QuoteState::*;
+        for &b in bytes {
+            self.state = match (self.state, b) {
+                (Quoted, b'"') => QuoteInQuoted,
+                (Quoted, b'\n') => {
+                    self.line += 1;
+                    Quoted
+                }
+                (Quoted, _) => Quoted,
+                (FieldStart, b'"') => {
+                    self.opened_on = self.line;
+                    Quoted
+                }
+                (QuoteInQuoted, b'"') => Quoted,
+                (_, b'\n') => {
+                    self.line += 1;
+                    FieldStart
+                }
+                (_, d) if d == self.delimiter => FieldStart,
+                _ => Unquoted,
+            };
+        }
+    }
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -135,6 +194,18 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         if let Some(p) = &self.progress {
             p.inc(n as u64);
+        }
+        if let Some(q) = &mut self.quotes {
+            q.feed(&buf[..n]);
+            if n == 0 && !buf.is_empty() && q.state == QuoteState::Quoted {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the quoted field opened on line {} is never closed; close the quote (or double the quotes inside it) and put the file again",
+                        q.opened_on
+                    ),
+                ));
+            }
         }
         Ok(n)
     }
@@ -161,7 +232,16 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             let (schema, _) = fmt
                 .infer_schema(BufReader::new(open(path)?), Some(INFER_ROWS))
                 .map_err(|e| bad(&e))?;
-            Ok(Arc::new(schema))
+            // a byte-order mark is not part of the first column's name
+            let fields: Vec<_> = schema
+                .fields()
+                .iter()
+                .map(|f| match f.name().strip_prefix('\u{feff}') {
+                    Some(n) => Arc::new(f.as_ref().clone().with_name(n)),
+                    None => f.clone(),
+                })
+                .collect();
+            Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
         }
         FileFormat::JsonLines => {
             let (schema, _) = arrow::json::reader::infer_json_schema_from_seekable(
@@ -184,14 +264,18 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
     }
 }
 
-fn csv_format(path: &FsPath) -> arrow::csv::reader::Format {
+fn csv_delimiter(path: &FsPath) -> u8 {
     let tsv = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
+    if tsv { b'\t' } else { b',' }
+}
+
+fn csv_format(path: &FsPath) -> arrow::csv::reader::Format {
     arrow::csv::reader::Format::default()
         .with_header(true)
-        .with_delimiter(if tsv { b'\t' } else { b',' })
+        .with_delimiter(csv_delimiter(path))
 }
 
 /// Streams a CSV, JSON-lines or Parquet file as batches.
@@ -216,6 +300,7 @@ pub fn read_file(
         let file = Counting {
             inner: file,
             progress,
+            quotes: (format == FileFormat::Csv).then(|| Quotes::new(csv_delimiter(&path))),
         };
         let context = |e: &dyn std::fmt::Display| {
             DataFusionError::External(Box::new(StoreError::invalid_input(
@@ -329,4 +414,35 @@ pub fn describe_schema(schema: &SchemaRef) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end_state(text: &str) -> (QuoteState, u64) {
+        let mut q = Quotes::new(b',');
+        // fed in two pieces: state carries across reads
+        let (a, b) = text.split_at(text.len() / 2);
+        q.feed(a.as_bytes());
+        q.feed(b.as_bytes());
+        (q.state, q.opened_on)
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_found_and_others_are_not() {
+        assert_ne!(end_state("a,b\n1,\"x\ny\"\n").0, QuoteState::Quoted);
+        assert_eq!(
+            end_state("a,b\n1,x\n2,\"never closed\n3,y\n"),
+            (QuoteState::Quoted, 3)
+        );
+        // a quote inside an unquoted field is a character
+        assert_ne!(end_state("h,w\n5'10\",x\n").0, QuoteState::Quoted);
+        // doubled quotes inside a quoted field
+        assert_ne!(
+            end_state("a\n\"he said \"\"hi\"\"\"\n").0,
+            QuoteState::Quoted
+        );
+        assert_eq!(end_state("a\n\"he said \"\"hi\n").0, QuoteState::Quoted);
+    }
 }

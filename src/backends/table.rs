@@ -49,10 +49,14 @@ pub struct DeltaTableBackend {
 }
 
 impl Default for DeltaTableBackend {
+    /// The grace is [`ORPHAN_GRACE`], or `$OMEGA_ORPHAN_GRACE_SECS` (a
+    /// store with a single writer may set 0: nothing is ever in flight).
     fn default() -> Self {
-        Self {
-            orphan_grace: ORPHAN_GRACE,
-        }
+        let orphan_grace = std::env::var("OMEGA_ORPHAN_GRACE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(ORPHAN_GRACE, std::time::Duration::from_secs);
+        Self { orphan_grace }
     }
 }
 
@@ -422,7 +426,10 @@ impl DataBackend for DeltaTableBackend {
                     .with_session_state(session)
                     .await
                     .map_err(|e| delta_err(name, e))
-                    .and_then(|t| describe(cx.root, &dir, &t));
+                    .and_then(|t| {
+                        crate::store::failpoint::hit("after-delta-commit");
+                        describe(cx.root, &dir, &t)
+                    });
                 match result {
                     Ok(w) => (dir, w),
                     Err(e) => {
@@ -447,7 +454,10 @@ impl DataBackend for DeltaTableBackend {
                     .with_session_state(session)
                     .await
                     .map_err(|e| delta_err(name, e))
-                    .and_then(|t| describe(cx.root, &dir, &t));
+                    .and_then(|t| {
+                        crate::store::failpoint::hit("after-delta-commit");
+                        describe(cx.root, &dir, &t)
+                    });
                 match result {
                     Ok(w) => (dir, w),
                     Err(e) => {
@@ -519,6 +529,7 @@ impl DataBackend for DeltaTableBackend {
             cx,
             versions.iter().map(|m| &m.kind_meta),
             "location",
+            crate::store::backend::Recorded::Dir,
         )
         .await
     }
@@ -535,6 +546,7 @@ impl DataBackend for DeltaTableBackend {
                     cx,
                     std::iter::once(&written.kind_meta),
                     "location",
+                    crate::store::backend::Recorded::Dir,
                 )
                 .await;
             }
@@ -790,6 +802,7 @@ impl DeltaTableBackend {
                     (t, m.num_files_removed)
                 }
             };
+            crate::store::failpoint::hit("after-delta-commit");
             Ok::<_, StoreError>((describe(cx.root, &dir, &table)?, rows))
         }
         .await;

@@ -26,6 +26,13 @@ use smartcore::linalg::basic::matrix::DenseMatrix;
 use super::error::{ModelError, Result};
 use super::spec::{CategoricalEncoding, NullStrategy, Preprocessing};
 
+/// Most distinct values a column is one-hot encoded with (each becomes a
+/// column of the matrix).
+pub const MAX_ONE_HOT_CATEGORIES: usize = 1000;
+
+/// Most classes a classifier is fitted with.
+pub const MAX_CLASSES: usize = 10_000;
+
 /// A dense matrix in column-major order: column `j` is
 /// `data[j * rows .. (j + 1) * rows]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,6 +242,20 @@ impl FeatureEncoder {
                                 set.insert(v.to_string());
                             }
                         }
+                    }
+                    if pre.categorical == CategoricalEncoding::OneHot
+                        && set.len() > MAX_ONE_HOT_CATEGORIES
+                    {
+                        // rows × categories of zeros would not fit in memory
+                        return Err(ModelError::UnsupportedColumn {
+                            column: name.clone(),
+                            data_type: dt.to_string(),
+                            role: "one-hot feature".into(),
+                            hint: format!(
+                                "it has {} distinct values (at most {MAX_ONE_HOT_CATEGORIES} are one-hot encoded); fit with categorical = ordinal, or leave the column out of the features",
+                                set.len()
+                            ),
+                        });
                     }
                     let categories: Vec<String> = set.into_iter().collect();
                     match pre.categorical {
@@ -464,6 +485,17 @@ impl LabelEncoder {
                         set.insert(v.to_string());
                     }
                 }
+            }
+            if set.len() > MAX_CLASSES {
+                return Err(ModelError::UnsupportedColumn {
+                    column: name.into(),
+                    data_type: dt.to_string(),
+                    role: "class label".into(),
+                    hint: format!(
+                        "it has {} distinct values (a classifier takes at most {MAX_CLASSES}); is it a regression target?",
+                        set.len()
+                    ),
+                });
             }
             let mut classes: Vec<String> = set.into_iter().collect();
             if family(&dt) == Some(Family::Numeric) && dt != DataType::Boolean {

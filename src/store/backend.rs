@@ -380,12 +380,21 @@ pub enum TableChange {
     Compact,
 }
 
+/// What a `kind_meta` key records: one file, or a directory (a table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    File,
+    Dir,
+}
+
 /// Deletes the files or directories that `kind_meta.<key>` of each version
-/// records (relative to the root), each once.
+/// records (relative to the root), each once; already missing is fine (a
+/// drop that crashed half way is run again).
 pub async fn delete_recorded(
     cx: &BackendContext<'_>,
     kind_metas: impl Iterator<Item = &Value>,
     key: &str,
+    what: Recorded,
 ) -> Result<()> {
     let mut rels: Vec<&str> = kind_metas
         .filter_map(|m| m.get(key).and_then(Value::as_str))
@@ -394,14 +403,17 @@ pub async fn delete_recorded(
     rels.dedup();
     for rel in rels {
         let path = cx.root.resolve(rel)?;
-        // A directory (a Delta table) or a single file.
-        if delete_prefix(cx.root, &path).await? > 0 {
-            continue;
-        }
-        use object_store::ObjectStoreExt;
-        match cx.root.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(StoreError::object_store(&path, e)),
+        match what {
+            Recorded::Dir => {
+                delete_prefix(cx.root, &path).await?;
+            }
+            Recorded::File => {
+                use object_store::ObjectStoreExt;
+                match cx.root.store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(StoreError::object_store(&path, e)),
+                }
+            }
         }
     }
     Ok(())

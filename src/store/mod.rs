@@ -10,6 +10,7 @@ pub mod catalog;
 pub(crate) mod delta_s3;
 pub mod durable;
 pub mod error;
+pub mod failpoint;
 pub mod gc;
 pub mod hooks;
 pub mod metadata;

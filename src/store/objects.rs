@@ -155,6 +155,7 @@ impl Store {
         };
         let cx = self.context(&name);
         let written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
+        super::failpoint::hit("after-data");
         self.commit_written(
             &cx,
             backend.as_ref(),
@@ -274,6 +275,7 @@ impl Store {
                 },
             };
             if committed {
+                super::failpoint::hit("after-record");
                 if self.built_on_dropped(&meta, previous.as_ref()).await? {
                     backend.discard(cx, &written).await;
                     return Err(dropped_meanwhile(name, meta.version));
@@ -682,6 +684,7 @@ impl Store {
                 ..last.clone()
             };
             if self.catalog.commit(&tombstone).await?.is_ok() {
+                super::failpoint::hit("drop-after-tombstone");
                 break;
             }
             match self.catalog.head(&n).await? {
@@ -722,6 +725,7 @@ impl Store {
                 b.drop_data(&cx, &versions).await?;
             }
         }
+        super::failpoint::hit("drop-after-data");
         self.catalog.purge(&n, version).await?;
         Ok(vec![name.to_string()])
     }
