@@ -819,3 +819,46 @@ async fn one_hot_and_class_counts_are_bounded_with_typed_errors() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn stored_state_that_does_not_fit_the_model_is_refused_at_load() {
+    use omegastore::models::Model;
+    use omegastore::models::estimator::Estimator;
+    let (root, om, models) = setup().await;
+    put(&om, "lin", sample::linear(200, 0.1, 3)).await;
+    let spec = ModelSpec::new("linear_regression", Map::new()).unwrap();
+    let r = models
+        .fit(
+            "m",
+            TrainingData::dataset("lin").label("y"),
+            Some(spec),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let file = std::path::Path::new(&root.url).join(r.meta.kind_meta["path"].as_str().unwrap());
+    // a well-formed file whose coefficients no longer match the features
+    let mut model = Model::from_bytes(&std::fs::read(&file).unwrap()).unwrap();
+    match &mut model.fitted.as_mut().unwrap().estimator {
+        Estimator::Linear { coef, .. } => {
+            coef.pop();
+        }
+        other => panic!("expected a linear estimator, got {other:?}"),
+    }
+    std::fs::write(&file, model.to_bytes().unwrap()).unwrap();
+    let e = models.load("m").await.unwrap_err();
+    match &e {
+        ModelError::Store(StoreError::CorruptData { name, reason, .. }) => {
+            assert_eq!(name, "m");
+            assert!(reason.contains("coefficients for"), "{reason}");
+        }
+        e => panic!("expected CorruptData, got {e}"),
+    }
+    // and in SQL it is the same typed error, not a dead process
+    let e = om
+        .sql("SELECT predict('m', x1, x2, x3) FROM lin")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("coefficients for"), "{e}");
+}

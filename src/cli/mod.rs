@@ -107,6 +107,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 pub fn main() -> std::process::ExitCode {
     // A bug must not print a Rust backtrace at a user: one line, exit 101.
     std::panic::set_hook(Box::new(|info| {
+        if crate::models::estimator::in_guarded_call() {
+            return; // reported as a typed error by the model layer
+        }
         let msg = info
             .payload()
             .downcast_ref::<&str>()

@@ -97,6 +97,38 @@ pub enum Estimator {
     Pca(Box<PCA<f64, X>>),
 }
 
+thread_local! {
+    /// Set while a guarded call runs: a panic there is reported as an error,
+    /// so the process's panic hook should not call it a bug.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside a guarded smartcore call.
+pub fn in_guarded_call() -> bool {
+    GUARDED.with(|g| g.get())
+}
+
+/// Runs `f`, turning a panic inside smartcore into an error naming `what`:
+/// a stored model that does not fit its data must not end the process.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    match result {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(format!(
+                "{what} failed inside the estimator ({msg}); refit the model on data of its schema"
+            ))
+        }
+    }
+}
+
 /// What `predict` returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -540,6 +572,76 @@ impl Estimator {
 
     /// Predictions for every row of `x`.
     pub fn predict(&self, x: &Matrix) -> Result<Output, String> {
+        guarded("predict", || self.predict_unguarded(x))
+    }
+
+    /// Class probabilities, one column per class (in class order).
+    pub fn predict_proba(&self, x: &Matrix) -> Result<Matrix, String> {
+        guarded("predict_proba", || self.predict_proba_unguarded(x))
+    }
+
+    /// PCA components, or k-means distances to each centroid.
+    pub fn transform(&self, x: &Matrix) -> Result<Matrix, String> {
+        guarded("transform", || self.transform_unguarded(x))
+    }
+
+    /// Checks what was read from a model file against the width of its
+    /// encoded features and its class count, before anything indexes with
+    /// it: a damaged or foreign state is an error, never an out-of-bounds
+    /// panic at predict.
+    pub fn validate(&self, width: usize, n_classes: usize) -> Result<(), String> {
+        let bad = |what: String| Err(format!("stored state does not fit the model: {what}"));
+        match self {
+            Estimator::Linear { coef, intercept } => {
+                if coef.len() != width {
+                    return bad(format!("{} coefficients for {width} features", coef.len()));
+                }
+                if !intercept.is_finite() {
+                    return bad("the intercept is not a number".into());
+                }
+            }
+            Estimator::Logistic {
+                coef,
+                intercept,
+                n_classes: k,
+            } => {
+                if *k != n_classes || *k < 2 {
+                    return bad(format!("{k} classes, the label has {n_classes}"));
+                }
+                if coef.is_empty() || coef.len() != intercept.len() {
+                    return bad(format!(
+                        "{} coefficient rows and {} intercepts",
+                        coef.len(),
+                        intercept.len()
+                    ));
+                }
+                if let Some(row) = coef.iter().find(|r| r.len() != width) {
+                    return bad(format!("{} coefficients for {width} features", row.len()));
+                }
+            }
+            Estimator::RandomForestClassifier { n_classes: k, .. }
+            | Estimator::Svc { n_classes: k, .. }
+                if *k != n_classes =>
+            {
+                return bad(format!("{k} classes, the label has {n_classes}"));
+            }
+            Estimator::KMeans { centroids } => {
+                if centroids.is_empty() {
+                    return bad("no centroids".into());
+                }
+                if let Some(c) = centroids.iter().find(|c| c.len() != width) {
+                    return bad(format!(
+                        "a centroid of {} values for {width} features",
+                        c.len()
+                    ));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn predict_unguarded(&self, x: &Matrix) -> Result<Output, String> {
         let fe = |e: smartcore::error::Failed| e.to_string();
         if x.rows == 0 {
             return Ok(match self {
@@ -628,8 +730,7 @@ impl Estimator {
         })
     }
 
-    /// Class probabilities, one column per class (in class order).
-    pub fn predict_proba(&self, x: &Matrix) -> Result<Matrix, String> {
+    fn predict_proba_unguarded(&self, x: &Matrix) -> Result<Matrix, String> {
         let fe = |e: smartcore::error::Failed| e.to_string();
         match self {
             Estimator::Logistic {
@@ -721,8 +822,7 @@ impl Estimator {
         }
     }
 
-    /// PCA components, or k-means distances to each centroid.
-    pub fn transform(&self, x: &Matrix) -> Result<Matrix, String> {
+    fn transform_unguarded(&self, x: &Matrix) -> Result<Matrix, String> {
         match self {
             Estimator::Pca(m) => Ok(dense_to_matrix(
                 &m.transform(&x.to_dense().map_err(|e| e.to_string())?)
@@ -938,5 +1038,21 @@ fn softmax_rows(m: &mut Matrix) {
         for c in 0..m.cols {
             m.data[c * m.rows + i] /= sum;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_the_estimator_is_an_error() {
+        let r: Result<(), String> = guarded("predict", || panic!("index out of bounds"));
+        let e = r.unwrap_err();
+        assert!(
+            e.contains("predict failed") && e.contains("index out of bounds"),
+            "{e}"
+        );
+        assert!(!in_guarded_call());
     }
 }

@@ -90,6 +90,14 @@ impl Model {
                 m.format
             ));
         }
+        if let Some(f) = &m.fitted {
+            let classes = f
+                .label
+                .as_ref()
+                .and_then(|l| l.classes.as_ref())
+                .map_or(0, Vec::len);
+            f.estimator.validate(f.features.width(), classes)?;
+        }
         Ok(m)
     }
 
