@@ -128,24 +128,4 @@ impl DataBackend for RawFileBackend {
             .boxed();
         Ok(Data::File { size, stream })
     }
-
-    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
-        crate::store::backend::delete_recorded(
-            cx,
-            versions.iter().map(|m| &m.kind_meta),
-            "path",
-            crate::store::backend::Recorded::File,
-        )
-        .await
-    }
-
-    async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
-        let _ = crate::store::backend::delete_recorded(
-            cx,
-            std::iter::once(&written.kind_meta),
-            "path",
-            crate::store::backend::Recorded::File,
-        )
-        .await;
-    }
 }

@@ -132,6 +132,28 @@ fn tagged(write_id: &str) -> deltalake::kernel::transaction::CommitProperties {
         .with_metadata([("omegastore.write".to_string(), json!(write_id))])
 }
 
+/// Runs a Delta write of `plan` tagged with `write_id` and describes the
+/// version it committed.
+async fn run_write(
+    builder: deltalake::operations::write::WriteBuilder,
+    plan: datafusion::logical_expr::LogicalPlan,
+    session: Arc<datafusion::execution::session_state::SessionState>,
+    write_id: &str,
+    root: &Root,
+    dir: &Path,
+    name: &str,
+) -> Result<Written> {
+    let table = builder
+        .with_writer_properties(writer_properties())
+        .with_commit_properties(tagged(write_id))
+        .with_input_plan(plan)
+        .with_session_state(session)
+        .await
+        .map_err(|e| delta_err(name, e))?;
+    crate::store::failpoint::hit("after-delta-commit");
+    describe(root, dir, &table)
+}
+
 /// After a write failed: if its Delta commit landed (the newest commit
 /// above `opened` carries `write_id`) and nothing was committed on top of
 /// it, revert it with a Delta restore to the version before. Best effort:
@@ -419,17 +441,8 @@ impl DataBackend for DeltaTableBackend {
                         b
                     }
                 };
-                let result = builder
-                    .with_writer_properties(writer_properties())
-                    .with_commit_properties(tagged(&write_id))
-                    .with_input_plan(plan)
-                    .with_session_state(session)
-                    .await
-                    .map_err(|e| delta_err(name, e))
-                    .and_then(|t| {
-                        crate::store::failpoint::hit("after-delta-commit");
-                        describe(cx.root, &dir, &t)
-                    });
+                let result =
+                    run_write(builder, plan, session, &write_id, cx.root, &dir, name).await;
                 match result {
                     Ok(w) => (dir, w),
                     Err(e) => {
@@ -444,20 +457,12 @@ impl DataBackend for DeltaTableBackend {
                 let table = DeltaTableBuilder::from_url(url.clone())
                     .and_then(|b| b.with_storage_backend(cx.root.store.clone(), url).build())
                     .map_err(|e| delta_err(name, e))?;
-                let result = table
+                let builder = table
                     .write(vec![])
                     .with_save_mode(SaveMode::ErrorIfExists)
-                    .with_table_name(name)
-                    .with_writer_properties(writer_properties())
-                    .with_commit_properties(tagged(&write_id))
-                    .with_input_plan(plan)
-                    .with_session_state(session)
-                    .await
-                    .map_err(|e| delta_err(name, e))
-                    .and_then(|t| {
-                        crate::store::failpoint::hit("after-delta-commit");
-                        describe(cx.root, &dir, &t)
-                    });
+                    .with_table_name(name);
+                let result =
+                    run_write(builder, plan, session, &write_id, cx.root, &dir, name).await;
                 match result {
                     Ok(w) => (dir, w),
                     Err(e) => {

@@ -316,10 +316,29 @@ pub trait DataBackend: Send + Sync + 'static {
     }
 
     /// Removes the data the given (no longer referenced) versions point at.
-    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()>;
+    /// The default removes the one file each records at `kind_meta.path`
+    /// (what [`write_new_file`] wrote); already missing is fine.
+    async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
+        delete_recorded(
+            cx,
+            versions.iter().map(|m| &m.kind_meta),
+            "path",
+            Recorded::File,
+        )
+        .await
+    }
 
-    /// Removes data that was written but will never be committed (best effort).
-    async fn discard(&self, _cx: &BackendContext<'_>, _written: &Written) {}
+    /// Removes data that was written but will never be committed (best
+    /// effort). The default removes the file at `kind_meta.path`.
+    async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
+        let _ = delete_recorded(
+            cx,
+            std::iter::once(&written.kind_meta),
+            "path",
+            Recorded::File,
+        )
+        .await;
+    }
 
     /// The data files or directories `meta` references, relative to the
     /// root (as [`Root::resolve`] takes them); garbage collection keeps

@@ -5,11 +5,23 @@ use super::root::Root;
 
 /// Buckets that exist under a root (directories with a valid bucket name).
 pub async fn list_buckets(root: &Root) -> Result<Vec<String>> {
+    list_dirs(root, &root.prefix).await
+}
+
+/// The stores (`datasets`, `models`, `policies`, …) a bucket holds.
+pub async fn list_stores(root: &Root, bucket: &str) -> Result<Vec<String>> {
+    validate_bucket(bucket)?;
+    list_dirs(root, &root.path(&[bucket])).await
+}
+
+/// Directories directly under `dir` whose names are valid bucket (or
+/// store) names, sorted.
+async fn list_dirs(root: &Root, dir: &object_store::path::Path) -> Result<Vec<String>> {
     let listed = root
         .store
-        .list_with_delimiter(Some(&root.prefix))
+        .list_with_delimiter(Some(dir))
         .await
-        .map_err(|e| StoreError::object_store(&root.prefix, e))?;
+        .map_err(|e| StoreError::object_store(dir, e))?;
     let mut out: Vec<String> = listed
         .common_prefixes
         .iter()
@@ -37,24 +49,4 @@ pub fn validate_bucket(bucket: &str) -> Result<()> {
             reason: "a bucket is 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit".into(),
         })
     }
-}
-
-/// The stores (`datasets`, `models`, `policies`, …) a bucket holds.
-pub async fn list_stores(root: &Root, bucket: &str) -> Result<Vec<String>> {
-    validate_bucket(bucket)?;
-    let dir = root.path(&[bucket]);
-    let listed = root
-        .store
-        .list_with_delimiter(Some(&dir))
-        .await
-        .map_err(|e| StoreError::object_store(&dir, e))?;
-    let mut out: Vec<String> = listed
-        .common_prefixes
-        .iter()
-        .filter_map(|p| p.filename())
-        .filter(|s| validate_bucket(s).is_ok())
-        .map(str::to_string)
-        .collect();
-    out.sort();
-    Ok(out)
 }
