@@ -238,3 +238,51 @@ async fn special_floats_and_all_null_columns_round_trip() {
     assert_eq!(f.value(4), f64::MIN_POSITIVE);
     assert_eq!(b[0].column(1).null_count(), 5);
 }
+
+/// A mixin that fails in the way given.
+#[derive(Debug)]
+struct Broken(&'static str);
+
+impl omegastore::Mixin for Broken {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn rewrite(
+        &self,
+        _plan: datafusion::logical_expr::LogicalPlan,
+        _cx: &omegastore::MixinContext,
+    ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+        match self.0 {
+            "erroring" => Err(datafusion::error::DataFusionError::Plan(
+                "policy store unreachable".into(),
+            )),
+            _ => panic!("bug in a mixin"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_mixin_that_errors_or_panics_fails_the_read_closed_with_its_name() {
+    for kind in ["erroring", "panicking"] {
+        let om = Omega::open("memory://").await.unwrap();
+        om.datasets()
+            .put(sample_batch(0, 3), "t", PutOptions::default())
+            .await
+            .unwrap();
+        om.register_mixin(Arc::new(Broken(kind)));
+        let sql = om.sql("SELECT * FROM t").await;
+        let err = match sql {
+            Ok(df) => df.collect().await.unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(&format!("mixin '{kind}' failed")), "{err}");
+        // get goes through the same rewrite: no rows, the same error
+        let err = om
+            .datasets()
+            .get_batches("t", GetOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("mixin '{kind}' failed")), "{err}");
+    }
+}

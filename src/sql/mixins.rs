@@ -105,7 +105,19 @@ impl AnalyzerRule for MixinRule {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for m in mixins {
-            plan = m.rewrite(plan, &cx).map_err(|e| {
+            // A mixin that panics fails the query like one that errors
+            // (closed, with its name), instead of taking the process down.
+            let rewritten =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.rewrite(plan, &cx)))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown cause".into());
+                        Err(DataFusionError::Execution(format!("panicked: {msg}")))
+                    });
+            plan = rewritten.map_err(|e| {
                 DataFusionError::Plan(format!(
                     "mixin '{}' failed: {}",
                     m.name(),
