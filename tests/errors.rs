@@ -322,3 +322,36 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
         .unwrap();
     assert_eq!(b[0].schema().field(0).name(), "id");
 }
+
+#[tokio::test]
+async fn truncated_parquet_is_a_typed_error_and_earlier_versions_still_read() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let ds = om.datasets();
+    ds.put(sample_batch(0, 100), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let first = files_with(Path::new(&root.url), ".parquet");
+    ds.put(sample_batch(100, 100), "t", PutOptions::default())
+        .await
+        .unwrap();
+    // cut the second version's file in half (a partial copy, a full disk)
+    let second: Vec<PathBuf> = files_with(Path::new(&root.url), ".parquet")
+        .into_iter()
+        .filter(|p| !first.contains(p))
+        .collect();
+    assert_eq!(second.len(), 1);
+    let bytes = std::fs::read(&second[0]).unwrap();
+    std::fs::write(&second[0], &bytes[..bytes.len() / 2]).unwrap();
+    let err = ds
+        .get_batches("t", GetOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::CorruptData { name, .. } if name == "t"),
+        "{err}"
+    );
+    // version 1 does not use that file
+    let v1 = ds.get_batches("t@1", GetOptions::default()).await.unwrap();
+    assert_eq!(common::total_rows(&v1), 100);
+}
