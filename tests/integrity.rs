@@ -9,11 +9,11 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use omegastore::backends::ingest::blocking_batches;
 use omegastore::store::Root;
-use omegastore::{GetOptions, ListOptions, Object, Omega, PutMode, PutOptions, StoreError};
+use omegastore::{ListOptions, Object, Omega, PutMode, PutOptions, StoreError};
 use serde_json::json;
 
 use common::faults::{Fault, FaultStore, Op};
-use common::{local, sample_batch, total_rows};
+use common::{local, rows, sample_batch};
 
 async fn faulty(url: &str) -> (Omega, FaultStore) {
     let root = Root::open(url).unwrap();
@@ -22,15 +22,6 @@ async fn faulty(url: &str) -> (Omega, FaultStore) {
         .await
         .unwrap();
     (om, faults)
-}
-
-async fn rows(om: &Omega, name: &str) -> usize {
-    total_rows(
-        &om.datasets()
-            .get_batches(name, GetOptions::default())
-            .await
-            .unwrap(),
-    )
 }
 
 #[tokio::test]

@@ -11,22 +11,13 @@ use arrow::record_batch::RecordBatch;
 use omegastore::{GetOptions, ListOptions, Omega, PutMode, PutOptions, StoreError};
 use serde_json::json;
 
-use common::{roots, sample_batch, total_rows};
+use common::{roots, rows, sample_batch, total_rows};
 
 fn mode(mode: PutMode) -> PutOptions {
     PutOptions {
         mode,
         ..Default::default()
     }
-}
-
-async fn rows(om: &Omega, name: &str) -> usize {
-    total_rows(
-        &om.datasets()
-            .get_batches(name, GetOptions::default())
-            .await
-            .unwrap(),
-    )
 }
 
 #[tokio::test]

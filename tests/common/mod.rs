@@ -181,6 +181,16 @@ pub fn total_rows(batches: &[RecordBatch]) -> usize {
 }
 
 /// Path of the `om` binary built for these tests.
+/// Rows of a table dataset (`name` may carry a modifier), read whole.
+pub async fn rows(om: &omegastore::Omega, name: &str) -> usize {
+    total_rows(
+        &om.datasets()
+            .get_batches(name, omegastore::GetOptions::default())
+            .await
+            .unwrap(),
+    )
+}
+
 pub fn om_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_om"))
 }
