@@ -582,3 +582,69 @@ async fn vacuum_keeps_the_newest_versions_and_refuses_tagged_ones() {
     assert_eq!(ds.get_document("doc").await.unwrap(), json!({"v": 3}));
     assert!(ds.vacuum("doc", 0, false, zero).await.is_err());
 }
+
+/// A user backend that writes one file per version but records it under a
+/// key of its own: gc cannot know what it references.
+struct BlobBackend;
+
+#[async_trait::async_trait]
+impl omegastore::DataBackend for BlobBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec!["blob.custom".into()]
+    }
+    fn supports(&self, obj: &Object) -> bool {
+        matches!(obj, Object::Any(v) if v.is::<Vec<u8>>())
+    }
+    async fn put(
+        &self,
+        cx: &omegastore::BackendContext<'_>,
+        obj: Object,
+        _previous: Option<&omegastore::Metadata>,
+        _opts: &PutOptions,
+    ) -> omegastore::Result<omegastore::Written> {
+        let Object::Any(v) = obj else {
+            unreachable!("supports() checked it")
+        };
+        let body = *v.downcast::<Vec<u8>>().unwrap();
+        let path = omegastore::store::backend::write_new_file(cx, "blob", body).await?;
+        Ok(omegastore::Written {
+            kind: "blob.custom".into(),
+            uri: String::new(),
+            kind_meta: json!({ "blob": path.to_string() }),
+        })
+    }
+    async fn get(
+        &self,
+        _cx: &omegastore::BackendContext<'_>,
+        _meta: &omegastore::Metadata,
+        _opts: &omegastore::GetOptions,
+    ) -> omegastore::Result<omegastore::Data> {
+        Ok(omegastore::Data::Any(Box::new(())))
+    }
+}
+
+#[tokio::test]
+async fn gc_keeps_the_data_of_a_backend_that_cannot_say_what_it_references() {
+    use omegastore::store::GcOptions;
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.register_backend(Arc::new(BlobBackend));
+    om.datasets()
+        .put(
+            Object::Any(Box::new(b"payload".to_vec())),
+            "b",
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let dir = std::path::PathBuf::from(&root.url).join("default/datasets/data/b");
+    assert_eq!(files(&dir).len(), 1);
+    age(&dir);
+    let opts = GcOptions {
+        older_than: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let report = om.datasets().gc(&opts).await.unwrap();
+    assert!(report.files.is_empty(), "{:?}", report.files);
+    assert_eq!(files(&dir).len(), 1, "the backend's file survived");
+}

@@ -39,6 +39,10 @@ impl DataBackend for RawFileBackend {
             )
     }
 
+    fn referenced(&self, meta: &Metadata) -> Option<Vec<String>> {
+        Some(crate::store::backend::recorded_paths(meta, &["path"]))
+    }
+
     async fn put(
         &self,
         cx: &BackendContext<'_>,

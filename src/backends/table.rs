@@ -383,6 +383,10 @@ impl DataBackend for DeltaTableBackend {
         }
     }
 
+    fn referenced(&self, meta: &Metadata) -> Option<Vec<String>> {
+        Some(crate::store::backend::recorded_paths(meta, &["location"]))
+    }
+
     async fn put(
         &self,
         cx: &BackendContext<'_>,

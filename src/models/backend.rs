@@ -31,6 +31,10 @@ impl DataBackend for ModelBackend {
         matches!(obj, Object::Any(a) if a.is::<Model>())
     }
 
+    fn referenced(&self, meta: &Metadata) -> Option<Vec<String>> {
+        Some(crate::store::backend::recorded_paths(meta, &["path"]))
+    }
+
     async fn put(
         &self,
         cx: &BackendContext<'_>,

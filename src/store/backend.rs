@@ -342,14 +342,10 @@ pub trait DataBackend: Send + Sync + 'static {
 
     /// The data files or directories `meta` references, relative to the
     /// root (as [`Root::resolve`] takes them); garbage collection keeps
-    /// everything under them. The default reads `kind_meta.path` and
-    /// `kind_meta.location`, where the built-in backends record their data.
-    fn referenced(&self, meta: &Metadata) -> Vec<String> {
-        ["path", "location"]
-            .iter()
-            .filter_map(|k| meta.kind_meta.get(*k).and_then(Value::as_str))
-            .map(str::to_string)
-            .collect()
+    /// everything under them. `None` (the default): this backend cannot say,
+    /// so the collector keeps all of the object's data.
+    fn referenced(&self, _meta: &Metadata) -> Option<Vec<String>> {
+        None
     }
 
     /// Removes data inside the referenced locations of `live` (all the live
@@ -397,6 +393,15 @@ pub enum TableChange {
     /// Rewrite small files (many appends) into files of about 100 MB; the
     /// rows are unchanged. Reports the files removed.
     Compact,
+}
+
+/// The relative paths `meta` records at the `kind_meta` keys given (for
+/// [`DataBackend::referenced`]).
+pub fn recorded_paths(meta: &Metadata, keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| meta.kind_meta.get(*k).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What a `kind_meta` key records: one file, or a directory (a table).

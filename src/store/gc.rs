@@ -116,10 +116,11 @@ impl Store {
                     continue;
                 };
                 for m in &versions {
-                    for rel in backend.referenced(m) {
-                        if let Ok(p) = root.resolve(&rel) {
-                            keep.push(p);
+                    match backend.referenced(m) {
+                        Some(paths) => {
+                            keep.extend(paths.iter().filter_map(|r| root.resolve(r).ok()))
                         }
+                        None => keep.push(self.catalog().data_dir(&name)),
                     }
                 }
                 for (path, size) in backend.prune(&cx, &versions, cut, opts.dry_run).await? {
@@ -216,14 +217,20 @@ impl Store {
         let mut kept_paths = Vec::new();
         for m in kept {
             if let Some(b) = self.registry().by_kind(&m.kind) {
-                kept_paths.extend(b.referenced(m).iter().filter_map(|r| root.resolve(r).ok()));
+                match b.referenced(m) {
+                    Some(paths) => {
+                        kept_paths.extend(paths.iter().filter_map(|r| root.resolve(r).ok()))
+                    }
+                    None => kept_paths.push(self.catalog().data_dir(&n)),
+                }
             }
         }
         for m in removed {
             let Some(b) = self.registry().by_kind(&m.kind) else {
                 continue;
             };
-            for rel in b.referenced(m) {
+            // a backend that cannot say what a version uses keeps its data
+            for rel in b.referenced(m).unwrap_or_default() {
                 let Ok(p) = root.resolve(&rel) else { continue };
                 if kept_paths.iter().any(|k| under(&p, k) || under(k, &p)) {
                     continue;
