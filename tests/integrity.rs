@@ -104,27 +104,6 @@ async fn a_drop_racing_an_append_never_leaves_a_version_without_data() {
     }
 }
 
-#[tokio::test]
-async fn local_commits_are_synced_before_they_return() {
-    let root = local();
-    let om = Omega::open(&root.url).await.unwrap();
-    let before = omegastore::store::durable::sync_count();
-    om.datasets()
-        .put(json!({"a": 1}), "doc", PutOptions::default())
-        .await
-        .unwrap();
-    // the document file and its record, each with its directories
-    let after_doc = omegastore::store::durable::sync_count();
-    assert!(after_doc >= before + 2, "{before} -> {after_doc}");
-    om.datasets()
-        .put(sample_batch(0, 10), "t", PutOptions::default())
-        .await
-        .unwrap();
-    // a Parquet file, the Delta log entry and the record
-    let after_table = omegastore::store::durable::sync_count();
-    assert!(after_table >= after_doc + 3, "{after_doc} -> {after_table}");
-}
-
 /// What a reader can see of the store: every object's latest version and
 /// its content (rows, sorted, for tables).
 async fn snapshot(om: &Omega) -> Vec<String> {

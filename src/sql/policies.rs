@@ -157,9 +157,11 @@ impl PolicyCache {
         let mut isolated = HashSet::new();
         for bucket in list_buckets(&self.root).await? {
             let store = self.policy_store(&bucket);
-            for name in store.catalog().names().await? {
-                let Some(meta) = store.catalog().latest(&name).await? else {
-                    continue;
+            // one listing finds each document's newest version; no listing per name
+            for (name, version) in store.catalog().head_versions().await? {
+                let meta = match store.catalog().read(&name, version).await? {
+                    Some(m) if !m.is_tombstone() => m,
+                    _ => continue,
                 };
                 let doc = match store.get_version(&meta, &Default::default()).await? {
                     Data::Document(v) => v,

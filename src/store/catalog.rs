@@ -243,17 +243,6 @@ impl Catalog {
         Ok(heads.into_iter().collect())
     }
 
-    /// Names with at least one record (live or dropped), in name order.
-    pub async fn names(&self) -> Result<Vec<ObjectName>> {
-        // one recursive listing: a long name spans several directories
-        Ok(self
-            .head_versions()
-            .await?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect())
-    }
-
     /// Deletes the tags of `name` and its records up to `through` (its
     /// tombstone); records a later writer committed meanwhile survive.
     pub async fn purge(&self, name: &ObjectName, through: u64) -> Result<()> {
