@@ -256,15 +256,30 @@ impl omegastore::Mixin for Broken {
             "erroring" => Err(datafusion::error::DataFusionError::Plan(
                 "policy store unreachable".into(),
             )),
+            "looping" => loop {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            },
+            // a plan that returns other columns than the query asked for
+            "invalid" => datafusion::logical_expr::LogicalPlanBuilder::empty(true)
+                .project([datafusion::prelude::lit(1).alias("secret")])?
+                .build(),
             _ => panic!("bug in a mixin"),
         }
     }
 }
 
 #[tokio::test]
-async fn a_mixin_that_errors_or_panics_fails_the_read_closed_with_its_name() {
-    for kind in ["erroring", "panicking"] {
+async fn a_mixin_that_errors_panics_loops_or_returns_an_invalid_plan_fails_the_read_closed_with_its_name()
+ {
+    for kind in ["erroring", "panicking", "looping", "invalid"] {
         let om = Omega::open("memory://").await.unwrap();
+        // a looping mixin is given up on after the limit
+        om.sql("SET omega.mixin_time_limit_ms = 300")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         om.datasets()
             .put(sample_batch(0, 3), "t", PutOptions::default())
             .await

@@ -862,3 +862,47 @@ async fn stored_state_that_does_not_fit_the_model_is_refused_at_load() {
         .to_string();
     assert!(e.contains("coefficients for"), "{e}");
 }
+
+/// The first array under `key` anywhere in a decoded model.
+fn array_under<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Vec<Value>> {
+    match v {
+        Value::Object(m) => {
+            if m.get(key).is_some_and(Value::is_array) {
+                return m.get_mut(key).and_then(Value::as_array_mut);
+            }
+            m.values_mut().find_map(|c| array_under(c, key))
+        }
+        Value::Array(a) => a.iter_mut().find_map(|c| array_under(c, key)),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_naive_bayes_model_whose_widths_do_not_fit_is_refused_at_load() {
+    let (root, om, models) = setup().await;
+    put(&om, "train", sample::blobs(300, 3.0, 5)).await;
+    let spec = ModelSpec::new("gaussian_nb", Map::new()).unwrap();
+    let data = TrainingData::dataset("train")
+        .features(&["f1", "f2", "f3", "f4"])
+        .label("label");
+    let r = models
+        .fit("nb", data, Some(spec), Default::default())
+        .await
+        .unwrap();
+    let file = std::path::Path::new(&root.url).join(r.meta.kind_meta["path"].as_str().unwrap());
+    // a well-formed file whose per-class means lost a feature
+    let mut v: Value = rmp_serde::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let theta = array_under(&mut v, "theta").expect("naive Bayes means");
+    theta[0].as_array_mut().unwrap().pop();
+    std::fs::write(&file, rmp_serde::to_vec_named(&v).unwrap()).unwrap();
+    match models.load("nb").await.unwrap_err() {
+        ModelError::Store(StoreError::CorruptData { name, reason, .. }) => {
+            assert_eq!(name, "nb");
+            assert!(
+                reason.contains("3 values per class for 4 features"),
+                "{reason}"
+            );
+        }
+        e => panic!("expected CorruptData, got {e}"),
+    }
+}

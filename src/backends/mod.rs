@@ -18,6 +18,7 @@ pub mod document;
 pub mod external;
 pub mod file;
 pub mod ingest;
+pub mod staged;
 pub mod table;
 pub mod view;
 
@@ -28,7 +29,7 @@ use crate::store::DataBackend;
 /// The built-in backends, in the order `put` tries them.
 pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
     vec![
-        Arc::new(table::DeltaTableBackend::default()),
+        Arc::new(table::DeltaTableBackend),
         Arc::new(document::DocumentBackend),
         Arc::new(file::RawFileBackend),
         Arc::new(external::ExternalTableBackend),

@@ -19,6 +19,7 @@ use object_store::path::Path;
 use serde_json::{Value, json};
 
 use super::ingest::{describe_schema, object_to_plan};
+use super::staged::StagingStore;
 use crate::store::Metadata;
 use crate::store::backend::{
     BackendContext, Data, DataBackend, FileFormat, GetOptions, Object, PutMode, PutOptions,
@@ -29,84 +30,53 @@ use crate::store::root::Root;
 
 pub const KIND: &str = "table.delta";
 
-/// How long a Delta commit that no record claims may be in flight before a
-/// writer treats it as orphaned (a writer that crashed between its Delta
-/// commit and its record). A write's record follows its Delta commit within
-/// seconds (at most 100 commit attempts of ≤ 20 ms), so minutes are ample.
-pub const ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+/// Where a staged Delta commit is saved beside its table until published.
+const STAGED_DIR: &str = "_omega";
+
+/// Delta's default checkpoint interval: publishing version `v` writes a
+/// checkpoint when `v + 1` is a multiple of it (what delta-rs does after
+/// its own commits), so opening a table replays at most this many entries.
+const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// The `table.delta` backend.
 ///
-/// Contract beyond [`DataBackend`]'s: each write builds on the Delta
-/// version its base record names. Delta commits above it that no record
-/// claims are another writer's, in flight, or orphans; those older than
-/// the grace period are reverted (a Delta restore to the recorded version)
-/// before the write, so rows of a write whose record never committed do not
-/// become part of a later version. A write that fails after its own Delta
-/// commit reverts that commit at once if nothing was committed on top of it.
-pub struct DeltaTableBackend {
-    orphan_grace: std::time::Duration,
-}
-
-impl Default for DeltaTableBackend {
-    /// The grace is [`ORPHAN_GRACE`], or `$OMEGA_ORPHAN_GRACE_SECS` (a
-    /// store with a single writer may set 0: nothing is ever in flight).
-    fn default() -> Self {
-        let orphan_grace = std::env::var("OMEGA_ORPHAN_GRACE_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map_or(ORPHAN_GRACE, std::time::Duration::from_secs);
-        Self { orphan_grace }
-    }
-}
+/// Contract beyond [`DataBackend`]'s: a write's Delta commit is *staged*
+/// (see [`super::staged`]): its Parquet files are written, its log entry is
+/// saved beside the table, and nothing enters `_delta_log/` until the
+/// store's record commits. Then [`DataBackend::committed`] publishes the
+/// entry (put-if-absent); a reader or writer that finds a committed record
+/// whose entry is missing publishes it from the saved copy. So the rows of
+/// a write whose record never committed are never visible, to omegastore
+/// or to another Delta reader, and every published Delta version belongs to
+/// a committed record. Concurrent writers serialise on the record: the
+/// loser's staged version is taken, and it re-applies its commit on the
+/// newer version if it only adds files (an append) or fails with
+/// [`StoreError::Conflict`] (an overwrite, `DELETE`, `UPDATE`, compaction).
+/// The store's tables are written by omegastore only; another engine may
+/// read them, not write them.
+#[derive(Default)]
+pub struct DeltaTableBackend;
 
 impl DeltaTableBackend {
-    /// A backend treating unclaimed Delta commits older than `grace` as
-    /// orphans (tests use zero).
-    pub fn with_orphan_grace(grace: std::time::Duration) -> Self {
-        Self {
-            orphan_grace: grace,
-        }
-    }
-
     /// Opens the table at `dir` to write on top of the version `base`
-    /// records, reverting orphaned Delta commits above it first.
-    async fn open_for_write(&self, root: &Root, dir: &Path, base: &Metadata) -> Result<DeltaTable> {
-        let name = base.name.as_str();
-        let table = open_table(root, dir, None)
+    /// records (publishing it first if a crash left it staged), through a
+    /// staging store.
+    async fn open_for_write(
+        &self,
+        root: &Root,
+        dir: &Path,
+        base: &Metadata,
+    ) -> Result<(DeltaTable, Arc<StagingStore>)> {
+        publish(root, base).await?;
+        let staging = Arc::new(StagingStore::new(root.store.clone(), dir));
+        let table = open_on(root, staging.clone(), dir, None)
             .await
             .map_err(|e| StoreError::MissingData {
-                name: name.to_string(),
+                name: base.name.clone(),
                 version: base.version,
                 path: format!("{dir} ({e})"),
             })?;
-        let (Some(recorded), Some(latest)) = (delta_version(base), table.version()) else {
-            return Ok(table);
-        };
-        if latest <= recorded {
-            return Ok(table);
-        }
-        // Unclaimed commits: in flight if the newest is recent.
-        let newest = dir
-            .clone()
-            .join("_delta_log")
-            .join(format!("{latest:020}.json"));
-        use object_store::ObjectStoreExt;
-        let age = match root.store.head(&newest).await {
-            Ok(m) => (chrono::Utc::now() - m.last_modified)
-                .to_std()
-                .unwrap_or_default(),
-            Err(e) => return Err(StoreError::object_store(&newest, e)),
-        };
-        if age < self.orphan_grace {
-            return Ok(table);
-        }
-        let (table, _) = table
-            .restore()
-            .with_version_to_restore(recorded)
-            .await
-            .map_err(|e| delta_err(name, e))?;
-        Ok(table)
+        Ok((table, staging))
     }
 }
 
@@ -116,24 +86,38 @@ pub(crate) async fn open_table(
     dir: &Path,
     version: Option<u64>,
 ) -> deltalake::DeltaResult<DeltaTable> {
+    open_on(root, root.store.clone(), dir, version).await
+}
+
+/// Opens the Delta table at `dir` through `store` (the root's store, or a
+/// staging store over it).
+async fn open_on(
+    root: &Root,
+    store: Arc<dyn object_store::ObjectStore>,
+    dir: &Path,
+    version: Option<u64>,
+) -> deltalake::DeltaResult<DeltaTable> {
     let url = root.dir_url_of(dir);
-    let mut builder =
-        DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(root.store.clone(), url);
+    let mut builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_backend(store, url);
     if let Some(v) = version {
         builder = builder.with_version(v);
     }
     builder.load().await
 }
 
-/// Commit properties naming the omegastore write that makes a Delta commit,
-/// so that a failed write can find (and revert) its own commit.
-fn tagged(write_id: &str) -> deltalake::kernel::transaction::CommitProperties {
+/// Commit properties of a staged write: tagged with the omegastore write
+/// that makes it, and no checkpoint or log cleanup (those run when the
+/// commit is published).
+fn staged_commit(write_id: &str) -> deltalake::kernel::transaction::CommitProperties {
     deltalake::kernel::transaction::CommitProperties::default()
         .with_metadata([("omegastore.write".to_string(), json!(write_id))])
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
 }
 
-/// Runs a Delta write of `plan` tagged with `write_id` and describes the
-/// version it committed.
+/// Runs a Delta write of `plan` on a staging store and describes the
+/// version it staged.
+#[allow(clippy::too_many_arguments)]
 async fn run_write(
     builder: deltalake::operations::write::WriteBuilder,
     plan: datafusion::logical_expr::LogicalPlan,
@@ -141,50 +125,153 @@ async fn run_write(
     write_id: &str,
     root: &Root,
     dir: &Path,
+    staging: &StagingStore,
     name: &str,
 ) -> Result<Written> {
     let table = builder
         .with_writer_properties(writer_properties())
-        .with_commit_properties(tagged(write_id))
+        .with_commit_properties(staged_commit(write_id))
         .with_input_plan(plan)
         .with_session_state(session)
         .await
         .map_err(|e| delta_err(name, e))?;
-    crate::store::failpoint::hit("after-delta-commit");
-    describe(root, dir, &table)
+    finish_stage(root, dir, &table, staging, write_id).await
 }
 
-/// After a write failed: if its Delta commit landed (the newest commit
-/// above `opened` carries `write_id`) and nothing was committed on top of
-/// it, revert it with a Delta restore to the version before. Best effort:
-/// what stays is an orphan, reverted by the next writer after the grace.
-async fn revert_own(root: &Root, dir: &Path, opened: Option<u64>, write_id: &str) {
-    let Ok(table) = open_table(root, dir, None).await else {
-        return;
-    };
-    let Some(latest) = table.version() else {
-        return;
-    };
-    if latest == 0 || opened.is_some_and(|o| latest <= o) {
-        return;
+/// Saves the commit a Delta operation staged beside the table and
+/// describes the version it makes; `kind_meta.commit` names the saved copy
+/// (absent when the operation committed nothing).
+async fn finish_stage(
+    root: &Root,
+    dir: &Path,
+    table: &DeltaTable,
+    staging: &StagingStore,
+    write_id: &str,
+) -> Result<Written> {
+    let mut written = describe(root, dir, table)?;
+    if let Some((version, bytes)) = staging.staged() {
+        let saved = dir
+            .clone()
+            .join(STAGED_DIR)
+            .join(format!("{version:020}-{write_id}.json"));
+        use object_store::ObjectStoreExt;
+        root.store
+            .put(&saved, bytes.into())
+            .await
+            .map_err(|e| StoreError::object_store(&saved, e))?;
+        written.kind_meta["commit"] = json!(root.relative(&saved));
     }
+    staging.seal();
+    crate::store::failpoint::hit("after-stage");
+    Ok(written)
+}
+
+fn staged_copy(meta: &Value) -> Option<&str> {
+    meta.get("commit").and_then(Value::as_str)
+}
+
+/// Publishes the Delta log entry of the version `meta` records, if it was
+/// staged and is not published yet (after the record committed, or to roll
+/// forward a writer that crashed in between). Idempotent.
+pub(crate) async fn publish(root: &Root, meta: &Metadata) -> Result<()> {
     use object_store::ObjectStoreExt;
-    let log = dir
-        .clone()
-        .join("_delta_log")
-        .join(format!("{latest:020}.json"));
-    let Ok(r) = root.store.get(&log).await else {
-        return;
+    let (Some(saved), Some(version), Some(rel)) = (
+        staged_copy(&meta.kind_meta),
+        delta_version(meta),
+        location(meta),
+    ) else {
+        return Ok(());
     };
-    let Ok(bytes) = r.bytes().await else {
-        return;
-    };
-    if bytes
-        .windows(write_id.len())
-        .any(|w| w == write_id.as_bytes())
-    {
-        let _ = table.restore().with_version_to_restore(latest - 1).await;
+    let dir = root.resolve(rel)?;
+    let entry = super::staged::log_entry(&dir, version);
+    match root.store.head(&entry).await {
+        Ok(_) => return Ok(()),
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(StoreError::object_store(&entry, e)),
     }
+    let saved = root.resolve(saved)?;
+    let bytes = match root.store.get(&saved).await {
+        Ok(r) => r
+            .bytes()
+            .await
+            .map_err(|e| StoreError::object_store(&saved, e))?,
+        // published (and the copy removed) by a concurrent roll forward
+        Err(object_store::Error::NotFound { .. }) if root.store.head(&entry).await.is_ok() => {
+            return Ok(());
+        }
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(StoreError::MissingData {
+                name: meta.name.clone(),
+                version: meta.version,
+                path: saved.to_string(),
+            });
+        }
+        Err(e) => return Err(StoreError::object_store(&saved, e)),
+    };
+    let create = object_store::PutOptions {
+        mode: object_store::PutMode::Create,
+        ..Default::default()
+    };
+    match root
+        .store
+        .put_opts(&entry, bytes.clone().into(), create)
+        .await
+    {
+        Ok(_) => {}
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let theirs = root
+                .store
+                .get(&entry)
+                .await
+                .map_err(|e| StoreError::object_store(&entry, e))?
+                .bytes()
+                .await
+                .map_err(|e| StoreError::object_store(&entry, e))?;
+            if theirs != bytes {
+                return Err(StoreError::CorruptData {
+                    name: meta.name.clone(),
+                    path: entry.to_string(),
+                    reason: format!(
+                        "Delta version {version} was written by another writer than version {} of the store; only omegastore may write its tables",
+                        meta.version
+                    ),
+                });
+            }
+        }
+        Err(e) => return Err(StoreError::object_store(&entry, e)),
+    }
+    let _ = root.store.delete(&saved).await;
+    if version == 0 {
+        // the log now keeps the directory (see `put`)
+        let _ = root
+            .store
+            .delete(&dir.clone().join(STAGED_DIR).join(".table"))
+            .await;
+    }
+    if (version + 1).is_multiple_of(CHECKPOINT_INTERVAL)
+        && let Ok(table) = open_table(root, &dir, Some(version)).await
+    {
+        // a missing checkpoint only slows opening; the next one covers it
+        let _ = deltalake::checkpoints::create_checkpoint(&table, None).await;
+    }
+    Ok(())
+}
+
+/// Whether a staged Delta commit only adds data files (a blind append),
+/// so that it can be re-applied unchanged on a newer version.
+fn appends_only(entry: &[u8]) -> bool {
+    entry
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .all(|line| {
+            let Ok(Value::Object(action)) = serde_json::from_slice::<Value>(line) else {
+                return false;
+            };
+            action.len() == 1
+                && action
+                    .keys()
+                    .all(|k| matches!(k.as_str(), "add" | "commitInfo" | "txn"))
+        })
 }
 
 /// Parquet settings of every data file: LZ4 (raw) instead of delta-rs's
@@ -363,6 +450,27 @@ fn check_storable(name: &str, schema: &SchemaRef) -> Result<()> {
 }
 
 fn delta_err(name: &str, e: deltalake::DeltaTableError) -> StoreError {
+    use std::error::Error;
+    // a read-only root, however deep delta-rs wrapped it
+    let mut cause: Option<&(dyn Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(object_store::Error::PermissionDenied { path, .. }) =
+            c.downcast_ref::<object_store::Error>()
+        {
+            return StoreError::StorageDenied { path: path.clone() };
+        }
+        cause = c.source();
+    }
+    // delta-rs's Parquet writer keeps only the text of the storage error
+    const DENIED: &str = "lacked the necessary privileges to complete for path ";
+    let text = e.to_string();
+    if let Some(i) = text.find(DENIED) {
+        let rest = &text[i + DENIED.len()..];
+        let path = rest.split(": ").next().unwrap_or(rest);
+        return StoreError::StorageDenied {
+            path: path.to_string(),
+        };
+    }
     StoreError::table(name, e)
 }
 
@@ -424,8 +532,7 @@ impl DataBackend for DeltaTableBackend {
                 let base = previous.ok_or_else(|| {
                     StoreError::invalid_input(name, "an existing table without a version")
                 })?;
-                let table = self.open_for_write(cx.root, &dir, base).await?;
-                let opened = table.version();
+                let (table, staging) = self.open_for_write(cx.root, &dir, base).await?;
                 let builder = if opts.mode == PutMode::Overwrite {
                     table
                         .write(vec![])
@@ -445,28 +552,38 @@ impl DataBackend for DeltaTableBackend {
                         b
                     }
                 };
-                let result =
-                    run_write(builder, plan, session, &write_id, cx.root, &dir, name).await;
-                match result {
-                    Ok(w) => (dir, w),
-                    Err(e) => {
-                        revert_own(cx.root, &dir, opened, &write_id).await;
-                        return Err(e);
-                    }
-                }
+                // a failed staged write left nothing visible (its files are
+                // garbage for `om gc`)
+                let w = run_write(
+                    builder, plan, session, &write_id, cx.root, &dir, &staging, name,
+                )
+                .await?;
+                (dir, w)
             }
             None => {
                 let dir = cx.data_dir.clone().join(uuid::Uuid::new_v4().to_string());
                 let url = cx.root.dir_url_of(&dir);
+                let staging = Arc::new(StagingStore::new(cx.root.store.clone(), &dir));
+                // The Delta kernel refuses a local table directory that does
+                // not exist, and a staged write of no rows creates nothing.
+                let marker = dir.clone().join(STAGED_DIR).join(".table");
+                use object_store::ObjectStoreExt;
+                cx.root
+                    .store
+                    .put(&marker, bytes::Bytes::new().into())
+                    .await
+                    .map_err(|e| StoreError::object_store(&marker, e))?;
                 let table = DeltaTableBuilder::from_url(url.clone())
-                    .and_then(|b| b.with_storage_backend(cx.root.store.clone(), url).build())
+                    .and_then(|b| b.with_storage_backend(staging.clone(), url).build())
                     .map_err(|e| delta_err(name, e))?;
                 let builder = table
                     .write(vec![])
                     .with_save_mode(SaveMode::ErrorIfExists)
                     .with_table_name(name);
-                let result =
-                    run_write(builder, plan, session, &write_id, cx.root, &dir, name).await;
+                let result = run_write(
+                    builder, plan, session, &write_id, cx.root, &dir, &staging, name,
+                )
+                .await;
                 match result {
                     Ok(w) => (dir, w),
                     Err(e) => {
@@ -517,20 +634,92 @@ impl DataBackend for DeltaTableBackend {
             self.discard(cx, &written).await;
             return Ok(None);
         }
-        // The Delta log is linear: the later Delta version contains the earlier commit.
-        let our_version = written
+        let mine = written
             .kind_meta
             .get("delta_version")
             .and_then(Value::as_u64);
-        if delta_version(latest) >= our_version {
-            Ok(Some(Written {
+        if delta_version(latest) < mine {
+            // we built on their commit: our staged version is still next
+            return Ok(Some(written));
+        }
+        let Some(saved) = staged_copy(&written.kind_meta) else {
+            // a change that committed nothing: the newer version stands
+            return Ok(Some(Written {
                 kind: latest.kind.clone(),
                 uri: latest.uri.clone(),
                 kind_meta: latest.kind_meta.clone(),
-            }))
-        } else {
-            Ok(Some(written))
+            }));
+        };
+        let saved = cx.root.resolve(saved)?;
+        use object_store::ObjectStoreExt;
+        let entry = match cx.root.store.get(&saved).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
         }
+        .map_err(|e| StoreError::object_store(&saved, e))?;
+        if !appends_only(&entry) {
+            self.discard(cx, &written).await;
+            return Err(StoreError::Conflict {
+                name: latest.name.clone(),
+                version: latest.version,
+                advice: format!(
+                    "version {} changed the table while this write ran; run it again",
+                    latest.version
+                ),
+            });
+        }
+        // Re-apply the append on the newer version: the same files, the
+        // next Delta version.
+        let dir = cx.root.resolve(ours.unwrap_or_default())?;
+        use object_store::ObjectStore;
+        let mut attempts = 0;
+        let (table, staging) = loop {
+            let (table, staging) = self.open_for_write(cx.root, &dir, latest).await?;
+            let next = table.version().map_or(0, |v| v + 1);
+            let create = object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            match staging
+                .put_opts(
+                    &super::staged::log_entry(&dir, next),
+                    entry.clone().into(),
+                    create,
+                )
+                .await
+            {
+                Ok(_) => break (table, staging),
+                // a newer version was published meanwhile (its record is
+                // newer than `latest`: the store rebases us again)
+                Err(object_store::Error::AlreadyExists { .. }) if attempts < 20 => attempts += 1,
+                Err(e) => {
+                    self.discard(cx, &written).await;
+                    return Err(StoreError::object_store(&dir, e));
+                }
+            }
+        };
+        let _ = table;
+        let table = open_on(cx.root, staging.clone(), &dir, None)
+            .await
+            .map_err(|e| delta_err(&latest.name, e))?;
+        let mut rebased = finish_stage(
+            cx.root,
+            &dir,
+            &table,
+            &staging,
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .await?;
+        if let Some(z) = written.kind_meta.get("timezones") {
+            rebased.kind_meta["timezones"] = z.clone();
+        }
+        let _ = cx.root.store.delete(&saved).await;
+        Ok(Some(rebased))
+    }
+
+    async fn committed(&self, cx: &BackendContext<'_>, meta: &Metadata) {
+        // best effort: a reader or the next writer rolls it forward
+        let _ = publish(cx.root, meta).await;
     }
 
     async fn drop_data(&self, cx: &BackendContext<'_>, versions: &[Metadata]) -> Result<()> {
@@ -544,46 +733,33 @@ impl DataBackend for DeltaTableBackend {
     }
 
     async fn discard(&self, cx: &BackendContext<'_>, written: &Written) {
-        match written
+        // A staged commit was never published: nothing is visible. Remove
+        // the saved entry, and a table this write created; the files of an
+        // abandoned write into an existing table are left to `om gc`.
+        if let Some(saved) = staged_copy(&written.kind_meta).and_then(|s| cx.root.resolve(s).ok()) {
+            use object_store::ObjectStoreExt;
+            let _ = cx.root.store.delete(&saved).await;
+        }
+        if written
             .kind_meta
             .get("delta_version")
             .and_then(Value::as_u64)
+            == Some(0)
         {
-            // a table this write created: remove it
-            Some(0) => {
-                let _ = crate::store::backend::delete_recorded(
-                    cx,
-                    std::iter::once(&written.kind_meta),
-                    "location",
-                    crate::store::backend::Recorded::Dir,
-                )
-                .await;
-            }
-            // our commit on an existing table: revert it while it is the
-            // newest (once another writer built on it, it is theirs too;
-            // an orphan left here is reverted by the next writer)
-            Some(ours) => {
-                let Some(dir) = written
-                    .kind_meta
-                    .get("location")
-                    .and_then(Value::as_str)
-                    .and_then(|l| cx.root.resolve(l).ok())
-                else {
-                    return;
-                };
-                if let Ok(table) = open_table(cx.root, &dir, None).await
-                    && table.version() == Some(ours)
-                {
-                    let _ = table.restore().with_version_to_restore(ours - 1).await;
-                }
-            }
-            None => {}
+            let _ = crate::store::backend::delete_recorded(
+                cx,
+                std::iter::once(&written.kind_meta),
+                "location",
+                crate::store::backend::Recorded::Dir,
+            )
+            .await;
         }
     }
 
     /// Files of the Delta directories that no live version's snapshot
-    /// lists (the rows of failed, reverted or overwritten writes), older
-    /// than `cutoff`; the Delta log itself is kept.
+    /// lists (the rows of failed or overwritten writes, saved entries of
+    /// abandoned staged commits), older than `cutoff`; the Delta log itself
+    /// is kept. Staged commits of live versions are published first.
     async fn prune(
         &self,
         cx: &BackendContext<'_>,
@@ -595,6 +771,9 @@ impl DataBackend for DeltaTableBackend {
         use object_store::ObjectStoreExt;
         let mut by_dir: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
         for m in live {
+            // roll forward what a crash left staged: the saved entries of
+            // live versions are then no longer needed
+            publish(cx.root, m).await?;
             match (location(m), delta_version(m)) {
                 (Some(l), Some(v)) => by_dir.entry(l).or_default().push(v),
                 // a version we cannot judge: prune nothing
@@ -766,62 +945,50 @@ impl DeltaTableBackend {
             reason: "no table location recorded".into(),
         })?;
         let dir = cx.root.resolve(rel)?;
-        let table = self.open_for_write(cx.root, &dir, meta).await?;
-        let opened = table.version();
+        let (table, staging) = self.open_for_write(cx.root, &dir, meta).await?;
         let write_id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(cx.session.state());
-        let result = async {
-            let (table, rows) = match change {
-                TableChange::Delete { predicate } => {
-                    let mut b = table
-                        .delete()
-                        .with_session_state(session)
-                        .with_commit_properties(tagged(&write_id));
-                    if let Some(p) = predicate {
-                        b = b.with_predicate(p);
-                    }
-                    let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-                    (t, m.num_deleted_rows.unwrap_or(0) as u64)
+        let (table, rows) = match change {
+            TableChange::Delete { predicate } => {
+                let mut b = table
+                    .delete()
+                    .with_session_state(session)
+                    .with_commit_properties(staged_commit(&write_id));
+                if let Some(p) = predicate {
+                    b = b.with_predicate(p);
                 }
-                TableChange::Update {
-                    predicate,
-                    assignments,
-                } => {
-                    let mut b = table
-                        .update()
-                        .with_session_state(session)
-                        .with_commit_properties(tagged(&write_id));
-                    if let Some(p) = predicate {
-                        b = b.with_predicate(p);
-                    }
-                    for (col, expr) in assignments {
-                        b = b.with_update(col, expr);
-                    }
-                    let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-                    (t, m.num_updated_rows as u64)
+                let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+                (t, m.num_deleted_rows.unwrap_or(0) as u64)
+            }
+            TableChange::Update {
+                predicate,
+                assignments,
+            } => {
+                let mut b = table
+                    .update()
+                    .with_session_state(session)
+                    .with_commit_properties(staged_commit(&write_id));
+                if let Some(p) = predicate {
+                    b = b.with_predicate(p);
                 }
-                TableChange::Compact => {
-                    let (t, m) = table
-                        .optimize()
-                        .with_writer_properties(writer_properties())
-                        .with_session_state(session)
-                        .with_commit_properties(tagged(&write_id))
-                        .await
-                        .map_err(|e| delta_err(name, e))?;
-                    (t, m.num_files_removed)
+                for (col, expr) in assignments {
+                    b = b.with_update(col, expr);
                 }
-            };
-            crate::store::failpoint::hit("after-delta-commit");
-            Ok::<_, StoreError>((describe(cx.root, &dir, &table)?, rows))
-        }
-        .await;
-        let (mut written, rows) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                revert_own(cx.root, &dir, opened, &write_id).await;
-                return Err(e);
+                let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
+                (t, m.num_updated_rows as u64)
+            }
+            TableChange::Compact => {
+                let (t, m) = table
+                    .optimize()
+                    .with_writer_properties(writer_properties())
+                    .with_session_state(session)
+                    .with_commit_properties(staged_commit(&write_id))
+                    .await
+                    .map_err(|e| delta_err(name, e))?;
+                (t, m.num_files_removed)
             }
         };
+        let mut written = finish_stage(cx.root, &dir, &table, &staging, &write_id).await?;
         if let Some(z) = meta.kind_meta.get("timezones") {
             written.kind_meta["timezones"] = z.clone();
         }
@@ -848,21 +1015,27 @@ pub(crate) async fn table_provider(
             .map_err(|e| StoreError::table(&meta.name, e))?;
         return Ok(provider);
     }
-    let table = open_table(root, &dir, delta_version(meta))
-        .await
-        .map_err(|e| match e {
-            deltalake::DeltaTableError::NotATable(_)
-            | deltalake::DeltaTableError::InvalidVersion(_) => StoreError::MissingData {
-                name: meta.name.clone(),
-                version: meta.version,
-                path: format!("{dir}/_delta_log"),
-            },
-            e => StoreError::CorruptData {
-                name: meta.name.clone(),
-                path: dir.to_string(),
-                reason: crate::store::error::one_line(&e.to_string()),
-            },
-        })?;
+    let table = match open_table(root, &dir, delta_version(meta)).await {
+        // a committed version whose entry a crash left staged: roll forward
+        Err(_) if staged_copy(&meta.kind_meta).is_some() => {
+            publish(root, meta).await?;
+            open_table(root, &dir, delta_version(meta)).await
+        }
+        other => other,
+    }
+    .map_err(|e| match e {
+        deltalake::DeltaTableError::NotATable(_)
+        | deltalake::DeltaTableError::InvalidVersion(_) => StoreError::MissingData {
+            name: meta.name.clone(),
+            version: meta.version,
+            path: format!("{dir}/_delta_log"),
+        },
+        e => StoreError::CorruptData {
+            name: meta.name.clone(),
+            path: dir.to_string(),
+            reason: crate::store::error::one_line(&e.to_string()),
+        },
+    })?;
     table
         .update_datafusion_session(&session.state())
         .map_err(|e| StoreError::table(&meta.name, e))?;

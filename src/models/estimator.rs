@@ -625,6 +625,38 @@ impl Estimator {
             {
                 return bad(format!("{k} classes, the label has {n_classes}"));
             }
+            Estimator::GaussianNb { model, epsilon } => {
+                let (classes, priors) = (model.classes(), model.class_priors());
+                let (theta, var) = (model.theta(), model.var());
+                if classes.is_empty()
+                    || classes.len() != n_classes
+                    || classes.iter().any(|c| *c as usize >= n_classes)
+                {
+                    return bad(format!("classes {classes:?}, the label has {n_classes}"));
+                }
+                if priors.len() != classes.len()
+                    || theta.len() != classes.len()
+                    || var.len() != classes.len()
+                {
+                    return bad(format!(
+                        "{} classes with {} priors, {} means and {} variances",
+                        classes.len(),
+                        priors.len(),
+                        theta.len(),
+                        var.len()
+                    ));
+                }
+                if let Some(row) = theta.iter().chain(var).find(|r| r.len() != width) {
+                    return bad(format!(
+                        "{} values per class for {width} features",
+                        row.len()
+                    ));
+                }
+                if !epsilon.is_finite() || var.iter().flatten().any(|v| !v.is_finite() || *v < 0.0)
+                {
+                    return bad("a variance is negative or not a number".into());
+                }
+            }
             Estimator::KMeans { centroids } => {
                 if centroids.is_empty() {
                     return bad("no centroids".into());

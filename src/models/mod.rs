@@ -329,11 +329,8 @@ impl Models {
         let m = self.load(name).await?;
         let rows = self.read(&input, None).await?;
         let x = encode_rows(&m, &rows)?;
-        let out = m
-            .fitted()?
-            .estimator
-            .predict(&x)
-            .map_err(|e| m.predict_err("predict", e))?;
+        let (m, out) = compute(m, move |m| m.fitted().map(|f| f.estimator.predict(&x))).await?;
+        let out = out?.map_err(|e| m.predict_err("predict", e))?;
         let col = output_array(&m, out)?;
         append_columns(
             &rows,
@@ -346,7 +343,8 @@ impl Models {
         let m = self.load(name).await?;
         let rows = self.read(&input, None).await?;
         let x = encode_rows(&m, &rows)?;
-        let p = m.proba(&x)?;
+        let (m, p) = compute(m, move |m| m.proba(&x)).await?;
+        let p = p?;
         let classes = m
             .fitted()?
             .label
@@ -372,11 +370,8 @@ impl Models {
         if !matches!(algo, Algorithm::Pca | Algorithm::KMeans) {
             return Err(m.unsupported("transform", "only pca and kmeans transform data"));
         }
-        let t = m
-            .fitted()?
-            .estimator
-            .transform(&x)
-            .map_err(|e| m.predict_err("transform", e))?;
+        let (m, t) = compute(m, move |m| m.fitted().map(|f| f.estimator.transform(&x))).await?;
+        let t = t?.map_err(|e| m.predict_err("transform", e))?;
         let cols = (0..t.cols)
             .map(|c| {
                 let name = if algo == Algorithm::Pca {
@@ -766,4 +761,21 @@ fn append_columns(rows: &Rows, cols: Vec<(Field, ArrayRef)>) -> Result<Vec<Recor
         offset += n;
     }
     Ok(out)
+}
+
+/// Runs `f` (smartcore's arithmetic over every row) on the blocking pool:
+/// a large prediction computes for seconds, which must not stall the async
+/// runtime's workers. A panic inside is already an error (the estimator's
+/// calls are guarded); a task that dies anyway is reported, not re-raised.
+async fn compute<T: Send + 'static>(
+    m: LoadedModel,
+    f: impl FnOnce(&LoadedModel) -> T + Send + 'static,
+) -> Result<(LoadedModel, T)> {
+    let name = m.meta.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let t = f(&m);
+        (m, t)
+    })
+    .await
+    .map_err(|e| ModelError::Usage(format!("model '{name}': the computation stopped: {e}")))
 }

@@ -12,7 +12,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
-use datafusion::logical_expr::{DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{
+    DdlStatement, DmlStatement, Expr, LogicalPlan, ResetVariable, SetVariable, Statement, WriteOp,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -183,22 +185,24 @@ async fn run_one(
         },
         _ => None,
     };
-    if let DFStatement::Statement(s) = &statement
-        && let SqlStatement::Set(_) = s.as_ref()
-    {
-        let o = engine.options();
-        if o.locked && text.to_ascii_lowercase().contains("omega.") {
-            return Err(SqlError::Usage(
-                "this session's identity was fixed by the application; SET omega.* is not allowed"
-                    .into(),
-            ));
-        }
-    }
     model_functions::preload(engine, &statement).await?;
     // Unqualified names resolve in this Omega's bucket.
     let mut state = engine.session().state();
     state.config_mut().options_mut().catalog.default_schema = engine.bucket_name().to_string();
     let mut plan = state.statement_to_plan(statement).await?;
+    // Judged on the plan, where DataFusion has normalised the name (quotes,
+    // spaces, case) exactly as it will apply it.
+    if let LogicalPlan::Statement(
+        Statement::SetVariable(SetVariable { variable, .. })
+        | Statement::ResetVariable(ResetVariable { variable }),
+    ) = &plan
+        && engine.options().locked
+        && variable.to_ascii_lowercase().starts_with("omega")
+    {
+        return Err(SqlError::Usage(format!(
+            "this session's identity was fixed by the application; '{variable}' cannot be changed"
+        )));
+    }
     if !params.is_empty() {
         plan = plan.with_param_values(ParamValues::List(
             params.iter().cloned().map(Into::into).collect(),

@@ -99,16 +99,79 @@ impl MixinRule {
 impl AnalyzerRule for MixinRule {
     fn analyze(&self, mut plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
         let cx = MixinContext::from_config(config);
+        let limit = std::time::Duration::from_millis(
+            config
+                .extensions
+                .get::<OmegaOptions>()
+                .map_or(30_000, |o| o.mixin_time_limit_ms),
+        );
         let mixins: Vec<_> = self
             .mixins
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for m in mixins {
-            // A mixin that panics fails the query like one that errors
-            // (closed, with its name), instead of taking the process down.
-            let rewritten =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.rewrite(plan, &cx)))
+            let schema = plan.schema().clone();
+            let fail =
+                |why: String| DataFusionError::Plan(format!("mixin '{}' failed: {why}", m.name()));
+            let rewritten = run_limited(m.clone(), plan, cx.clone(), limit)
+                .map_err(|e| fail(e.strip_backtrace()))?;
+            // A rewrite may filter rows, mask or hide columns; a plan that
+            // breaks DataFusion's invariants or returns columns the query
+            // never had is a broken mixin.
+            rewritten
+                .check_invariants(datafusion::logical_expr::InvariantLevel::Always)
+                .map_err(|e| {
+                    fail(format!(
+                        "it returned an invalid plan: {}",
+                        e.strip_backtrace()
+                    ))
+                })?;
+            if !only_known_columns(rewritten.schema(), &schema) {
+                return Err(fail(format!(
+                    "it returned a plan with columns {:?}, the query has {:?}",
+                    rewritten.schema().field_names(),
+                    schema.field_names()
+                )));
+            }
+            plan = rewritten;
+        }
+        Ok(plan)
+    }
+
+    fn name(&self) -> &str {
+        "omega_mixins"
+    }
+}
+
+/// Whether `rewritten` returns only columns the query had (a mask may
+/// hide a column or change its type; it may not add one).
+fn only_known_columns(
+    rewritten: &datafusion::common::DFSchema,
+    original: &datafusion::common::DFSchema,
+) -> bool {
+    rewritten
+        .fields()
+        .iter()
+        .all(|f| original.fields().iter().any(|o| o.name() == f.name()))
+}
+
+/// Runs one mixin's rewrite on its own thread, so that a mixin that panics
+/// or never returns fails the query (closed) instead of the process or the
+/// session. A mixin still running at the limit is abandoned: its thread
+/// cannot be stopped, so the error says to fix or unregister it.
+fn run_limited(
+    mixin: Arc<dyn Mixin>,
+    plan: LogicalPlan,
+    cx: MixinContext,
+    limit: std::time::Duration,
+) -> Result<LogicalPlan> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(format!("mixin {}", mixin.name()))
+        .spawn(move || {
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mixin.rewrite(plan, &cx)))
                     .unwrap_or_else(|p| {
                         let msg = p
                             .downcast_ref::<&str>()
@@ -117,18 +180,19 @@ impl AnalyzerRule for MixinRule {
                             .unwrap_or_else(|| "unknown cause".into());
                         Err(DataFusionError::Execution(format!("panicked: {msg}")))
                     });
-            plan = rewritten.map_err(|e| {
-                DataFusionError::Plan(format!(
-                    "mixin '{}' failed: {}",
-                    m.name(),
-                    e.strip_backtrace()
-                ))
-            })?;
+            let _ = tx.send(result);
+        })
+        .map_err(|e| DataFusionError::Execution(format!("cannot start it: {e}")))?;
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(DataFusionError::Execution(format!(
+                "it did not finish within {} ms (omega.mixin_time_limit_ms); it may loop: fix or unregister it",
+                limit.as_millis()
+            )))
         }
-        Ok(plan)
-    }
-
-    fn name(&self) -> &str {
-        "omega_mixins"
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(DataFusionError::Execution(
+            "it stopped without a result".into(),
+        )),
     }
 }

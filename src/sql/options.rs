@@ -17,6 +17,9 @@ extensions_options! {
         pub read_only: bool, default = false
         /// The identity was fixed by the application: `SET omega.*` is refused.
         pub locked: bool, default = false
+        /// How long one mixin may take to rewrite a plan before the query
+        /// fails (a mixin that loops).
+        pub mixin_time_limit_ms: u64, default = 30_000
     }
 }
 

@@ -315,6 +315,12 @@ pub trait DataBackend: Send + Sync + 'static {
         Ok(Some(written))
     }
 
+    /// The store committed `meta`'s record: make what the write staged
+    /// visible outside the store (the table backend publishes its Delta
+    /// log entry). Best effort and idempotent: `get` and the next write
+    /// must finish the job themselves if this never ran (a crash).
+    async fn committed(&self, _cx: &BackendContext<'_>, _meta: &Metadata) {}
+
     /// Removes the data the given (no longer referenced) versions point at.
     /// The default removes the one file each records at `kind_meta.path`
     /// (what [`write_new_file`] wrote); already missing is fine.

@@ -85,6 +85,11 @@ pub enum StoreError {
     #[error("invalid input for '{name}': {reason}")]
     InvalidInput { name: String, reason: String },
 
+    #[error(
+        "permission denied writing '{path}': the store's storage is read-only for this process (reads still work); give it write access to write"
+    )]
+    StorageDenied { path: String },
+
     #[error("storage error at '{path}': {source}")]
     ObjectStore {
         path: String,
@@ -105,6 +110,9 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn object_store(path: impl ToString, source: object_store::Error) -> Self {
+        if let object_store::Error::PermissionDenied { path, .. } = &source {
+            return StoreError::StorageDenied { path: path.clone() };
+        }
         StoreError::ObjectStore {
             path: path.to_string(),
             source,

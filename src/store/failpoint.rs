@@ -7,8 +7,8 @@
 //! | point | where |
 //! | --- | --- |
 //! | `after-data` | a backend wrote the data, the store has not committed |
-//! | `after-delta-commit` | a table write's Delta commit landed, its record not yet |
-//! | `after-record` | the record is committed, the call has not returned |
+//! | `after-stage` | a table write saved its staged Delta commit, its record not yet |
+//! | `after-record` | the record is committed, the call has not returned (a table: its Delta entry not yet published) |
 //! | `drop-after-tombstone` | a drop committed its tombstone, data not yet deleted |
 //! | `drop-after-data` | a drop deleted the data, records not yet purged |
 

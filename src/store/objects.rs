@@ -280,6 +280,7 @@ impl Store {
                     backend.discard(cx, &written).await;
                     return Err(dropped_meanwhile(name, meta.version));
                 }
+                backend.committed(cx, &meta).await;
                 return Ok(meta);
             }
         }

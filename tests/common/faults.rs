@@ -37,6 +37,9 @@ pub enum Fault {
     Error,
     /// The store applies it, then the caller gets an error (a timeout).
     AfterApply,
+    /// This call and every later matching one are refused with
+    /// `PermissionDenied` (a read-only root).
+    Denied,
 }
 
 type Filter = Box<dyn Fn(Op, &Path) -> bool + Send + Sync>;
@@ -130,6 +133,7 @@ impl FaultStore {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             let fault = match p.fail_at {
                 Some((k, f)) if k == n => Some(f),
+                Some((k, Fault::Denied)) if n >= k => Some(Fault::Denied),
                 _ => None,
             };
             (fault, p.hold.take())
@@ -143,6 +147,12 @@ impl FaultStore {
 }
 
 fn injected(op: Op, path: &Path, fault: Fault) -> object_store::Error {
+    if fault == Fault::Denied {
+        return object_store::Error::PermissionDenied {
+            path: path.to_string(),
+            source: "read-only file system".into(),
+        };
+    }
     object_store::Error::Generic {
         store: "FaultStore",
         source: format!("injected {fault:?} on {op:?} {path}").into(),
@@ -158,7 +168,7 @@ impl ObjectStore for FaultStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         match self.check(Op::Put, location).await {
-            Some(Fault::Error) => Err(injected(Op::Put, location, Fault::Error)),
+            Some(f @ (Fault::Error | Fault::Denied)) => Err(injected(Op::Put, location, f)),
             Some(Fault::AfterApply) => {
                 self.inner.put_opts(location, payload, opts).await?;
                 Err(injected(Op::Put, location, Fault::AfterApply))
@@ -195,7 +205,9 @@ impl ObjectStore for FaultStore {
                 let this = this.clone();
                 async move {
                     match this.check(Op::Delete, &p).await {
-                        Some(Fault::Error) => Err(injected(Op::Delete, &p, Fault::Error)),
+                        Some(f @ (Fault::Error | Fault::Denied)) => {
+                            Err(injected(Op::Delete, &p, f))
+                        }
                         f => {
                             let mut one = this
                                 .inner
@@ -241,7 +253,7 @@ impl ObjectStore for FaultStore {
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         match self.check(Op::Copy, to).await {
-            Some(Fault::Error) => Err(injected(Op::Copy, to, Fault::Error)),
+            Some(f @ (Fault::Error | Fault::Denied)) => Err(injected(Op::Copy, to, f)),
             Some(Fault::AfterApply) => {
                 self.inner.copy_opts(from, to, options).await?;
                 Err(injected(Op::Copy, to, Fault::AfterApply))

@@ -205,3 +205,27 @@ pub fn om(root: &TestRoot) -> Command {
     c.env_remove("OMEGA_BUCKET");
     c
 }
+
+/// The rows another Delta reader (not omegastore) sees at the latest
+/// version of the Delta table at `uri`, reading the log through `store`;
+/// `None` when the directory holds no Delta table (nothing published).
+pub async fn delta_reader_rows(
+    store: Arc<dyn object_store::ObjectStore>,
+    uri: &str,
+) -> Option<usize> {
+    let url = url::Url::parse(uri).expect("a table URI");
+    let table = deltalake::DeltaTableBuilder::from_url(url.clone())
+        .unwrap()
+        .with_storage_backend(store, url)
+        .load()
+        .await
+        .ok()?;
+    let state = table.snapshot().expect("a Delta snapshot");
+    Some(
+        state
+            .log_data()
+            .iter()
+            .map(|f| f.num_records().unwrap_or(0))
+            .sum(),
+    )
+}
