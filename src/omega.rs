@@ -16,7 +16,8 @@ use crate::models::backend::ModelBackend;
 use crate::sql::mixins::{Mixin, MixinRule};
 use crate::sql::options::OmegaOptions;
 use crate::sql::policies::{
-    BucketIsolationMixin, ColumnMaskMixin, ContractHook, Policies, PolicyCache, RowFilterMixin,
+    AccessControl, BucketIsolationMixin, ColumnMaskMixin, ContractHook, Policies, PolicyCache,
+    RowFilterMixin,
 };
 use crate::sql::{SessionParts, SqlEngine, SqlError, open_engine};
 use crate::store::error::Result;
@@ -67,6 +68,7 @@ impl Omega {
         mixins.register(Arc::new(RowFilterMixin::new(policies.clone())));
         mixins.register(Arc::new(ColumnMaskMixin::new(policies.clone())));
         hooks.add_read(policies.clone());
+        hooks.add_access(Arc::new(AccessControl::new(policies.clone())));
         hooks.add_write(Arc::new(ContractHook::new(policies.clone())));
         let parts = SessionParts {
             root,
@@ -92,6 +94,7 @@ impl Omega {
             roles: roles.join(","),
             read_only,
             locked: true,
+            owner: false,
             ..Default::default()
         };
         let engine = open_engine(&self.parts, options).bucket(self.bucket_name())?;
@@ -103,9 +106,7 @@ impl Omega {
 
     /// A read-only session on the same store (writes fail with a clear error).
     pub fn read_only(&self) -> Result<Self> {
-        let o = self.options();
-        let roles: Vec<&str> = o.roles.split(',').filter(|r| !r.is_empty()).collect();
-        self.with_identity(&o.user, &roles, true)
+        self.read_only_like(true)
     }
 
     /// A session that may read only `bucket` (bucket isolation).
@@ -128,9 +129,17 @@ impl Omega {
     }
 
     fn read_only_like(&self, read_only: bool) -> Result<Self> {
-        let o = self.options();
-        let roles: Vec<&str> = o.roles.split(',').filter(|r| !r.is_empty()).collect();
-        self.with_identity(&o.user, &roles, read_only || o.read_only)
+        // same identity (an owner stays the owner), fixed from now on
+        let options = OmegaOptions {
+            read_only: read_only || self.options().read_only,
+            locked: true,
+            ..self.options()
+        };
+        let engine = open_engine(&self.parts, options).bucket(self.bucket_name())?;
+        Ok(Self {
+            engine,
+            parts: self.parts.clone(),
+        })
     }
 
     /// The session's omegastore options (identity, limits).

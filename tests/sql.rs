@@ -77,6 +77,12 @@ async fn mixins_apply_to_get_and_explain_shows_them() {
         om.sql("CREATE POLICY low ON scores TO analyst USING (id < 10)")
             .await
             .unwrap();
+        om.sql("GRANT read ON BUCKET default TO analyst")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
         let analyst = om.with_identity("ana", &["analyst"], false).unwrap();
         // the library get goes through the same rewrite as SQL
         let rows = analyst

@@ -44,6 +44,28 @@ pub fn normalize_location(name: &str, location: &str) -> Result<Url> {
     }
 }
 
+/// Whether `url` points into `root` (its data, records, anything).
+fn inside_root(root: &crate::store::Root, url: &Url) -> bool {
+    if url.scheme() != root.base.scheme() || url.host_str() != root.base.host_str() {
+        return false;
+    }
+    // dot segments are already resolved by the URL parser; a local path is
+    // also compared after resolving symlinks
+    let canonical = |u: &Url| -> String {
+        let path = u.path().trim_end_matches('/').to_string();
+        if u.scheme() == "file"
+            && let Ok(p) = u.to_file_path()
+            && let Ok(c) = std::fs::canonicalize(&p)
+        {
+            return c.display().to_string();
+        }
+        path
+    };
+    let root_url = root.dir_url_of(&root.prefix);
+    let (inner, outer) = (canonical(url), canonical(&root_url));
+    outer.is_empty() || inner == outer || inner.starts_with(&format!("{outer}/"))
+}
+
 async fn read(
     session: &SessionContext,
     root: &crate::store::Root,
@@ -128,6 +150,15 @@ impl DataBackend for ExternalTableBackend {
             ));
         };
         let url = normalize_location(cx.name.as_str(), &url)?;
+        if inside_root(cx.root, &url) {
+            // it would re-expose stored data without its policies
+            return Err(StoreError::invalid_input(
+                cx.name,
+                format!(
+                    "location '{url}' is inside the store's own root; read the dataset by name instead (an external table cannot point into the store)"
+                ),
+            ));
+        }
         // Reading the schema now makes a wrong location fail at registration.
         let df = read(cx.session, cx.root, cx.name.as_str(), &url, format).await?;
         let schema = df.schema().inner().clone();

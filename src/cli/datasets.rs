@@ -172,6 +172,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 merge_schema,
                 attributes: parse_attributes(attributes.as_deref())?,
                 progress: Some(pb.clone()),
+                if_head: None,
             };
             let obj = Object::File {
                 path: file,

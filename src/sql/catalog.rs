@@ -48,7 +48,13 @@ impl OmegaCatalog {
         for bucket in list_buckets(engine.root()).await? {
             let store = engine.bucket(&bucket)?.datasets();
             let mut tables = Vec::new();
-            for m in store.list(None, &ListOptions::default()).await? {
+            let listed = match store.list(None, &ListOptions::default()).await {
+                // information_schema and SHOW TABLES show only what the
+                // session may read
+                Err(StoreError::PermissionDenied { .. }) => continue,
+                other => other?,
+            };
+            for m in listed {
                 if TABLE_KINDS.contains(&m.kind.as_str()) {
                     tables.push(m.name);
                 }
@@ -187,7 +193,11 @@ async fn objects_table(engine: &Engine) -> Result<MemTable, StoreError> {
                 hidden: true,
                 ..Default::default()
             };
-            rows.extend(b.store(prefix)?.list(None, &opts).await?);
+            match b.store(prefix)?.list(None, &opts).await {
+                Ok(listed) => rows.extend(listed),
+                Err(StoreError::PermissionDenied { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     let utc = Some("UTC".into());

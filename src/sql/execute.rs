@@ -14,6 +14,7 @@ use datafusion::common::{Column, ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::{
     DdlStatement, DmlStatement, Expr, LogicalPlan, ResetVariable, SetVariable, Statement, WriteOp,
+    dml::InsertOp,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -23,13 +24,19 @@ use futures::StreamExt;
 
 use super::SqlError;
 use super::catalog::OmegaCatalog;
+use super::mixins::MixinContext;
+use super::policies::{
+    applicable_filters, describe_identity, masked_columns, parse_state, visible_rows,
+};
 use super::session::SqlEngine;
 use super::{model_functions, model_statements, policy_sql};
 use crate::backends::view::SqlView;
 use crate::engine::Engine;
+use crate::store::Access;
 use crate::store::{
     CATALOG_NAME, ExternalFormat, Object, PutMode, PutOptions, StoreError, TableChange,
 };
+use datafusion::common::tree_node::TreeNodeRecursion;
 
 /// Runs every statement of `sql` in order; returns the last one's result
 /// (a lazy frame for a query, a one-row `count` for a write).
@@ -55,6 +62,32 @@ pub async fn run(
         }
     }
     last.ok_or_else(|| SqlError::Usage("no SQL statement given".into()))
+}
+
+/// Runs exactly one query (`SELECT`, `WITH …`, `VALUES`): what
+/// `evaluate()` and `fit --sql` accept. A script, a write or any other
+/// statement is refused before anything runs (a stored view would otherwise
+/// re-run it under each reader's identity).
+pub async fn run_select(engine: &Engine, sql: &str) -> Result<DataFrame, SqlError> {
+    let statements = split_statements(sql);
+    let [text] = statements.as_slice() else {
+        return Err(SqlError::Usage(format!(
+            "expected exactly one SELECT query, got {} statements: {sql}",
+            statements.len()
+        )));
+    };
+    let parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})
+        .map_err(|e| SqlError::Usage(format!("expected one SELECT query: {e}")))?;
+    let is_query = matches!(
+        parsed.front(),
+        Some(DFStatement::Statement(s)) if matches!(s.as_ref(), SqlStatement::Query(_))
+    );
+    if parsed.len() != 1 || !is_query {
+        return Err(SqlError::Usage(format!(
+            "expected one SELECT query, got: {text}"
+        )));
+    }
+    run(engine, text, &[]).await
 }
 
 /// Loads what planning needs: policies, and — only for statements that
@@ -137,6 +170,17 @@ pub(super) fn count_frame(engine: &Engine, count: u64) -> Result<DataFrame, SqlE
 }
 
 /// `(bucket, name)` of a table reference in a write statement.
+/// The engine and name a write statement writes to, after checking that the
+/// session may write there (before anything is read of it).
+async fn write_target(
+    engine: &Engine,
+    table: &TableReference,
+) -> Result<(Engine, String), SqlError> {
+    let (om, name) = target(engine, table)?;
+    om.datasets().check_access(&name, Access::Write).await?;
+    Ok((om, name))
+}
+
 fn target(engine: &Engine, table: &TableReference) -> Result<(Engine, String), SqlError> {
     let (catalog, schema) = match table {
         TableReference::Bare { .. } => (CATALOG_NAME, engine.bucket_name()),
@@ -159,9 +203,13 @@ async fn run_one(
     params: &[ScalarValue],
 ) -> Result<DataFrame, SqlError> {
     if let Some(stmt) = policy_sql::parse(text)? {
-        read_only_check(engine, "changing policies")?;
-        policy_sql::apply(engine, stmt).await?;
-        return count_frame(engine, 1);
+        if !matches!(stmt, policy_sql::PolicyStatement::ShowGrants { .. }) {
+            read_only_check(engine, "changing policies or grants")?;
+        }
+        return match policy_sql::apply(engine, stmt).await? {
+            Some(rows) => Ok(engine.session().read_batch(rows)?),
+            None => count_frame(engine, 1),
+        };
     }
     if let Some(stmt) = model_statements::parse(text)? {
         read_only_check(engine, "training or dropping models")?;
@@ -211,12 +259,13 @@ async fn run_one(
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) => {
             read_only_check(engine, "CREATE TABLE")?;
-            let (om, name) = target(engine, &c.name)?;
+            let (om, name) = write_target(engine, &c.name).await?;
             let exists = om.datasets().exists(&name).await?;
             if exists && c.if_not_exists {
                 return count_frame(engine, 0);
             }
             let mode = if c.or_replace {
+                refuse_partial(engine, &state, &om, &name, "replace")?;
                 PutMode::Overwrite
             } else {
                 PutMode::Error
@@ -227,14 +276,26 @@ async fn run_one(
         }
         LogicalPlan::Dml(DmlStatement {
             table_name,
-            op: WriteOp::Insert(_),
+            op: WriteOp::Insert(op),
             input,
             ..
         }) => {
             read_only_check(engine, "INSERT")?;
-            let (om, name) = target(engine, &table_name)?;
+            let (om, name) = write_target(engine, &table_name).await?;
+            let mode = match op {
+                InsertOp::Append => PutMode::Append,
+                InsertOp::Overwrite => {
+                    refuse_partial(engine, &state, &om, &name, "overwrite")?;
+                    PutMode::Overwrite
+                }
+                InsertOp::Replace => {
+                    return Err(SqlError::Usage(
+                        "REPLACE INTO is not supported; use INSERT OVERWRITE to replace the rows, or INSERT INTO to add them".into(),
+                    ));
+                }
+            };
             let df = DataFrame::new(state, input.as_ref().clone());
-            let n = put_frame(&om, df, &name, PutMode::Append).await?;
+            let n = put_frame(&om, df, &name, mode).await?;
             count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
@@ -244,8 +305,9 @@ async fn run_one(
             ..
         }) => {
             read_only_check(engine, "DELETE")?;
-            let (om, name) = target(engine, &table_name)?;
+            let (om, name) = write_target(engine, &table_name).await?;
             let predicate = filter_of(&input)?;
+            let predicate = scoped(engine, &state, &om, &name, &input, predicate, &[])?;
             let (_, n) = om
                 .datasets()
                 .change_table(&name, TableChange::Delete { predicate })
@@ -259,8 +321,13 @@ async fn run_one(
             ..
         }) => {
             read_only_check(engine, "UPDATE")?;
-            let (om, name) = target(engine, &table_name)?;
+            let (om, name) = write_target(engine, &table_name).await?;
             let (predicate, assignments) = update_of(&input)?;
+            let set: Vec<&Expr> = assignments.iter().map(|(_, e)| e).collect();
+            let targets: Vec<String> = assignments.iter().map(|(c, _)| c.clone()).collect();
+            let predicate = scoped(engine, &state, &om, &name, &input, predicate, &set)?;
+            refuse_masked(engine, &state, &om, &name, &targets)?;
+            check_update_contract(engine, &om, &name, &predicate, &assignments).await?;
             let (_, n) = om
                 .datasets()
                 .change_table(
@@ -275,19 +342,20 @@ async fn run_one(
         }
         LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
             read_only_check(engine, "DROP TABLE")?;
-            let (om, name) = target(engine, &d.name)?;
+            let (om, name) = write_target(engine, &d.name).await?;
+            refuse_partial(engine, &state, &om, &name, "drop")?;
             let dropped = om.datasets().drop(&name, d.if_exists).await?;
             count_frame(engine, dropped.len() as u64)
         }
         LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
             read_only_check(engine, "DROP VIEW")?;
-            let (om, name) = target(engine, &d.name)?;
+            let (om, name) = write_target(engine, &d.name).await?;
             let dropped = om.datasets().drop(&name, d.if_exists).await?;
             count_frame(engine, dropped.len() as u64)
         }
         LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
             read_only_check(engine, "CREATE VIEW")?;
-            let (om, name) = target(engine, &v.name)?;
+            let (om, name) = write_target(engine, &v.name).await?;
             let sql =
                 view_sql.ok_or_else(|| SqlError::Usage("CREATE VIEW without a query".into()))?;
             let mode = if v.or_replace {
@@ -306,7 +374,9 @@ async fn run_one(
         }
         LogicalPlan::Ddl(DdlStatement::CreateExternalTable(e)) => {
             read_only_check(engine, "CREATE EXTERNAL TABLE")?;
-            let (om, name) = target(engine, &e.name)?;
+            let (om, name) = write_target(engine, &e.name).await?;
+            // reading arbitrary locations is an administrator's decision
+            om.datasets().check_access(&name, Access::Admin).await?;
             let format = match e.file_type.to_ascii_lowercase().as_str() {
                 "parquet" => ExternalFormat::Parquet,
                 "csv" => ExternalFormat::Csv,
@@ -344,6 +414,8 @@ async fn run_one(
         }
         LogicalPlan::Copy(_) => {
             read_only_check(engine, "COPY")?;
+            // COPY writes files anywhere the process may: an admin's decision
+            engine.datasets().check_access("*", Access::Admin).await?;
             Ok(DataFrame::new(state, plan))
         }
         LogicalPlan::Ddl(other) => Err(SqlError::Usage(format!(
@@ -360,6 +432,144 @@ async fn run_one(
         }
         plan => Ok(DataFrame::new(state, plan)),
     }
+}
+
+/// The predicate a DELETE or UPDATE by this session runs with: its own
+/// WHERE, AND the rows its roles may see (row filters), so it touches and
+/// counts only those. Masked columns may not appear in its WHERE or in the
+/// values it sets (a count would reveal them).
+fn scoped(
+    engine: &Engine,
+    state: &datafusion::execution::session_state::SessionState,
+    om: &Engine,
+    name: &str,
+    input: &LogicalPlan,
+    predicate: Option<Expr>,
+    values: &[&Expr],
+) -> Result<Option<Expr>, SqlError> {
+    let cx = MixinContext::from_config(state.config().options());
+    let cache = engine.policy_cache();
+    let bucket = om.bucket_name();
+    let masked = masked_columns(&cache, bucket, name, &cx);
+    for e in predicate.iter().chain(values.iter().copied()) {
+        if let Some(c) = e.column_refs().iter().find(|c| masked.contains(&c.name)) {
+            return Err(masked_error(&cx, bucket, name, &c.name));
+        }
+    }
+    let mut schema = None;
+    input.apply(|n| {
+        if let LogicalPlan::TableScan(scan) = n {
+            schema = Some(scan.projected_schema.clone());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(schema) = schema else {
+        return Ok(predicate);
+    };
+    let visible = visible_rows(&cache, &parse_state(), bucket, name, &cx, &schema)?
+        .map(unqualify)
+        .transpose()?;
+    Ok(match (predicate, visible) {
+        (p, None) => p,
+        (None, v) => v,
+        (Some(p), Some(v)) => Some(p.and(v)),
+    })
+}
+
+/// A session that sees only some rows of a dataset may not replace or drop
+/// it (that would remove rows it cannot see).
+fn refuse_partial(
+    engine: &Engine,
+    state: &datafusion::execution::session_state::SessionState,
+    om: &Engine,
+    name: &str,
+    what: &str,
+) -> Result<(), SqlError> {
+    let cx = MixinContext::from_config(state.config().options());
+    if applicable_filters(&engine.policy_cache(), om.bucket_name(), name, &cx).is_none() {
+        return Ok(());
+    }
+    Err(StoreError::PermissionDenied {
+        who: describe_identity(&cx),
+        privilege: "a view of every row".into(),
+        bucket: om.bucket_name().into(),
+        action: format!("a row filter limits what it sees of '{name}', so it may not {what} it"),
+    }
+    .into())
+}
+
+/// An UPDATE of a dataset with a schema contract: the rows it would write
+/// (the matching rows with the new values) go through the contract first,
+/// as an INSERT's would; a violation fails it before anything changes.
+async fn check_update_contract(
+    engine: &Engine,
+    om: &Engine,
+    name: &str,
+    predicate: &Option<Expr>,
+    assignments: &Assignments,
+) -> Result<(), SqlError> {
+    if engine
+        .policy_cache()
+        .contract(om.bucket_name(), name)
+        .is_none()
+    {
+        return Ok(());
+    }
+    let mut df = om.datasets().getl(name).await?;
+    if let Some(p) = predicate {
+        df = df.filter(p.clone())?;
+    }
+    let columns: Vec<Expr> = df
+        .schema()
+        .iter()
+        .map(
+            |(q, f)| match assignments.iter().find(|(c, _)| c == f.name()) {
+                Some((c, e)) => e.clone().alias(c),
+                None => Expr::Column(Column::new(q.cloned(), f.name())),
+            },
+        )
+        .collect();
+    let df = df.select(columns)?;
+    let target = crate::store::WriteTarget {
+        bucket: om.bucket_name().to_string(),
+        prefix: "datasets".into(),
+        name: name.to_string(),
+    };
+    let checked = engine
+        .hooks()
+        .rewrite_write(&target, df.logical_plan().clone(), engine.session())
+        .await?;
+    DataFrame::new(engine.session().state(), checked)
+        .collect()
+        .await?;
+    Ok(())
+}
+
+/// An UPDATE may not set a column masked for the session.
+fn refuse_masked(
+    engine: &Engine,
+    state: &datafusion::execution::session_state::SessionState,
+    om: &Engine,
+    name: &str,
+    columns: &[String],
+) -> Result<(), SqlError> {
+    let cx = MixinContext::from_config(state.config().options());
+    let masked = masked_columns(&engine.policy_cache(), om.bucket_name(), name, &cx);
+    match columns.iter().find(|c| masked.contains(c)) {
+        Some(c) => Err(masked_error(&cx, om.bucket_name(), name, c)),
+        None => Ok(()),
+    }
+}
+
+fn masked_error(cx: &MixinContext, bucket: &str, name: &str, column: &str) -> SqlError {
+    StoreError::PermissionDenied {
+        who: describe_identity(cx),
+        privilege: "an unmasked view of the column".into(),
+        bucket: bucket.into(),
+        action: format!("column '{column}' of '{name}' is masked for these roles and may not be used in DELETE or UPDATE"),
+    }
+    .into()
 }
 
 /// Streams a frame into a dataset; returns the rows written.

@@ -25,21 +25,30 @@ pub struct MixinContext {
     pub roles: Vec<String>,
     /// Set when the session may read only this bucket.
     pub bound_bucket: Option<String>,
+    /// The store's owner playing no role: admin of every bucket.
+    pub owner: bool,
 }
 
 impl MixinContext {
-    fn from_config(config: &ConfigOptions) -> Self {
+    pub fn from_config(config: &ConfigOptions) -> Self {
         let o = config
             .extensions
             .get::<OmegaOptions>()
             .cloned()
             .unwrap_or_default();
+        let roles = o.role_list();
         Self {
             bucket: config.catalog.default_schema.clone(),
             user: o.user.clone(),
-            roles: o.role_list(),
+            owner: o.owner && roles.is_empty(),
+            roles,
             bound_bucket: (!o.bound_bucket.is_empty()).then(|| o.bound_bucket.clone()),
         }
+    }
+
+    /// The context of a session's current settings.
+    pub fn from_session(session: &datafusion::prelude::SessionContext) -> Self {
+        Self::from_config(session.state_ref().read().config().options())
     }
 
     pub fn has_role(&self, role: &str) -> bool {

@@ -40,16 +40,79 @@ use super::session::SqlEngine;
 use crate::engine::Engine;
 use crate::models::{Algorithm, Input, LoadedModel, ModelError, output_array};
 
-/// Models (and evaluations) a statement uses, loaded before it is planned.
+/// Models (and evaluations) statements use, loaded before they are planned.
+///
+/// A loaded model is kept under `bucket/name@version` (a version never
+/// changes), least recently used evicted first beyond [`MODEL_CACHE_BYTES`];
+/// what a model literal means in a bucket is what the latest statement
+/// there resolved it to. A query pins its models once, at analysis (see
+/// [`PinModels`]): each `predict` call then holds its model, so a query
+/// never switches versions midway and an eviction never breaks it.
 #[derive(Debug, Default)]
 pub struct ModelCache {
-    models: Mutex<HashMap<String, Arc<LoadedModel>>>,
+    loaded: Mutex<Vec<(String, Arc<LoadedModel>, usize)>>,
+    /// (bucket, literal) → key of `loaded`
+    names: Mutex<HashMap<(String, String), String>>,
+    /// literal → key, whatever the bucket (planning-time type checks, which
+    /// do not know the statement's bucket)
+    last: Mutex<HashMap<String, String>>,
     evaluations: Mutex<HashMap<(String, String), RecordBatch>>,
 }
 
+/// Bytes of model state a session keeps loaded (by their stored size).
+pub const MODEL_CACHE_BYTES: usize = 256 << 20;
+
 impl ModelCache {
-    fn model(&self, name: &str) -> Option<Arc<LoadedModel>> {
-        self.models.lock().ok()?.get(name).cloned()
+    /// The model `literal` names in `bucket` (any bucket's latest when `None`).
+    fn model(&self, bucket: Option<&str>, literal: &str) -> Option<Arc<LoadedModel>> {
+        let key = match bucket {
+            Some(b) => self
+                .names
+                .lock()
+                .ok()?
+                .get(&(b.to_string(), literal.to_string()))
+                .cloned(),
+            None => self.last.lock().ok()?.get(literal).cloned(),
+        }?;
+        let mut loaded = self.loaded.lock().ok()?;
+        let i = loaded.iter().position(|(k, _, _)| k == &key)?;
+        // most recently used at the back
+        let entry = loaded.remove(i);
+        let m = entry.1.clone();
+        loaded.push(entry);
+        Some(m)
+    }
+
+    fn insert(&self, bucket: &str, literal: &str, m: LoadedModel) {
+        let key = format!("{bucket}/{}@{}", m.meta.name, m.meta.version);
+        let size = m
+            .meta
+            .kind_meta
+            .get("size")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0) as usize;
+        if let Ok(mut loaded) = self.loaded.lock() {
+            loaded.retain(|(k, _, _)| k != &key);
+            loaded.push((key.clone(), Arc::new(m), size));
+            let mut total: usize = loaded.iter().map(|(_, _, s)| s).sum();
+            while total > MODEL_CACHE_BYTES && loaded.len() > 1 {
+                total -= loaded.remove(0).2;
+            }
+        }
+        if let Ok(mut names) = self.names.lock() {
+            names.insert((bucket.to_string(), literal.to_string()), key.clone());
+        }
+        if let Ok(mut last) = self.last.lock() {
+            last.insert(literal.to_string(), key);
+        }
+    }
+
+    /// Bytes of model state loaded now.
+    pub fn loaded_bytes(&self) -> usize {
+        self.loaded
+            .lock()
+            .map(|l| l.iter().map(|(_, _, s)| s).sum())
+            .unwrap_or(0)
     }
 }
 
@@ -129,10 +192,9 @@ fn refs_of(statement: &DFStatement) -> Refs {
 }
 
 /// Loads the models (and computes the evaluations) `statement` names into
-/// the cache of `omega`'s session, replacing the entries an earlier
-/// statement loaded for the same names (so every statement sees the
-/// models' current versions). Entries are never removed: statements
-/// running concurrently on one session keep what they loaded.
+/// the cache of `omega`'s session, so every statement sees the models'
+/// current versions; a query running concurrently keeps the versions it
+/// pinned.
 pub async fn preload(engine: &Engine, statement: &DFStatement) -> Result<(), SqlError> {
     load(engine, refs_of(statement), true).await
 }
@@ -164,15 +226,14 @@ async fn load(engine: &Engine, refs: Refs, refresh: bool) -> Result<(), SqlError
     }
     let cache = engine.model_cache();
     let models = engine.models();
+    let bucket = engine.bucket_name();
     for name in refs.models {
-        if !refresh && cache.model(&name).is_some() {
+        if !refresh && cache.model(Some(bucket), &name).is_some() {
             continue;
         }
         let m = models.load(&name).await.map_err(model_err)?;
         m.fitted().map_err(model_err)?;
-        if let Ok(mut c) = cache.models.lock() {
-            c.insert(name, Arc::new(m));
-        }
+        cache.insert(bucket, &name, m);
     }
     for (m, d) in refs.evaluations {
         let input = if looks_like_query(&d) {
@@ -235,6 +296,8 @@ fn evaluation_batch(
 pub struct PredictUdf {
     proba: bool,
     cache: Arc<ModelCache>,
+    /// The model this call was pinned to when its query was analysed.
+    pinned: Option<Arc<LoadedModel>>,
     signature: Signature,
 }
 
@@ -243,6 +306,7 @@ impl PredictUdf {
         PredictUdf {
             proba,
             cache,
+            pinned: None,
             signature: Signature::variadic_any(Volatility::Stable),
         }
     }
@@ -268,7 +332,10 @@ impl PredictUdf {
                 );
             }
         };
-        match self.cache.model(name) {
+        if let Some(m) = &self.pinned {
+            return Ok(m.clone());
+        }
+        match self.cache.model(None, name) {
             Some(m) => Ok(m),
             None => plan_err!(
                 "model '{name}' is not loaded for this statement; {} works in queries run through omegastore's SQL (om sql, Engine::sql)",
@@ -320,7 +387,9 @@ impl PredictUdf {
 
 impl PartialEq for PredictUdf {
     fn eq(&self, other: &Self) -> bool {
-        self.proba == other.proba && Arc::ptr_eq(&self.cache, &other.cache)
+        self.proba == other.proba
+            && Arc::ptr_eq(&self.cache, &other.cache)
+            && self.pinned.as_ref().map(Arc::as_ptr) == other.pinned.as_ref().map(Arc::as_ptr)
     }
 }
 
@@ -330,6 +399,10 @@ impl Hash for PredictUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.proba.hash(state);
         (Arc::as_ptr(&self.cache) as usize).hash(state);
+        self.pinned
+            .as_ref()
+            .map(|m| Arc::as_ptr(m) as usize)
+            .hash(state);
     }
 }
 
@@ -455,5 +528,64 @@ impl TableFunctionImpl for EvaluateFunction {
                 "evaluate('{m}', '{d}') was not prepared; evaluate works in queries run through omegastore's SQL"
             ),
         }
+    }
+}
+
+/// The analyzer rule that pins each `predict`/`predict_proba` call of a
+/// query to the model version its statement loaded in the statement's
+/// bucket (see [`ModelCache`]).
+#[derive(Debug)]
+pub struct PinModels;
+
+impl datafusion::optimizer::AnalyzerRule for PinModels {
+    fn analyze(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        config: &datafusion::common::config::ConfigOptions,
+    ) -> DfResult<datafusion::logical_expr::LogicalPlan> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::logical_expr::expr::ScalarFunction;
+        let bucket = config.catalog.default_schema.clone();
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| {
+                    let Expr::ScalarFunction(f) = &e else {
+                        return Ok(Transformed::no(e));
+                    };
+                    let Some(udf) = f.func.inner().downcast_ref::<PredictUdf>() else {
+                        return Ok(Transformed::no(e));
+                    };
+                    let literal = match f.args.first() {
+                        Some(Expr::Literal(ScalarValue::Utf8(Some(s)), _))
+                        | Some(Expr::Literal(ScalarValue::Utf8View(Some(s)), _))
+                        | Some(Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)) => s.clone(),
+                        _ => return Ok(Transformed::no(e)),
+                    };
+                    if udf.pinned.is_some() {
+                        return Ok(Transformed::no(e));
+                    }
+                    let Some(model) = udf.cache.model(Some(&bucket), &literal) else {
+                        return Ok(Transformed::no(e));
+                    };
+                    let pinned = PredictUdf {
+                        proba: udf.proba,
+                        cache: udf.cache.clone(),
+                        pinned: Some(model),
+                        signature: udf.signature.clone(),
+                    };
+                    Ok(Transformed::yes(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(
+                            Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(pinned)),
+                            f.args.clone(),
+                        ),
+                    )))
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "omega_pin_models"
     }
 }

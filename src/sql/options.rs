@@ -17,6 +17,10 @@ extensions_options! {
         pub read_only: bool, default = false
         /// The identity was fixed by the application: `SET omega.*` is refused.
         pub locked: bool, default = false
+        /// The store's owner: a session opened without an identity (and the
+        /// read-only or bucket-bound sessions derived from it). With no
+        /// roles set, it is admin of every bucket.
+        pub owner: bool, default = true
         /// How long one mixin may take to rewrite a plan before the query
         /// fails (a mixin that loops).
         pub mixin_time_limit_ms: u64, default = 30_000

@@ -2,17 +2,25 @@
 //! isolation (read side, as plan rewrites) and schema contracts (write side).
 //!
 //! Policies are JSON documents in each bucket's `policies` store, one per
-//! dataset (named like the dataset), plus `_bucket` for bucket settings, so
-//! they persist and apply to every client of the store. Before each read the
-//! cache is reloaded; if that fails, the read fails (fail closed).
+//! dataset (named like the dataset); bucket settings (isolation, grants)
+//! are the document `bucket` of the bucket's `settings` store, so no dataset
+//! name can collide with them. They persist and apply to every client of the
+//! store. Before each statement the cache is reloaded; if that fails, the
+//! statement fails (fail closed).
+//!
+//! Access control ([`AccessControl`]): a role holds one privilege per bucket
+//! (`read` ⊂ `write` ⊂ `admin`, by `GRANT`); the store asks before every
+//! read and write. The owner (a session with no fixed identity and no
+//! roles) is admin of every bucket. Admins are not subject to row filters
+//! and masks, except those naming one of their roles explicitly.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, BooleanArray};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, DataFusionError, ScalarValue, TableReference};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -26,12 +34,16 @@ use super::mixins::{Mixin, MixinContext};
 use crate::backends::document::DocumentBackend;
 use crate::store::error::{Result, StoreError};
 use crate::store::hooks::{ReadHook, WriteHook, WriteTarget};
-use crate::store::{BackendRegistry, Data, ObjectName, PutOptions, Root, Store, list_buckets};
+use crate::store::{
+    Access, AccessHook, BackendRegistry, Data, ObjectName, PutOptions, Root, Store, list_buckets,
+};
 
 /// The store prefix that holds policies.
 pub const POLICY_STORE: &str = "policies";
-/// The document with bucket-wide settings.
-pub const BUCKET_DOC: &str = "_bucket";
+/// The store prefix that holds bucket settings.
+pub const SETTINGS_STORE: &str = "settings";
+/// The document with bucket-wide settings (in [`SETTINGS_STORE`]).
+pub const BUCKET_DOC: &str = "bucket";
 
 /// A row filter: rows of the dataset that `role` may see.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,18 +110,15 @@ pub struct DatasetPolicy {
     pub contract: Option<Contract>,
 }
 
-impl DatasetPolicy {
-    fn is_empty(&self) -> bool {
-        self.row_filters.is_empty() && self.column_masks.is_empty() && self.contract.is_none()
-    }
-}
-
 /// Bucket-wide settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BucketPolicy {
-    /// Sessions on this bucket cannot read other buckets.
+    /// Sessions on this bucket cannot read or write other buckets.
     #[serde(default)]
     pub isolated: bool,
+    /// The privilege each role holds on this bucket.
+    #[serde(default)]
+    pub grants: std::collections::BTreeMap<String, Access>,
 }
 
 /// The policies of every bucket of a root, as last loaded. It reads the
@@ -117,7 +126,8 @@ pub struct BucketPolicy {
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
 pub struct PolicyCache {
     datasets: RwLock<HashMap<(String, String), DatasetPolicy>>,
-    isolated: RwLock<HashSet<String>>,
+    buckets: RwLock<HashMap<String, BucketPolicy>>,
+    loaded: std::sync::atomic::AtomicBool,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -127,13 +137,19 @@ impl PolicyCache {
     pub fn new(root: Root) -> Self {
         Self {
             datasets: Default::default(),
-            isolated: Default::default(),
+            buckets: Default::default(),
+            loaded: Default::default(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
                 DocumentBackend,
             )])),
         }
+    }
+
+    /// The contract of `bucket.name`, if it has one.
+    pub fn contract(&self, bucket: &str, name: &str) -> Option<Contract> {
+        self.get(bucket, name).and_then(|p| p.contract)
     }
 
     fn get(&self, bucket: &str, name: &str) -> Option<DatasetPolicy> {
@@ -145,52 +161,91 @@ impl PolicyCache {
     }
 
     fn is_isolated(&self, bucket: &str) -> bool {
-        self.isolated
+        self.buckets
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(bucket)
+            .get(bucket)
+            .is_some_and(|b| b.isolated)
+    }
+
+    /// The highest privilege any of `roles` holds on `bucket`.
+    pub fn privilege(&self, bucket: &str, roles: &[String]) -> Option<Access> {
+        let buckets = self.buckets.read().unwrap_or_else(|e| e.into_inner());
+        let grants = &buckets.get(bucket)?.grants;
+        roles.iter().filter_map(|r| grants.get(r).copied()).max()
+    }
+
+    /// Whether the session `cx` describes administers `bucket`.
+    pub fn is_admin(&self, bucket: &str, cx: &MixinContext) -> bool {
+        cx.owner || self.privilege(bucket, &cx.roles) == Some(Access::Admin)
+    }
+
+    /// The settings of `bucket` as last loaded.
+    pub fn bucket_policy(&self, bucket: &str) -> BucketPolicy {
+        self.buckets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bucket)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Loads the policies if they never were (a session used directly,
+    /// before any statement): reads never run on an empty cache.
+    pub async fn ensure_loaded(&self) -> Result<()> {
+        if self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        self.reload().await
     }
 
     /// Reloads every bucket's policies.
     pub async fn reload(&self) -> Result<()> {
         let mut datasets = HashMap::new();
-        let mut isolated = HashSet::new();
+        let mut buckets = HashMap::new();
         for bucket in list_buckets(&self.root).await? {
-            let store = self.policy_store(&bucket);
-            // one listing finds each document's newest version; no listing per name
-            for (name, version) in store.catalog().head_versions().await? {
-                let meta = match store.catalog().read(&name, version).await? {
-                    Some(m) if !m.is_tombstone() => m,
-                    _ => continue,
-                };
-                let doc = match store.get_version(&meta, &Default::default()).await? {
-                    Data::Document(v) => v,
-                    _ => continue,
-                };
-                let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
-                    name: format!("{POLICY_STORE}/{name}"),
-                    path: meta.uri.clone(),
-                    reason: format!("not a valid policy: {e}"),
-                };
-                if name.as_str() == BUCKET_DOC {
-                    let b: BucketPolicy = serde_json::from_value(doc).map_err(bad)?;
-                    if b.isolated {
-                        isolated.insert(bucket.clone());
+            for (prefix, settings) in [(POLICY_STORE, false), (SETTINGS_STORE, true)] {
+                let store = self.plain_store(&bucket, prefix);
+                // one listing finds each document's newest version; no listing per name
+                for (name, version) in store.catalog().head_versions().await? {
+                    if settings && name.as_str() != BUCKET_DOC {
+                        continue;
                     }
-                } else {
-                    let p: DatasetPolicy = serde_json::from_value(doc).map_err(bad)?;
-                    datasets.insert((bucket.clone(), name.to_string()), p);
+                    let meta = match store.catalog().read(&name, version).await? {
+                        Some(m) if !m.is_tombstone() => m,
+                        _ => continue,
+                    };
+                    let doc = match store.get_version(&meta, &Default::default()).await? {
+                        Data::Document(v) => v,
+                        _ => continue,
+                    };
+                    let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
+                        name: format!("{prefix}/{name}"),
+                        path: meta.uri.clone(),
+                        reason: format!("not a valid policy: {e}"),
+                    };
+                    if settings {
+                        let b: BucketPolicy = serde_json::from_value(doc).map_err(bad)?;
+                        buckets.insert(bucket.clone(), b);
+                    } else {
+                        let p: DatasetPolicy = serde_json::from_value(doc).map_err(bad)?;
+                        datasets.insert((bucket.clone(), name.to_string()), p);
+                    }
                 }
             }
         }
         *self.datasets.write().unwrap_or_else(|e| e.into_inner()) = datasets;
-        *self.isolated.write().unwrap_or_else(|e| e.into_inner()) = isolated;
+        *self.buckets.write().unwrap_or_else(|e| e.into_inner()) = buckets;
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
-    fn policy_store(&self, bucket: &str) -> Store {
+    /// A store of policy documents that asks no access hooks (the cache
+    /// reads on behalf of the rules, not of a user).
+    fn plain_store(&self, bucket: &str, prefix: &str) -> Store {
         Store::new(
-            crate::store::Catalog::new(self.root.clone(), bucket, POLICY_STORE),
+            crate::store::Catalog::new(self.root.clone(), bucket, prefix),
             self.registry.clone(),
             self.session.clone(),
             Arc::new(crate::store::Hooks::default()),
@@ -214,60 +269,136 @@ impl std::fmt::Debug for PolicyCache {
     }
 }
 
-/// Reads and changes the policies of one bucket.
+/// Reads and changes the policies of one bucket. Every edit is a
+/// read-modify-write committed only on top of the version it read
+/// (`if_head`), retried on a conflict: two concurrent edits both land.
 pub struct Policies {
     store: Store,
+    settings: Store,
     cache: Arc<PolicyCache>,
 }
 
+/// Attempts of one policy edit under contention.
+const EDIT_ATTEMPTS: usize = 50;
+
 impl Policies {
-    pub(crate) fn new(store: Store, cache: Arc<PolicyCache>) -> Self {
-        Self { store, cache }
+    pub(crate) fn new(store: Store, settings: Store, cache: Arc<PolicyCache>) -> Self {
+        Self {
+            store,
+            settings,
+            cache,
+        }
     }
 
     /// The policies of `dataset` (empty when none are declared).
     pub async fn get(&self, dataset: &str) -> Result<DatasetPolicy> {
-        ObjectName::new(dataset)?;
-        if !self.store.exists(dataset).await? {
-            return Ok(DatasetPolicy::default());
-        }
-        let v = self.store.get_document(dataset).await?;
-        serde_json::from_value(v).map_err(|e| StoreError::invalid_input(dataset, e))
+        Ok(read_doc(&self.store, dataset).await?.1)
     }
 
-    /// Replaces the policies of `dataset` (a new version of its document).
+    /// Replaces the policies of `dataset`.
     pub async fn set(&self, dataset: &str, policy: &DatasetPolicy) -> Result<()> {
-        for f in &policy.row_filters {
-            check_predicate(dataset, &f.predicate)?;
-        }
-        if policy.is_empty() {
-            self.store.drop(dataset, true).await?;
-        } else {
-            let v =
-                serde_json::to_value(policy).map_err(|e| StoreError::invalid_input(dataset, e))?;
-            self.store.put(v, dataset, PutOptions::default()).await?;
-        }
-        self.cache.reload().await
+        let policy = policy.clone();
+        self.update(dataset, move |p| {
+            *p = policy.clone();
+            Ok(())
+        })
+        .await
     }
 
-    /// Changes the policies of `dataset` with `f`.
+    /// Changes the policies of `dataset` with `f` (which may run again if
+    /// another edit landed first).
     pub async fn update(
         &self,
         dataset: &str,
-        f: impl FnOnce(&mut DatasetPolicy) -> Result<()>,
+        f: impl Fn(&mut DatasetPolicy) -> Result<()>,
     ) -> Result<()> {
-        let mut p = self.get(dataset).await?;
-        f(&mut p)?;
-        self.set(dataset, &p).await
-    }
-
-    /// Isolates (or frees) this bucket: sessions on it cannot read others.
-    pub async fn set_isolated(&self, isolated: bool) -> Result<()> {
-        let v = serde_json::to_value(BucketPolicy { isolated })
-            .map_err(|e| StoreError::invalid_input(BUCKET_DOC, e))?;
-        self.store.put(v, BUCKET_DOC, PutOptions::default()).await?;
+        edit(&self.store, dataset, |p: &mut DatasetPolicy| {
+            f(p)?;
+            for r in &p.row_filters {
+                check_predicate(dataset, &r.predicate)?;
+            }
+            Ok(())
+        })
+        .await?;
         self.cache.reload().await
     }
+
+    /// The bucket's settings (isolation, grants).
+    pub async fn bucket_settings(&self) -> Result<BucketPolicy> {
+        Ok(read_doc(&self.settings, BUCKET_DOC).await?.1)
+    }
+
+    /// Changes the bucket's settings with `f`.
+    pub async fn update_bucket(&self, f: impl Fn(&mut BucketPolicy) -> Result<()>) -> Result<()> {
+        edit(&self.settings, BUCKET_DOC, f).await?;
+        self.cache.reload().await
+    }
+
+    /// Isolates (or frees) this bucket: sessions on it cannot read or
+    /// write others.
+    pub async fn set_isolated(&self, isolated: bool) -> Result<()> {
+        self.update_bucket(|b| {
+            b.isolated = isolated;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// The newest version of a policy document (0 when there is none) and its
+/// content (the default when there is none).
+async fn read_doc<T: serde::de::DeserializeOwned + Default>(
+    store: &Store,
+    name: &str,
+) -> Result<(u64, T)> {
+    let n = ObjectName::new(name)?;
+    let Some(head) = store.catalog().head(&n).await? else {
+        return Ok((0, T::default()));
+    };
+    if head.is_tombstone() {
+        return Ok((head.version, T::default()));
+    }
+    let v = match store.get_version(&head, &Default::default()).await? {
+        Data::Document(v) => v,
+        _ => return Err(StoreError::invalid_input(name, "is not a policy document")),
+    };
+    let doc = serde_json::from_value(v).map_err(|e| StoreError::CorruptMetadata {
+        name: format!("{}/{name}", store.prefix()),
+        path: head.uri.clone(),
+        reason: format!("not a valid policy: {e}"),
+    })?;
+    Ok((head.version, doc))
+}
+
+/// Read, change, commit on top of what was read; again on a conflict.
+async fn edit<T>(store: &Store, name: &str, f: impl Fn(&mut T) -> Result<()>) -> Result<()>
+where
+    T: serde::de::DeserializeOwned + Serialize + Default,
+{
+    for _ in 0..EDIT_ATTEMPTS {
+        let (version, mut doc) = read_doc::<T>(store, name).await?;
+        f(&mut doc)?;
+        let v = serde_json::to_value(&doc).map_err(|e| StoreError::invalid_input(name, e))?;
+        let opts = PutOptions {
+            if_head: Some(version),
+            ..Default::default()
+        };
+        match store.put(v, name, opts).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    1 + (uuid::Uuid::new_v4().as_u128() % 20) as u64,
+                ))
+                .await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Conflict {
+        name: name.into(),
+        version: 0,
+        advice: "too many concurrent policy edits; try again".into(),
+    })
 }
 
 /// Rejects a predicate that does not parse, when it is declared.
@@ -286,8 +417,100 @@ fn check_predicate(dataset: &str, predicate: &str) -> Result<()> {
         })
 }
 
+/// The rows of `bucket.name` the session `cx` may see, as a predicate over
+/// `schema`; `None` when it sees every row (no filters, or an admin whose
+/// roles no filter names). Filters of the session's roles are OR'ed; a
+/// session none of whose roles has one sees no rows (`false`).
+pub fn visible_rows(
+    cache: &PolicyCache,
+    parser: &SessionState,
+    bucket: &str,
+    name: &str,
+    cx: &MixinContext,
+    schema: &DFSchema,
+) -> DfResult<Option<Expr>> {
+    let Some(filters) = applicable_filters(cache, bucket, name, cx) else {
+        return Ok(None);
+    };
+    let mut predicate: Option<Expr> = None;
+    for f in filters {
+        let e = parser
+            .create_logical_expr(&f.predicate, schema)
+            .map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "row filter '{}' of '{name}' ({}) is invalid: {}",
+                    f.name,
+                    f.predicate,
+                    e.strip_backtrace()
+                ))
+            })?;
+        predicate = Some(match predicate {
+            None => e,
+            Some(p) => p.or(e),
+        });
+    }
+    Ok(Some(predicate.unwrap_or_else(|| lit(false))))
+}
+
+/// The row filters that apply to `cx` on `bucket.name`; `None` when it sees
+/// every row, an empty list when it sees none.
+pub fn applicable_filters(
+    cache: &PolicyCache,
+    bucket: &str,
+    name: &str,
+    cx: &MixinContext,
+) -> Option<Vec<RowFilter>> {
+    let policy = cache
+        .get(bucket, name)
+        .filter(|p| !p.row_filters.is_empty())?;
+    let admin = cache.is_admin(bucket, cx);
+    let applies = |role: &str| {
+        if admin {
+            // an admin sees every row, unless a filter names its role
+            cx.roles.iter().any(|r| r == role)
+        } else {
+            cx.has_role(role)
+        }
+    };
+    if admin && !policy.row_filters.iter().any(|f| applies(&f.role)) {
+        return None;
+    }
+    Some(
+        policy
+            .row_filters
+            .into_iter()
+            .filter(|f| applies(&f.role))
+            .collect(),
+    )
+}
+
+/// The columns of `bucket.name` masked (hidden, nulled or hashed) for `cx`.
+pub fn masked_columns(
+    cache: &PolicyCache,
+    bucket: &str,
+    name: &str,
+    cx: &MixinContext,
+) -> Vec<String> {
+    let Some(policy) = cache.get(bucket, name) else {
+        return vec![];
+    };
+    let admin = cache.is_admin(bucket, cx);
+    policy
+        .column_masks
+        .iter()
+        .filter(|m| {
+            if admin {
+                cx.roles.iter().any(|r| r == &m.role)
+            } else {
+                cx.has_role(&m.role)
+            }
+        })
+        .map(|m| m.column.clone())
+        .collect()
+}
+
 /// A session state used only to turn predicate text into expressions.
-fn parse_state() -> Arc<SessionState> {
+pub fn parse_state() -> Arc<SessionState> {
     Arc::new(SessionStateBuilder::new().with_default_features().build())
 }
 
@@ -297,7 +520,7 @@ fn for_each_dataset_scan(
     cx: &MixinContext,
     mut f: impl FnMut(&str, &str, &TableReference, LogicalPlan) -> DfResult<Transformed<LogicalPlan>>,
 ) -> DfResult<LogicalPlan> {
-    plan.transform_up(|node| match &node {
+    plan.transform_up_with_subqueries(|node| match &node {
         LogicalPlan::TableScan(scan) => match cx.dataset_of(&scan.table_name) {
             Some((bucket, name)) => {
                 let q = scan.table_name.clone();
@@ -335,33 +558,11 @@ impl Mixin for RowFilterMixin {
 
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> DfResult<LogicalPlan> {
         for_each_dataset_scan(plan, cx, |bucket, name, _q, scan| {
-            let Some(policy) = self
-                .cache
-                .get(bucket, name)
-                .filter(|p| !p.row_filters.is_empty())
+            let Some(predicate) =
+                visible_rows(&self.cache, &self.parser, bucket, name, cx, scan.schema())?
             else {
                 return Ok(Transformed::no(scan));
             };
-            let schema: &DFSchema = scan.schema();
-            let mut predicate: Option<Expr> = None;
-            for f in policy.row_filters.iter().filter(|f| cx.has_role(&f.role)) {
-                let e = self
-                    .parser
-                    .create_logical_expr(&f.predicate, schema)
-                    .map_err(|e| {
-                        DataFusionError::Plan(format!(
-                            "row filter '{}' of '{name}' ({}) is invalid: {}",
-                            f.name,
-                            f.predicate,
-                            e.strip_backtrace()
-                        ))
-                    })?;
-                predicate = Some(match predicate {
-                    None => e,
-                    Some(p) => p.or(e),
-                });
-            }
-            let predicate = predicate.unwrap_or_else(|| lit(false));
             let filter = Filter::try_new(predicate, Arc::new(scan))?;
             Ok(Transformed::yes(LogicalPlan::Filter(filter)))
         })
@@ -392,10 +593,17 @@ impl Mixin for ColumnMaskMixin {
             let Some(policy) = self.cache.get(bucket, name) else {
                 return Ok(Transformed::no(scan));
             };
+            let admin = self.cache.is_admin(bucket, cx);
             let masks: Vec<&ColumnMask> = policy
                 .column_masks
                 .iter()
-                .filter(|m| cx.has_role(&m.role))
+                .filter(|m| {
+                    if admin {
+                        cx.roles.iter().any(|r| r == &m.role)
+                    } else {
+                        cx.has_role(&m.role)
+                    }
+                })
                 .collect();
             if masks.is_empty() {
                 return Ok(Transformed::no(scan));
@@ -448,7 +656,7 @@ impl Mixin for ColumnMaskMixin {
 /// and refuses any other use of them. Aliases (`FROM t AS x`) are followed.
 fn remove_hidden(plan: LogicalPlan, hidden: &[Column]) -> DfResult<LogicalPlan> {
     let mut hidden: Vec<Column> = hidden.to_vec();
-    plan.transform_up(|node| {
+    plan.transform_up_with_subqueries(|node| {
         if let LogicalPlan::SubqueryAlias(a) = &node {
             // columns of the aliased input are now qualified by the alias
             let names: Vec<String> = hidden.iter().map(|h| h.name.clone()).collect();
@@ -522,7 +730,7 @@ impl Mixin for BucketIsolationMixin {
                 .then(|| cx.bucket.clone())
         });
         let Some(bound) = bound else { return Ok(plan) };
-        plan.apply(|node| {
+        plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
                 let schema = match &scan.table_name {
                     TableReference::Bare { .. } => Some(cx.bucket.clone()),
@@ -575,6 +783,35 @@ fn type_family(t: &arrow::datatypes::DataType) -> &'static str {
 impl WriteHook for ContractHook {
     fn name(&self) -> &str {
         "schema_contract"
+    }
+
+    /// A name with a contract takes only table writes (which the contract
+    /// then checks row by row): a document, a file, a view or an external
+    /// table over it would bypass the contract.
+    async fn check_put(
+        &self,
+        target: &WriteTarget,
+        kind: &str,
+        _session: &SessionContext,
+    ) -> Result<()> {
+        if target.prefix != "datasets" || kind == crate::backends::table::KIND {
+            return Ok(());
+        }
+        self.cache.ensure_loaded().await?;
+        if self
+            .cache
+            .get(&target.bucket, &target.name)
+            .is_some_and(|p| p.contract.is_some())
+        {
+            return Err(StoreError::SchemaMismatch {
+                name: target.name.clone(),
+                details: format!(
+                    "schema contract: '{}' takes only table writes that satisfy its contract, not a {kind}; drop the contract first to store something else",
+                    target.name
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn rewrite_write(
@@ -713,4 +950,87 @@ fn check_batch(
         }
     }
     Ok(())
+}
+
+/// Access control: the store's [`AccessHook`]. A role's privilege on the
+/// target's bucket must reach what the call needs (`read` for reads,
+/// `write` for writes, `admin` for policies, settings and store-wide
+/// maintenance). The owner (no fixed identity, no roles) may do anything.
+/// A session bound to a bucket (bucket isolation) may not touch another.
+pub struct AccessControl {
+    cache: Arc<PolicyCache>,
+}
+
+impl AccessControl {
+    pub fn new(cache: Arc<PolicyCache>) -> Self {
+        Self { cache }
+    }
+}
+
+/// `user 'ana' (roles analyst, eu)` for messages.
+pub fn describe_identity(cx: &MixinContext) -> String {
+    let roles = if cx.roles.is_empty() {
+        "no roles".to_string()
+    } else {
+        format!("roles {}", cx.roles.join(", "))
+    };
+    if cx.user.is_empty() {
+        format!("a session with {roles}")
+    } else {
+        format!("user '{}' ({roles})", cx.user)
+    }
+}
+
+#[async_trait]
+impl AccessHook for AccessControl {
+    fn name(&self) -> &str {
+        "access_control"
+    }
+
+    async fn check(
+        &self,
+        target: &crate::store::WriteTarget,
+        access: Access,
+        session: &SessionContext,
+    ) -> Result<()> {
+        let cx = MixinContext::from_session(session);
+        self.cache.ensure_loaded().await?;
+        let bound = cx.bound_bucket.clone().or_else(|| {
+            self.cache
+                .is_isolated(&cx.bucket)
+                .then(|| cx.bucket.clone())
+        });
+        if let Some(bound) = bound.filter(|b| b != &target.bucket) {
+            return Err(StoreError::PermissionDenied {
+                who: describe_identity(&cx),
+                privilege: access.to_string(),
+                bucket: target.bucket.clone(),
+                action: format!(
+                    "this session is bound to bucket '{bound}'; {access} '{}' is outside it",
+                    target.name
+                ),
+            });
+        }
+        if cx.owner {
+            return Ok(());
+        }
+        let needed = match target.prefix.as_str() {
+            // policies and settings are read by the rules, changed by admins
+            POLICY_STORE | SETTINGS_STORE if access >= Access::Write => Access::Admin,
+            _ => access,
+        };
+        if self
+            .cache
+            .privilege(&target.bucket, &cx.roles)
+            .is_some_and(|held| held >= needed)
+        {
+            return Ok(());
+        }
+        Err(StoreError::PermissionDenied {
+            who: describe_identity(&cx),
+            privilege: needed.to_string(),
+            bucket: target.bucket.clone(),
+            action: format!("{access} {}/'{}'", target.prefix, target.name),
+        })
+    }
 }

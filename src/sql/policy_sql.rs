@@ -8,13 +8,24 @@
 //! CREATE CONTRACT ON sales AS '{"columns": [{"name": "id", "type": "int", "nullable": false}]}';
 //! DROP CONTRACT ON sales;
 //! ALTER BUCKET team_a SET ISOLATED = TRUE;
+//! GRANT read ON BUCKET sales TO analyst, auditor;                    -- READ | WRITE | ADMIN
+//! REVOKE write ON BUCKET sales FROM analyst;                          -- leaves read
+//! SHOW GRANTS [ON BUCKET sales];
 //! ```
+//! Every statement but `SHOW GRANTS` needs `admin` on the bucket it changes.
 //! Names are identifiers or "quoted identifiers", optionally `bucket.name`.
+
+use std::sync::Arc;
+
+use arrow::array::StringArray;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
 
 use super::SqlError;
 use super::policies::{ColumnMask, Contract, MaskAction, RowFilter};
 use super::session::SqlEngine;
 use crate::engine::Engine;
+use crate::store::{Access, list_buckets};
 
 /// A parsed policy statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +58,19 @@ pub enum PolicyStatement {
     IsolateBucket {
         bucket: String,
         isolated: bool,
+    },
+    Grant {
+        bucket: String,
+        roles: Vec<String>,
+        privilege: Access,
+    },
+    Revoke {
+        bucket: String,
+        roles: Vec<String>,
+        privilege: Access,
+    },
+    ShowGrants {
+        bucket: Option<String>,
     },
 }
 
@@ -222,8 +246,24 @@ impl Parser {
     }
 }
 
+/// `text` without the comments and blanks in front of its first word.
+fn strip_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            return text;
+        }
+    }
+}
+
 /// Parses a policy statement; `Ok(None)` when `text` is not one.
 pub fn parse(text: &str) -> Result<Option<PolicyStatement>, SqlError> {
+    // a comment in front must not hide a policy statement from this parser
+    let text = strip_leading_comments(text);
     let head: Vec<String> = text
         .split_whitespace()
         .take(2)
@@ -241,6 +281,9 @@ pub fn parse(text: &str) -> Result<Option<PolicyStatement>, SqlError> {
             | ["create", "contract"]
             | ["drop", "contract"]
             | ["alter", "bucket"]
+            | ["grant", _]
+            | ["revoke", _]
+            | ["show", "grants"]
     );
     if !ours {
         return Ok(None);
@@ -357,14 +400,89 @@ pub fn parse(text: &str) -> Result<Option<PolicyStatement>, SqlError> {
             };
             PolicyStatement::IsolateBucket { bucket, isolated }
         }
+        ("grant", _) | ("revoke", _) => {
+            let privilege = match head[1].trim_end_matches(';') {
+                "read" | "select" => Access::Read,
+                "write" => Access::Write,
+                "admin" | "all" => Access::Admin,
+                other => {
+                    return Err(SqlError::Usage(format!(
+                        "unknown privilege '{other}': use READ, WRITE or ADMIN"
+                    )));
+                }
+            };
+            p.kw("on")?;
+            p.kw("bucket")?;
+            let bucket = p.ident()?;
+            p.kw(if head[0] == "grant" { "to" } else { "from" })?;
+            let mut roles = vec![p.ident()?];
+            while p.toks.get(p.pos) == Some(&Tok::Punct(',')) {
+                p.pos += 1;
+                roles.push(p.ident()?);
+            }
+            if head[0] == "grant" {
+                PolicyStatement::Grant {
+                    bucket,
+                    roles,
+                    privilege,
+                }
+            } else {
+                PolicyStatement::Revoke {
+                    bucket,
+                    roles,
+                    privilege,
+                }
+            }
+        }
+        ("show", "grants") => {
+            let bucket = if p.peek_kw("on") {
+                p.kw("on")?;
+                p.kw("bucket")?;
+                Some(p.ident()?)
+            } else {
+                None
+            };
+            PolicyStatement::ShowGrants { bucket }
+        }
         _ => return Ok(None),
     };
     p.end()?;
     Ok(Some(stmt))
 }
 
-/// Stores the change a policy statement declares.
-pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlError> {
+/// The bucket a statement changes (the session's when not named).
+fn bucket_of(engine: &Engine, stmt: &PolicyStatement) -> Option<String> {
+    use PolicyStatement::*;
+    match stmt {
+        CreateRowFilter { bucket, .. }
+        | DropRowFilter { bucket, .. }
+        | CreateMask { bucket, .. }
+        | DropMask { bucket, .. }
+        | SetContract { bucket, .. } => Some(
+            bucket
+                .clone()
+                .unwrap_or_else(|| engine.bucket_name().into()),
+        ),
+        IsolateBucket { bucket, .. } | Grant { bucket, .. } | Revoke { bucket, .. } => {
+            Some(bucket.clone())
+        }
+        ShowGrants { .. } => None,
+    }
+}
+
+/// Stores the change a policy statement declares (after checking that the
+/// session administers the bucket); `SHOW GRANTS` returns its rows.
+pub async fn apply(
+    engine: &Engine,
+    stmt: PolicyStatement,
+) -> Result<Option<RecordBatch>, SqlError> {
+    if let Some(bucket) = bucket_of(engine, &stmt) {
+        engine
+            .bucket(&bucket)?
+            .store(super::policies::POLICY_STORE)?
+            .check_access("*", Access::Admin)
+            .await?;
+    }
     let on = |bucket: &Option<String>| -> Result<Engine, SqlError> {
         Ok(match bucket {
             Some(b) => engine.bucket(b)?,
@@ -372,6 +490,93 @@ pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlErro
         })
     };
     match stmt {
+        PolicyStatement::Grant {
+            bucket,
+            roles,
+            privilege,
+        } => {
+            engine
+                .bucket(&bucket)?
+                .policies()
+                .update_bucket(|b| {
+                    for r in &roles {
+                        let held = b.grants.entry(r.clone()).or_insert(privilege);
+                        *held = (*held).max(privilege);
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::Revoke {
+            bucket,
+            roles,
+            privilege,
+        } => {
+            engine
+                .bucket(&bucket)?
+                .policies()
+                .update_bucket(|b| {
+                    for r in &roles {
+                        // revoking a level leaves the one below it
+                        let below = match privilege {
+                            Access::Read => None,
+                            Access::Write => Some(Access::Read),
+                            Access::Admin => Some(Access::Write),
+                        };
+                        match (b.grants.get(r).copied(), below) {
+                            (Some(held), Some(below)) if held >= privilege => {
+                                b.grants.insert(r.clone(), below);
+                            }
+                            (Some(held), None) if held >= privilege => {
+                                b.grants.remove(r);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Ok(())
+                })
+                .await?
+        }
+        PolicyStatement::ShowGrants { bucket } => {
+            let buckets = match bucket {
+                Some(b) => vec![b],
+                None => list_buckets(engine.root()).await?,
+            };
+            let (mut bs, mut rs, mut ps) = (Vec::new(), Vec::new(), Vec::new());
+            for b in buckets {
+                let policies = engine.bucket(&b)?.policies();
+                // what a session may not read, it is not shown
+                if engine
+                    .bucket(&b)?
+                    .datasets()
+                    .check_access("*", Access::Read)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                for (role, p) in policies.bucket_settings().await?.grants {
+                    bs.push(b.clone());
+                    rs.push(role);
+                    ps.push(p.to_string());
+                }
+            }
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("bucket", DataType::Utf8, false),
+                Field::new("role", DataType::Utf8, false),
+                Field::new("privilege", DataType::Utf8, false),
+            ]));
+            let batch = RecordBatch::try_new(
+                schema,
+                vec![
+                    Arc::new(StringArray::from(bs)),
+                    Arc::new(StringArray::from(rs)),
+                    Arc::new(StringArray::from(ps)),
+                ],
+            )
+            .map_err(|e| SqlError::Usage(e.to_string()))?;
+            return Ok(Some(batch));
+        }
         PolicyStatement::CreateRowFilter {
             bucket,
             dataset,
@@ -380,7 +585,7 @@ pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlErro
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    replace_named(&mut p.row_filters, |f| &f.name, filter);
+                    replace_named(&mut p.row_filters, |f| &f.name, filter.clone());
                     Ok(())
                 })
                 .await?
@@ -405,7 +610,7 @@ pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlErro
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    replace_named(&mut p.column_masks, |m| &m.name, mask);
+                    replace_named(&mut p.column_masks, |m| &m.name, mask.clone());
                     Ok(())
                 })
                 .await?
@@ -430,7 +635,7 @@ pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlErro
             on(&bucket)?
                 .policies()
                 .update(&dataset, |p| {
-                    p.contract = contract;
+                    p.contract = contract.clone();
                     Ok(())
                 })
                 .await?
@@ -443,7 +648,7 @@ pub async fn apply(engine: &Engine, stmt: PolicyStatement) -> Result<(), SqlErro
                 .await?
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Adds `item`, replacing an entry of the same name.

@@ -18,7 +18,7 @@ use super::catalog::OmegaCatalog;
 use super::mixins::MixinRule;
 use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
-use super::policies::{POLICY_STORE, Policies, PolicyCache};
+use super::policies::{POLICY_STORE, Policies, PolicyCache, SETTINGS_STORE};
 use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
 use crate::models::Models;
 use crate::store::{BackendRegistry, CATALOG_NAME, Hooks, Root};
@@ -83,6 +83,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
         vec![Arc::new(SharedMixinRule(parts.mixins.clone()))];
     rules.extend(Analyzer::new().rules);
+    rules.push(Arc::new(super::model_functions::PinModels));
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
@@ -106,13 +107,14 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     session
 }
 
-/// Runs queries for the layers below (a model fitted on `SELECT …`).
+/// Runs queries for the layers below (a model fitted or evaluated on
+/// `SELECT …`): exactly one query, nothing else.
 struct SqlRunner;
 
 #[async_trait]
 impl QueryRunner for SqlRunner {
     async fn query(&self, engine: &Engine, sql: &str) -> Result<DataFrame, QueryError> {
-        super::execute::run(engine, sql, &[])
+        super::execute::run_select(engine, sql)
             .await
             .map_err(|e| match e {
                 SqlError::Store(s) => Box::new(s) as QueryError,
@@ -127,6 +129,8 @@ pub trait SqlEngine {
     fn options(&self) -> OmegaOptions;
     /// The policies (row filters, masks, contracts, isolation) of the engine's bucket.
     fn policies(&self) -> Policies;
+    /// The policies of every bucket as this session last loaded them.
+    fn policy_cache(&self) -> Arc<PolicyCache>;
     /// The model verbs of the engine's bucket.
     fn models(&self) -> Models;
     /// Models loaded for the statements of this session.
@@ -138,15 +142,22 @@ impl SqlEngine for Engine {
         options_of(self.session())
     }
 
-    fn policies(&self) -> Policies {
-        let cache = self
-            .session()
+    fn policy_cache(&self) -> Arc<PolicyCache> {
+        self.session()
             .state_ref()
             .read()
             .config()
             .get_extension::<PolicyCache>()
-            .unwrap_or_else(|| Arc::new(PolicyCache::new(self.root().clone())));
-        Policies::new(self.store(POLICY_STORE).expect("static prefix"), cache)
+            .unwrap_or_else(|| Arc::new(PolicyCache::new(self.root().clone())))
+    }
+
+    fn policies(&self) -> Policies {
+        let cache = self.policy_cache();
+        Policies::new(
+            self.store(POLICY_STORE).expect("static prefix"),
+            self.store(SETTINGS_STORE).expect("static prefix"),
+            cache,
+        )
     }
 
     fn models(&self) -> Models {

@@ -206,6 +206,11 @@ pub struct PutOptions {
     pub attributes: Option<Map<String, Value>>,
     /// Reports bytes read of file inputs.
     pub progress: Option<indicatif::ProgressBar>,
+    /// Commit only on top of this version (0: the name does not exist or
+    /// was dropped); otherwise fail with [`StoreError::Conflict`] instead of
+    /// rebasing. A read-modify-write (a policy edit) retries on a conflict,
+    /// so that two concurrent edits both land.
+    pub if_head: Option<u64>,
 }
 
 /// Options of a get (tables).

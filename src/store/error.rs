@@ -90,6 +90,18 @@ pub enum StoreError {
     )]
     StorageDenied { path: String },
 
+    #[error(
+        "permission denied: {who} lacks {privilege} on bucket '{bucket}' ({action}); an admin of the bucket can run GRANT {privilege} ON BUCKET {bucket} TO <role>"
+    )]
+    PermissionDenied {
+        /// `user 'ana' (roles analyst)`
+        who: String,
+        privilege: String,
+        bucket: String,
+        /// what was refused: `write 'sales'`
+        action: String,
+    },
+
     #[error("storage error at '{path}': {source}")]
     ObjectStore {
         path: String,

@@ -96,6 +96,7 @@ impl Store {
     /// references and that are older than the retention (see the module
     /// docs); inside tables, files no live version's snapshot needs.
     pub async fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
+        self.check_access("*", super::hooks::Access::Admin).await?;
         let root = self.catalog().root().clone();
         let cut = cutoff(opts.older_than);
         let mut report = GcReport::default();
@@ -163,6 +164,8 @@ impl Store {
         older_than: std::time::Duration,
     ) -> Result<VacuumReport> {
         let n = ObjectName::new(name)?;
+        self.check_access(n.as_str(), super::hooks::Access::Write)
+            .await?;
         if keep == 0 {
             return Err(StoreError::invalid_input(
                 name,

@@ -31,7 +31,7 @@ pub use bucket::{list_buckets, validate_bucket};
 pub use catalog::Catalog;
 pub use error::{Result, StoreError};
 pub use gc::{GcOptions, GcReport, VacuumReport};
-pub use hooks::{Hooks, ReadHook, WriteHook, WriteTarget};
+pub use hooks::{Access, AccessHook, Hooks, ReadHook, WriteHook, WriteTarget};
 pub use metadata::Metadata;
 pub use name::{NameRef, ObjectName, VersionSpec};
 pub use objects::{ListOptions, Store};

@@ -18,7 +18,7 @@ use super::backend::{
 };
 use super::catalog::Catalog;
 use super::error::{Result, StoreError};
-use super::hooks::Hooks;
+use super::hooks::{Access, Hooks, WriteTarget};
 use super::metadata::{Metadata, TOMBSTONE_KIND, merge_attributes};
 use super::name::{NameRef, ObjectName, VersionSpec, glob_match, is_pattern};
 use super::registry::BackendRegistry;
@@ -100,6 +100,19 @@ impl Store {
         }
     }
 
+    /// Asks the access hooks whether this session may do `access` to
+    /// `name` (`*` for the whole store).
+    pub async fn check_access(&self, name: &str, access: super::hooks::Access) -> Result<()> {
+        let target = WriteTarget {
+            bucket: self.bucket().to_string(),
+            prefix: self.prefix().to_string(),
+            name: name.to_string(),
+        };
+        self.hooks
+            .check_access(&target, access, &self.session)
+            .await
+    }
+
     fn backend_for(&self, meta: &Metadata) -> Result<Arc<dyn DataBackend>> {
         self.registry
             .by_kind(&meta.kind)
@@ -124,6 +137,7 @@ impl Store {
     ) -> Result<Metadata> {
         let obj = obj.into();
         let name = ObjectName::new(name)?;
+        self.check_access(name.as_str(), Access::Write).await?;
         let head = self.catalog.head(&name).await?;
         let previous = head.clone().filter(|m| !m.is_tombstone());
         if opts.mode == PutMode::Error && previous.is_some() {
@@ -154,6 +168,14 @@ impl Store {
                 })?,
         };
         let cx = self.context(&name);
+        let kind = opts
+            .kind
+            .clone()
+            .or_else(|| backend.kinds().into_iter().next())
+            .unwrap_or_default();
+        self.hooks
+            .check_put(&cx.write_target(), &kind, &self.session)
+            .await?;
         let written = backend.put(&cx, obj, previous.as_ref(), &opts).await?;
         super::failpoint::hit("after-data");
         self.commit_written(
@@ -200,6 +222,18 @@ impl Store {
                 }
             };
             let version = latest.as_ref().map_or(1, |l| l.version + 1);
+            if let Some(expected) = opts.if_head
+                && version != expected + 1
+            {
+                backend.discard(cx, &written).await;
+                return Err(StoreError::Conflict {
+                    name: name.to_string(),
+                    version: version - 1,
+                    advice: format!(
+                        "it changed since version {expected} was read; read it again and retry"
+                    ),
+                });
+            }
             if latest.as_ref().map(|l| l.version) != base {
                 match latest {
                     Some(l) if !l.is_tombstone() => {
@@ -318,6 +352,7 @@ impl Store {
     /// Resolves `name`, `name@N` or `name@tag` to its metadata.
     pub async fn metadata(&self, name: &str) -> Result<Metadata> {
         let r = NameRef::parse(name)?;
+        self.check_access(r.name.as_str(), Access::Read).await?;
         let head = match self.catalog.head(&r.name).await {
             Ok(head) => Some(head),
             // a torn newest record (a crash without fsync) must not hide
@@ -377,6 +412,7 @@ impl Store {
     /// [`BackendContext::named_scan`]), so the read rewrite rules (mixins)
     /// apply to it as to SQL; options are applied on top.
     pub async fn get_version(&self, meta: &Metadata, opts: &GetOptions) -> Result<Data> {
+        self.check_access(&meta.name, Access::Read).await?;
         let backend = self.backend_for(meta)?;
         let name = ObjectName::new(&meta.name)?;
         match backend.get(&self.context(&name), meta, opts).await? {
@@ -397,6 +433,7 @@ impl Store {
 
     /// The provider of a version already resolved with [`Store::metadata`].
     pub async fn table_provider_of(&self, meta: &Metadata) -> Result<Arc<dyn TableProvider>> {
+        self.check_access(&meta.name, Access::Read).await?;
         let name = meta.name.as_str();
         let backend = self.backend_for(meta)?;
         let n = ObjectName::new(&meta.name)?;
@@ -416,6 +453,7 @@ impl Store {
     /// delete/update commit); returns the new metadata and the rows changed.
     pub async fn change_table(&self, name: &str, change: TableChange) -> Result<(Metadata, u64)> {
         let n = ObjectName::new(name)?;
+        self.check_access(n.as_str(), Access::Write).await?;
         let meta = self
             .catalog
             .latest(&n)
@@ -534,6 +572,7 @@ impl Store {
     /// Objects whose newest record is corrupt are left out; a failure to
     /// list or read is an error, never a partial listing.
     pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
+        self.check_access("*", Access::Read).await?;
         // one listing finds every name's latest version; then one read per
         // record, many in flight
         let heads = self.catalog.head_versions().await?;
@@ -567,6 +606,7 @@ impl Store {
     /// Every committed version of `name`, oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<Metadata>> {
         let r = NameRef::parse(name)?;
+        self.check_access(r.name.as_str(), Access::Read).await?;
         let mut out = Vec::new();
         for v in self.catalog.versions(&r.name).await? {
             if let Some(m) = self.catalog.read(&r.name, v).await? {
@@ -585,6 +625,7 @@ impl Store {
 
     /// Points `tag` at a version (the latest when `None`).
     pub async fn tag(&self, name: &str, tag: &str, version: Option<u64>) -> Result<Metadata> {
+        self.check_access(name, Access::Write).await?;
         let spec = match version {
             Some(v) => format!("{name}@{v}"),
             None => name.to_string(),
@@ -598,6 +639,7 @@ impl Store {
     /// Tags of `name` and the versions they point at.
     pub async fn tags(&self, name: &str) -> Result<Vec<(String, u64)>> {
         let n = ObjectName::new(name)?;
+        self.check_access(n.as_str(), Access::Read).await?;
         self.catalog.tags(&n).await
     }
 
@@ -609,6 +651,7 @@ impl Store {
         attributes: Map<String, Value>,
     ) -> Result<Metadata> {
         let n = ObjectName::new(name)?;
+        self.check_access(n.as_str(), Access::Write).await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let current = self
                 .catalog
@@ -641,6 +684,7 @@ impl Store {
     /// A tombstone version is committed first (from then on the object is
     /// gone for every reader), then the data of all versions, then the records.
     pub async fn drop(&self, name: &str, force: bool) -> Result<Vec<String>> {
+        self.check_access(name, Access::Write).await?;
         if is_pattern(name) {
             let opts = ListOptions {
                 hidden: true,
