@@ -435,3 +435,22 @@ async fn models_of_two_buckets_do_not_mix_and_a_query_keeps_its_version() {
         .unwrap();
     assert_eq!(float(again).await, 20.0);
 }
+
+#[tokio::test]
+async fn a_statement_in_an_isolated_bucket_writes_only_there() {
+    let (_root, om) = store().await;
+    let team = om.bucket("team_a").unwrap();
+    run(&team, "CREATE TABLE x AS VALUES (1)").await;
+    run(&om, "ALTER BUCKET team_a SET ISOLATED = TRUE").await;
+    for sql in [
+        "CREATE TABLE omega.default.y AS VALUES (1)",
+        "INSERT INTO omega.default.t SELECT * FROM omega.default.t",
+        "DROP TABLE omega.default.t",
+    ] {
+        let e = team.sql(sql).await.unwrap_err().to_string();
+        assert!(e.contains("bound to bucket 'team_a'"), "{sql}: {e}");
+    }
+    // its own bucket is fine
+    run(&team, "CREATE TABLE y AS VALUES (2)").await;
+    assert_eq!(count(&om, "SELECT count(*) FROM t").await, 10);
+}

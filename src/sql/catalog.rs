@@ -16,6 +16,7 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 
 use crate::engine::{Engine, WeakEngine};
+use crate::sql::session::SqlEngine;
 use crate::store::{ListOptions, StoreError, list_buckets};
 
 /// Kinds that are tables in SQL.
@@ -130,10 +131,22 @@ impl SchemaProvider for BucketSchema {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
         }
-        match ds.table_provider_of(&meta).await {
-            Ok(p) => Ok(Some(p)),
-            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        let provider = ds
+            .table_provider_of(&meta)
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if meta.kind == crate::backends::view::KIND {
+            // a view's own scans are judged where they are inlined
+            return Ok(Some(provider));
         }
+        let cx = crate::sql::mixins::MixinContext::from_session(engine.session());
+        let hidden = crate::sql::policies::hidden_columns(
+            &engine.policy_cache(),
+            engine.bucket_name(),
+            &meta.name,
+            &cx,
+        );
+        Ok(Some(WithoutHidden::wrap(provider, &hidden)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -249,4 +262,71 @@ async fn objects_table(engine: &Engine) -> Result<MemTable, StoreError> {
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .map_err(|e| StoreError::table("system.objects", e))?;
     MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| StoreError::table("system.objects", e))
+}
+
+/// A table without the columns a `HIDE` mask hides from the session: its
+/// schema (`SELECT *`, `information_schema.columns`, `DESCRIBE`) does not
+/// name them, and a query that does fails as for a column that does not
+/// exist. The scan maps the visible columns onto the table's own.
+#[derive(Debug)]
+struct WithoutHidden {
+    inner: Arc<dyn TableProvider>,
+    visible: Vec<usize>,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl WithoutHidden {
+    fn wrap(inner: Arc<dyn TableProvider>, hidden: &[String]) -> Arc<dyn TableProvider> {
+        let schema = inner.schema();
+        if !schema.fields().iter().any(|f| hidden.contains(f.name())) {
+            return inner;
+        }
+        let visible: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !hidden.contains(schema.field(*i).name()))
+            .collect();
+        let projected = Arc::new(Schema::new_with_metadata(
+            visible
+                .iter()
+                .map(|i| schema.field(*i).clone())
+                .collect::<Vec<_>>(),
+            schema.metadata().clone(),
+        ));
+        Arc::new(Self {
+            inner,
+            visible,
+            schema: projected,
+        })
+    }
+}
+
+#[async_trait]
+impl TableProvider for WithoutHidden {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let mapped: Vec<usize> = match projection {
+            Some(p) => p.iter().map(|i| self.visible[*i]).collect(),
+            None => self.visible.clone(),
+        };
+        self.inner.scan(state, Some(&mapped), filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> DfResult<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
 }

@@ -178,6 +178,21 @@ async fn write_target(
 ) -> Result<(Engine, String), SqlError> {
     let (om, name) = target(engine, table)?;
     om.datasets().check_access(&name, Access::Write).await?;
+    // a statement run in an isolated bucket writes only there (the store's
+    // check sees the session, which engines of all buckets share)
+    let here = engine.bucket_name();
+    if om.bucket_name() != here && engine.policy_cache().bucket_policy(here).isolated {
+        let cx = MixinContext::from_session(engine.session());
+        return Err(StoreError::PermissionDenied {
+            who: describe_identity(&cx),
+            privilege: Access::Write.to_string(),
+            bucket: om.bucket_name().into(),
+            action: format!(
+                "this session is bound to bucket '{here}'; write '{name}' is outside it"
+            ),
+        }
+        .into());
+    }
     Ok((om, name))
 }
 

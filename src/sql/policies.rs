@@ -180,6 +180,18 @@ impl PolicyCache {
         cx.owner || self.privilege(bucket, &cx.roles) == Some(Access::Admin)
     }
 
+    /// Whether a filter or mask declared for `role` on a dataset of
+    /// `bucket` applies to `cx`: to an admin only when it names one of its
+    /// roles explicitly, to anyone else when it names one of its roles or
+    /// `*`.
+    pub fn applies(&self, bucket: &str, cx: &MixinContext, role: &str) -> bool {
+        if self.is_admin(bucket, cx) {
+            cx.roles.iter().any(|r| r == role)
+        } else {
+            cx.has_role(role)
+        }
+    }
+
     /// The settings of `bucket` as last loaded.
     pub fn bucket_policy(&self, bucket: &str) -> BucketPolicy {
         self.buckets
@@ -463,25 +475,34 @@ pub fn applicable_filters(
     let policy = cache
         .get(bucket, name)
         .filter(|p| !p.row_filters.is_empty())?;
-    let admin = cache.is_admin(bucket, cx);
-    let applies = |role: &str| {
-        if admin {
-            // an admin sees every row, unless a filter names its role
-            cx.roles.iter().any(|r| r == role)
-        } else {
-            cx.has_role(role)
-        }
-    };
-    if admin && !policy.row_filters.iter().any(|f| applies(&f.role)) {
+    let applying: Vec<RowFilter> = policy
+        .row_filters
+        .into_iter()
+        .filter(|f| cache.applies(bucket, cx, &f.role))
+        .collect();
+    // an admin sees every row, unless a filter names its role
+    if applying.is_empty() && cache.is_admin(bucket, cx) {
         return None;
     }
-    Some(
-        policy
-            .row_filters
-            .into_iter()
-            .filter(|f| applies(&f.role))
-            .collect(),
-    )
+    Some(applying)
+}
+
+/// The columns of `bucket.name` a `HIDE` mask removes for `cx`.
+pub fn hidden_columns(
+    cache: &PolicyCache,
+    bucket: &str,
+    name: &str,
+    cx: &MixinContext,
+) -> Vec<String> {
+    let Some(policy) = cache.get(bucket, name) else {
+        return vec![];
+    };
+    policy
+        .column_masks
+        .iter()
+        .filter(|m| m.action == MaskAction::Hide && cache.applies(bucket, cx, &m.role))
+        .map(|m| m.column.clone())
+        .collect()
 }
 
 /// The columns of `bucket.name` masked (hidden, nulled or hashed) for `cx`.
@@ -494,17 +515,10 @@ pub fn masked_columns(
     let Some(policy) = cache.get(bucket, name) else {
         return vec![];
     };
-    let admin = cache.is_admin(bucket, cx);
     policy
         .column_masks
         .iter()
-        .filter(|m| {
-            if admin {
-                cx.roles.iter().any(|r| r == &m.role)
-            } else {
-                cx.has_role(&m.role)
-            }
-        })
+        .filter(|m| cache.applies(bucket, cx, &m.role))
         .map(|m| m.column.clone())
         .collect()
 }
@@ -593,17 +607,10 @@ impl Mixin for ColumnMaskMixin {
             let Some(policy) = self.cache.get(bucket, name) else {
                 return Ok(Transformed::no(scan));
             };
-            let admin = self.cache.is_admin(bucket, cx);
             let masks: Vec<&ColumnMask> = policy
                 .column_masks
                 .iter()
-                .filter(|m| {
-                    if admin {
-                        cx.roles.iter().any(|r| r == &m.role)
-                    } else {
-                        cx.has_role(&m.role)
-                    }
-                })
+                .filter(|m| self.cache.applies(bucket, cx, &m.role))
                 .collect();
             if masks.is_empty() {
                 return Ok(Transformed::no(scan));
