@@ -104,6 +104,19 @@ impl Omega {
         })
     }
 
+    /// The session an API key grants: its role, bound to its bucket, with
+    /// a fixed identity (the key's name as user). Anything but a valid,
+    /// live key is [`KeyError::Unauthenticated`](crate::store::keys::KeyError).
+    pub async fn for_key(&self, key: &str) -> Result<Self, crate::store::keys::KeyError> {
+        let record = crate::store::keys::Keys::new(self.root().clone())
+            .verify(key)
+            .await?;
+        let om = self
+            .with_identity(&record.name, &[record.role.as_str()], false)?
+            .bucket(&record.bucket)?;
+        Ok(om.bound_to_bucket(&record.bucket)?)
+    }
+
     /// A read-only session on the same store (writes fail with a clear error).
     pub fn read_only(&self) -> Result<Self> {
         self.read_only_like(true)

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod datasets;
 pub mod gc;
+pub mod keys;
 pub mod models;
 pub mod output;
 pub mod progress;
@@ -39,6 +40,8 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Key(#[from] crate::store::keys::KeyError),
     #[error("{0}")]
     Usage(String),
 }
@@ -81,6 +84,9 @@ pub enum Command {
     Bench(bench::BenchCommand),
     /// Remove data no live version references (crashed writes, failed drops), older than --older-than.
     Gc(gc::GcArgs),
+    /// API keys for the server: create (printed once), list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -98,6 +104,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(cmd) => bench::run(&om, cmd).await,
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Gc(args) => gc::run(&om, args).await,
+        Command::Keys(cmd) => keys::run(&om, cmd).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }
 }

@@ -13,6 +13,7 @@ pub mod error;
 pub mod failpoint;
 pub mod gc;
 pub mod hooks;
+pub mod keys;
 pub mod metadata;
 pub mod name;
 pub mod objects;

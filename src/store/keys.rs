@@ -1,0 +1,305 @@
+//! API keys: who may open a session on a store from outside (the server).
+//!
+//! A key is `oms_<id>_<secret>`: a 12-hex-digit id and a 256-bit random
+//! secret. The store keeps, per key, only its id, the SHA-256 of the secret
+//! and the identity the key grants (a bucket and a role), in
+//! `_system/keys/<id>.json` under the root: `_system` is not a valid bucket
+//! name, so no bucket, store or SQL catalog reaches it. A key is shown once,
+//! when it is created; verification compares digests in constant time and
+//! refuses revoked and expired keys. Deny by default: anything that is not a
+//! valid, live key is [`KeyError::Unauthenticated`].
+
+use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::bucket::validate_bucket;
+use super::error::StoreError;
+use super::root::Root;
+
+/// The prefix every key starts with (recognisable in logs and by scanners).
+pub const KEY_PREFIX: &str = "oms_";
+const ID_LEN: usize = 12;
+const SECRET_LEN: usize = 64;
+
+/// Errors of the key verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The key is missing, malformed, unknown, revoked or expired. The
+    /// message says no more (it would help a guesser).
+    #[error("unauthenticated: the API key is missing, invalid, revoked or expired")]
+    Unauthenticated,
+    #[error("no API key with id '{0}'; list them with `om keys list`")]
+    NotFound(String),
+    #[error("invalid {what} '{value}': {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the store records about a key (never the secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    /// The bucket a session opened with this key is bound to.
+    pub bucket: String,
+    /// The role the session plays there.
+    pub role: String,
+    pub created: DateTime<Utc>,
+    pub expires: Option<DateTime<Utc>>,
+    pub revoked: Option<DateTime<Utc>>,
+    /// Hex SHA-256 of the secret part.
+    pub sha256: String,
+}
+
+impl KeyRecord {
+    /// Whether the key may be used at `now`.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked.is_none() && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// The API keys of one root.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: Root,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Equal strings, in time independent of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// `n` random hex digits from the OS generator, through UUID v4 (whose
+/// bytes 6 and 8 carry the version and variant: those are skipped, the
+/// other 14 bytes are uniformly random).
+fn random_hex(n: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() * 2 < n {
+        let u = uuid::Uuid::new_v4();
+        bytes.extend(
+            u.as_bytes()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 6 && *i != 8)
+                .map(|(_, b)| *b),
+        );
+    }
+    let mut s = hex(&bytes);
+    s.truncate(n);
+    s
+}
+
+/// Parses `90d`, `12h`, `30m` (days, hours, minutes).
+pub fn parse_lifetime(text: &str) -> Result<chrono::Duration, KeyError> {
+    let bad = |reason: &str| KeyError::Invalid {
+        what: "lifetime",
+        value: text.to_string(),
+        reason: reason.to_string(),
+    };
+    let (n, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = n
+        .parse()
+        .map_err(|_| bad("expected a number and a unit, e.g. 90d, 12h or 30m"))?;
+    if n <= 0 {
+        return Err(bad("must be positive"));
+    }
+    match unit {
+        "d" => Ok(chrono::Duration::days(n)),
+        "h" => Ok(chrono::Duration::hours(n)),
+        "m" => Ok(chrono::Duration::minutes(n)),
+        _ => Err(bad("the unit is d, h or m")),
+    }
+}
+
+impl Keys {
+    pub fn new(root: Root) -> Self {
+        Self { root }
+    }
+
+    fn path(&self, id: &str) -> Path {
+        self.root.path(&["_system", "keys", &format!("{id}.json")])
+    }
+
+    async fn write(&self, record: &KeyRecord, create: bool) -> Result<(), KeyError> {
+        let path = self.path(&record.id);
+        let body = serde_json::to_vec_pretty(record)
+            .map_err(|e| StoreError::invalid_input(&record.id, e))?;
+        let opts = object_store::PutOptions {
+            mode: if create {
+                object_store::PutMode::Create
+            } else {
+                object_store::PutMode::Overwrite
+            },
+            ..Default::default()
+        };
+        self.root
+            .store
+            .put_opts(&path, body.into(), opts)
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        Ok(())
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<KeyRecord>, KeyError> {
+        let path = self.path(id);
+        let bytes = match self.root.store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map_err(|e| StoreError::object_store(&path, e))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(StoreError::object_store(&path, e).into()),
+        };
+        let record = serde_json::from_slice(&bytes).map_err(|e| StoreError::CorruptMetadata {
+            name: format!("key {id}"),
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(record))
+    }
+
+    /// Creates a key for `role` on `bucket`; returns the key (shown once:
+    /// the store keeps only its digest) and its record.
+    pub async fn create(
+        &self,
+        bucket: &str,
+        role: &str,
+        name: Option<&str>,
+        lifetime: Option<chrono::Duration>,
+    ) -> Result<(String, KeyRecord), KeyError> {
+        validate_bucket(bucket)?;
+        if role.is_empty()
+            || !role
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(KeyError::Invalid {
+                what: "role",
+                value: role.to_string(),
+                reason: "a role is letters, digits, '_' or '-'".into(),
+            });
+        }
+        let id = random_hex(ID_LEN);
+        let secret = random_hex(SECRET_LEN);
+        let now = Utc::now();
+        let record = KeyRecord {
+            id: id.clone(),
+            name: name.unwrap_or(role).to_string(),
+            bucket: bucket.to_string(),
+            role: role.to_string(),
+            created: now,
+            expires: lifetime.map(|l| now + l),
+            revoked: None,
+            sha256: digest(&secret),
+        };
+        self.write(&record, true).await?;
+        Ok((format!("{KEY_PREFIX}{id}_{secret}"), record))
+    }
+
+    /// Every key's record, oldest first.
+    pub async fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        use futures::TryStreamExt;
+        let dir = self.root.path(&["_system", "keys"]);
+        let listed: Vec<_> = self
+            .root
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::object_store(&dir, e))?;
+        let mut out = Vec::new();
+        for m in listed {
+            let Some(id) = m.location.filename().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            if let Some(r) = self.read(id).await? {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.created);
+        Ok(out)
+    }
+
+    /// Revokes key `id` (it stops working at once; the record stays).
+    pub async fn revoke(&self, id: &str) -> Result<KeyRecord, KeyError> {
+        if id.len() != ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeyError::NotFound(id.to_string()));
+        }
+        let mut record = self
+            .read(id)
+            .await?
+            .ok_or_else(|| KeyError::NotFound(id.to_string()))?;
+        if record.revoked.is_none() {
+            record.revoked = Some(Utc::now());
+            self.write(&record, false).await?;
+        }
+        Ok(record)
+    }
+
+    /// The record of a live key, or [`KeyError::Unauthenticated`].
+    pub async fn verify(&self, key: &str) -> Result<KeyRecord, KeyError> {
+        let rest = key
+            .strip_prefix(KEY_PREFIX)
+            .ok_or(KeyError::Unauthenticated)?;
+        let (id, secret) = rest.split_once('_').ok_or(KeyError::Unauthenticated)?;
+        if id.len() != ID_LEN
+            || secret.len() != SECRET_LEN
+            || !id.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(KeyError::Unauthenticated);
+        }
+        let record = match self.read(id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(KeyError::Unauthenticated),
+            Err(e) => return Err(e),
+        };
+        if !same(&digest(secret), &record.sha256) || !record.is_live(Utc::now()) {
+            return Err(KeyError::Unauthenticated);
+        }
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_parse_or_explain() {
+        assert_eq!(parse_lifetime("90d").unwrap(), chrono::Duration::days(90));
+        assert_eq!(parse_lifetime("12h").unwrap(), chrono::Duration::hours(12));
+        for bad in ["", "d", "0d", "-1d", "5w", "x1d"] {
+            assert!(parse_lifetime(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_parts_are_hex_of_the_right_length_and_differ() {
+        let a = random_hex(SECRET_LEN);
+        let b = random_hex(SECRET_LEN);
+        assert_eq!(a.len(), SECRET_LEN);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(same(&a, &a.clone()) && !same(&a, &b) && !same(&a, &a[1..]));
+    }
+}
