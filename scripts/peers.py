@@ -32,9 +32,14 @@ def ensure_packages():
         import duckdb, polars, pyarrow, sklearn, matplotlib  # noqa: F401
     except ImportError:
         py = subprocess.check_output([str(HERE / "bench-venv.sh")], text=True).strip()
-        if os.path.realpath(py) == os.path.realpath(sys.executable):
+        # A venv's python is often a symlink to the system one, so compare
+        # environments (sys.prefix), not interpreter files; the variable
+        # stops a loop if the venv itself lacks a package.
+        venv = str(Path(py).parent.parent)
+        if os.path.realpath(sys.prefix) == os.path.realpath(venv) or os.environ.get("OMEGA_PEERS_REEXEC"):
             raise
-        os.execv(py, [py, *sys.argv])
+        os.environ["OMEGA_PEERS_REEXEC"] = "1"
+        os.execv(py, [py, str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
 ensure_packages()
@@ -232,6 +237,11 @@ def main():
     p.add_argument("--chart", default="bench.png")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args()
+    # om runs in the repository, the peers here: both must see the same files
+    args.root = str(Path(args.root).resolve())
+    args.data = str(Path(args.data).resolve())
+    if args.om:
+        args.om = str(Path(args.om).resolve()) if os.sep in args.om else args.om
     args.model_rows = min(args.model_rows, args.rows)
     args.forest_rows = min(args.forest_rows, args.rows)
 
