@@ -8,26 +8,7 @@ mod common;
 use omegastore::store::GcOptions;
 use omegastore::{Omega, PutOptions, StoreError};
 
-use common::{local, sample_batch, total_rows};
-
-async fn count(om: &Omega, sql: &str) -> i64 {
-    let b = om.sql(sql).await.unwrap().collect().await.unwrap();
-    arrow::compute::cast(b[0].column(0), &arrow::datatypes::DataType::Int64)
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .unwrap()
-        .value(0)
-}
-
-async fn run(om: &Omega, sql: &str) {
-    om.sql(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
+use common::{exec as run, local, sample_batch, scalar as count, total_rows};
 
 fn denied(e: &StoreError, privilege: &str, bucket: &str) {
     match e {

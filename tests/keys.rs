@@ -7,11 +7,7 @@ mod common;
 use omegastore::store::keys::{KeyError, Keys};
 use omegastore::{Omega, PutOptions};
 
-use common::{local, sample_batch, total_rows};
-
-async fn run(om: &Omega, sql: &str) {
-    om.sql(sql).await.unwrap().collect().await.unwrap();
-}
+use common::{exec as run, local, sample_batch, scalar, total_rows};
 
 #[tokio::test]
 async fn a_key_grants_exactly_its_bucket_and_role() {
@@ -68,19 +64,12 @@ async fn a_key_grants_exactly_its_bucket_and_role() {
     assert!(stored.contains(&record.sha256));
     let buckets = omegastore::store::list_buckets(om.root()).await.unwrap();
     assert!(!buckets.iter().any(|b| b.starts_with('_')), "{buckets:?}");
-    let n = om
-        .sql("SELECT count(*) FROM omega.system.objects WHERE strpos(uri, '_system') > 0")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let n = arrow::compute::cast(n[0].column(0), &arrow::datatypes::DataType::Int64).unwrap();
-    let n = n
-        .as_any()
-        .downcast_ref::<arrow::array::Int64Array>()
-        .unwrap();
-    assert_eq!(n.value(0), 0, "a key record is visible as an object");
+    let n = scalar(
+        &om,
+        "SELECT count(*) FROM omega.system.objects WHERE strpos(uri, '_system') > 0",
+    )
+    .await;
+    assert_eq!(n, 0, "a key record is visible as an object");
 }
 
 #[tokio::test]

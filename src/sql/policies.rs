@@ -487,6 +487,22 @@ pub fn applicable_filters(
     Some(applying)
 }
 
+/// The masks of `bucket.name` that apply to `cx`.
+fn applying_masks(
+    cache: &PolicyCache,
+    bucket: &str,
+    name: &str,
+    cx: &MixinContext,
+) -> Vec<ColumnMask> {
+    cache
+        .get(bucket, name)
+        .map(|p| p.column_masks)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| cache.applies(bucket, cx, &m.role))
+        .collect()
+}
+
 /// The columns of `bucket.name` a `HIDE` mask removes for `cx`.
 pub fn hidden_columns(
     cache: &PolicyCache,
@@ -494,14 +510,10 @@ pub fn hidden_columns(
     name: &str,
     cx: &MixinContext,
 ) -> Vec<String> {
-    let Some(policy) = cache.get(bucket, name) else {
-        return vec![];
-    };
-    policy
-        .column_masks
-        .iter()
-        .filter(|m| m.action == MaskAction::Hide && cache.applies(bucket, cx, &m.role))
-        .map(|m| m.column.clone())
+    applying_masks(cache, bucket, name, cx)
+        .into_iter()
+        .filter(|m| m.action == MaskAction::Hide)
+        .map(|m| m.column)
         .collect()
 }
 
@@ -512,14 +524,9 @@ pub fn masked_columns(
     name: &str,
     cx: &MixinContext,
 ) -> Vec<String> {
-    let Some(policy) = cache.get(bucket, name) else {
-        return vec![];
-    };
-    policy
-        .column_masks
-        .iter()
-        .filter(|m| cache.applies(bucket, cx, &m.role))
-        .map(|m| m.column.clone())
+    applying_masks(cache, bucket, name, cx)
+        .into_iter()
+        .map(|m| m.column)
         .collect()
 }
 
@@ -604,14 +611,7 @@ impl Mixin for ColumnMaskMixin {
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> DfResult<LogicalPlan> {
         let mut hidden: Vec<Column> = Vec::new();
         let plan = for_each_dataset_scan(plan, cx, |bucket, name, q, scan| {
-            let Some(policy) = self.cache.get(bucket, name) else {
-                return Ok(Transformed::no(scan));
-            };
-            let masks: Vec<&ColumnMask> = policy
-                .column_masks
-                .iter()
-                .filter(|m| self.cache.applies(bucket, cx, &m.role))
-                .collect();
+            let masks = applying_masks(&self.cache, bucket, name, cx);
             if masks.is_empty() {
                 return Ok(Transformed::no(scan));
             }

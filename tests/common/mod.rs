@@ -229,3 +229,24 @@ pub async fn delta_reader_rows(
             .sum(),
     )
 }
+
+/// Runs a statement to completion, failing the test with its text.
+pub async fn exec(om: &omegastore::Omega, sql: &str) {
+    om.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// The first value of a one-row query, as an integer.
+pub async fn scalar(om: &omegastore::Omega, sql: &str) -> i64 {
+    let b = om.sql(sql).await.unwrap().collect().await.unwrap();
+    arrow::compute::cast(b[0].column(0), &DataType::Int64)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
