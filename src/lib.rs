@@ -18,6 +18,7 @@
 //!
 //! ```text
 //! cli      the `om` command line                 bench    `om bench` workloads
+//! server   `om serve`: Flight SQL and HTTP over an Omega, API keys
 //! omega    Omega: assembles the parts, the facade
 //! sql      catalog, statements, mixins, policies, predict()/evaluate()
 //! models   smartcore kinds: specs, features, estimators, the model backend
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod models;
 pub mod omega;
 pub mod sample;
+pub mod server;
 pub mod sql;
 pub mod store;
 

@@ -224,6 +224,12 @@ impl Omega {
         &self.parts.registry
     }
 
+    /// Table `name` of this bucket as a lazy frame, exactly as SQL reads it
+    /// (grants, row filters, masks and hidden columns applied).
+    pub async fn table(&self, name: &str) -> Result<DataFrame, SqlError> {
+        crate::sql::execute::read_table(&self.engine, name).await
+    }
+
     /// Runs SQL (one or more statements) and returns the last statement's
     /// result as a lazy DataFusion frame.
     pub async fn sql(&self, query: &str) -> Result<DataFrame, SqlError> {

@@ -9,6 +9,7 @@ pub mod models;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod serve;
 pub mod sql;
 
 use std::path::PathBuf;
@@ -87,6 +88,8 @@ pub enum Command {
     /// API keys for the server: create (printed once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Serve the store: Flight SQL and an HTTP API, with API keys.
+    Serve(serve::ServeArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -105,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Gc(args) => gc::run(&om, args).await,
         Command::Keys(cmd) => keys::run(&om, cmd).await,
+        Command::Serve(args) => serve::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }
 }

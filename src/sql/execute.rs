@@ -76,18 +76,38 @@ pub async fn run_select(engine: &Engine, sql: &str) -> Result<DataFrame, SqlErro
             statements.len()
         )));
     };
-    let parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})
-        .map_err(|e| SqlError::Usage(format!("expected one SELECT query: {e}")))?;
-    let is_query = matches!(
-        parsed.front(),
-        Some(DFStatement::Statement(s)) if matches!(s.as_ref(), SqlStatement::Query(_))
-    );
-    if parsed.len() != 1 || !is_query {
+    if !is_single_query(text) {
         return Err(SqlError::Usage(format!(
             "expected one SELECT query, got: {text}"
         )));
     }
     run(engine, text, &[]).await
+}
+
+/// True when `sql` is exactly one query (`SELECT`, `WITH …`, `VALUES`),
+/// which reads and writes nothing else.
+pub fn is_single_query(sql: &str) -> bool {
+    let statements = split_statements(sql);
+    let [text] = statements.as_slice() else {
+        return false;
+    };
+    let Ok(parsed) = DFParser::parse_sql_with_dialect(text, &GenericDialect {}) else {
+        return false;
+    };
+    parsed.len() == 1
+        && matches!(
+            parsed.front(),
+            Some(DFStatement::Statement(s)) if matches!(s.as_ref(), SqlStatement::Query(_))
+        )
+}
+
+/// The latest version of table `name` in the engine's bucket exactly as a
+/// query sees it: access checked, row filters and masks applied, hidden
+/// columns absent. What the HTTP API reads a dataset through.
+pub async fn read_table(engine: &Engine, name: &str) -> Result<DataFrame, SqlError> {
+    engine.hooks().prepare_read().await?;
+    let reference = TableReference::full(CATALOG_NAME, engine.bucket_name(), name);
+    Ok(engine.session().table(reference).await?)
 }
 
 /// Loads what planning needs: policies, and — only for statements that

@@ -20,6 +20,7 @@ pub mod mixins;
 pub mod model_functions;
 pub mod model_statements;
 pub mod options;
+pub mod placeholders;
 pub mod policies;
 pub mod policy_sql;
 pub mod session;
@@ -30,8 +31,10 @@ use thiserror::Error;
 use crate::store::StoreError;
 use crate::store::error::one_line;
 
+pub use execute::is_single_query;
 pub use mixins::{Mixin, MixinContext, MixinRule};
 pub use options::OmegaOptions;
+pub use placeholders::number_question_marks;
 pub use session::{SessionParts, SqlEngine, open_engine, options_of};
 
 /// Errors of the SQL layer.

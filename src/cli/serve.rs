@@ -1,0 +1,195 @@
+//! `om serve`: runs the Flight SQL and HTTP listeners over the root until
+//! SIGINT or SIGTERM, then stops accepting and lets running requests finish
+//! (up to --shutdown-timeout) before exiting 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::CliError;
+use crate::Omega;
+use crate::server::{Limits, ServeConfig};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Flight SQL address, or `off`.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    flight: String,
+    /// HTTP address, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Let requests without an API key in, as this role in --bucket. For
+    /// local use only: anyone who can reach the port gets the role.
+    #[arg(long, value_name = "ROLE")]
+    allow_anonymous: Option<String>,
+    /// PEM certificate chain: both listeners speak TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Requests executing at once (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Largest HTTP request body, e.g. 512MiB, 2GiB.
+    #[arg(long, default_value = "1GiB")]
+    max_body: String,
+    /// Largest Flight SQL message (ingest batches), e.g. 256MiB.
+    #[arg(long, default_value = "256MiB")]
+    max_message: String,
+    /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet stream all).
+    #[arg(long)]
+    max_result_rows: Option<usize>,
+    /// Seconds running requests get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    shutdown_timeout: u64,
+}
+
+fn address(flag: &str, text: &str) -> Result<Option<SocketAddr>, CliError> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        CliError::Usage(format!(
+            "--{flag} '{text}' is not an address like 127.0.0.1:8080 (or `off`)"
+        ))
+    })
+}
+
+/// `512MiB`, `2GiB`, `100MB`, `4096`: a size in bytes.
+pub fn parse_size(flag: &str, text: &str) -> Result<u64, CliError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if factor > 0 && n > 0 => Ok(n.saturating_mul(factor)),
+        _ => Err(CliError::Usage(format!(
+            "--{flag} '{text}' is not a size like 512MiB, 2GiB or 1000000"
+        ))),
+    }
+}
+
+pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
+    let mut limits = Limits {
+        body_bytes: parse_size("max-body", &args.max_body)?,
+        message_bytes: parse_size("max-message", &args.max_message)?.min(usize::MAX as u64)
+            as usize,
+        result_rows: args.max_result_rows,
+        ..Limits::default()
+    };
+    if let Some(w) = args.workers {
+        if w == 0 {
+            return Err(CliError::Usage("--workers must be at least 1".into()));
+        }
+        limits.workers = w;
+    }
+    let config = ServeConfig {
+        flight: address("flight", &args.flight)?,
+        http: address("http", &args.http)?,
+        allow_anonymous: args.allow_anonymous.clone(),
+        tls: args.tls_cert.zip(args.tls_key),
+        limits,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+    };
+    let tls = config.tls.is_some();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let running = crate::server::serve(om.clone(), config)
+        .await
+        .map_err(|e| CliError::Usage(e.message))?;
+    let mut listening = Vec::new();
+    let scheme = |plain: &str, secure: &str| {
+        if tls {
+            secure.to_string()
+        } else {
+            plain.to_string()
+        }
+    };
+    if let Some(a) = running.flight {
+        listening.push(format!(
+            "Flight SQL on {}://{a}",
+            scheme("grpc", "grpc+tls")
+        ));
+    }
+    if let Some(a) = running.http {
+        listening.push(format!("HTTP on {}://{a}", scheme("http", "https")));
+    }
+    let access = match &args.allow_anonymous {
+        Some(role) => format!(
+            "WARNING: ANONYMOUS ACCESS as role '{role}' in bucket '{}' (--allow-anonymous: for local use only)",
+            om.bucket_name()
+        ),
+        None => "API key required".into(),
+    };
+    println!(
+        "om serve: {}; root {}; {access}",
+        listening.join(", "),
+        om.root().url()
+    );
+    if args.allow_anonymous.is_some() {
+        eprintln!("om serve: {access}");
+    }
+    wait_for_signal().await;
+    eprintln!(
+        "om serve: stopping; running requests get up to {}s",
+        args.shutdown_timeout
+    );
+    if !running.shutdown().await {
+        eprintln!("om serve: some requests did not finish in time; exiting anyway");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_or_explain() {
+        assert_eq!(parse_size("x", "512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("x", "2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("x", "1000").unwrap(), 1000);
+        for bad in ["", "MiB", "0", "12XB", "-1"] {
+            assert!(parse_size("x", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Who is asking: every request presents an API key (`authorization: Bearer
+//! oms_…`, or HTTP Basic with the key as password, which the Flight SQL
+//! handshake turns into a bearer token). The key's bucket and role become
+//! the session identity, fixed for the request: `SET omega.*` is refused, so
+//! a client can never widen it. Deny by default; anonymous access exists only
+//! when the operator started the server with `--allow-anonymous ROLE`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::Omega;
+use crate::store::keys::{KeyError, KeyRecord, Keys};
+
+use super::error::ServerError;
+
+/// The session a request runs in, and the key it came with.
+#[derive(Clone)]
+pub struct Identity {
+    pub om: Omega,
+    /// The key id (`anonymous` without a key): owner of statements and tickets.
+    pub key_id: String,
+    /// Name shown in request logs.
+    pub who: String,
+}
+
+/// Verifies keys and keeps one session per key (a session is cheap to share
+/// and costly to build). The key is verified against the store on every
+/// request, so a revoked or expired key stops working at once.
+pub struct Authenticator {
+    base: Omega,
+    keys: Keys,
+    anonymous: Option<Identity>,
+    sessions: Mutex<HashMap<String, (KeyRecord, Omega)>>,
+}
+
+/// Sessions kept at most; the cache is cleared when it would grow past it.
+const MAX_SESSIONS: usize = 4096;
+
+impl Authenticator {
+    /// `anonymous`: the role requests without any credentials get, in the
+    /// base `Omega`'s bucket (for local use only).
+    pub fn new(base: Omega, anonymous: Option<&str>) -> Result<Self, ServerError> {
+        let anonymous = match anonymous {
+            Some(role) => {
+                let bucket = base.bucket_name().to_string();
+                let om = base
+                    .with_identity("anonymous", &[role], false)?
+                    .bound_to_bucket(&bucket)?;
+                Some(Identity {
+                    om,
+                    key_id: "anonymous".into(),
+                    who: format!("anonymous ({role})"),
+                })
+            }
+            None => None,
+        };
+        Ok(Self {
+            keys: Keys::new(base.root().clone()),
+            base,
+            anonymous,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The identity for an `authorization` header value (or none).
+    pub async fn identify(&self, authorization: Option<&str>) -> Result<Identity, ServerError> {
+        let Some(header) = authorization else {
+            return self
+                .anonymous
+                .clone()
+                .ok_or_else(ServerError::unauthenticated);
+        };
+        let key = key_of(header).ok_or_else(ServerError::unauthenticated)?;
+        self.for_key(&key).await
+    }
+
+    /// The identity of a key: verified, then its cached session.
+    pub async fn for_key(&self, key: &str) -> Result<Identity, ServerError> {
+        let record = self.keys.verify(key).await?;
+        let cached = {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions
+                .get(&record.id)
+                .filter(|(r, _)| r.role == record.role && r.bucket == record.bucket)
+                .map(|(_, om)| om.clone())
+        };
+        let om = match cached {
+            Some(om) => om,
+            None => {
+                let om = self.base.for_key(key).await.map_err(|e| match e {
+                    KeyError::Unauthenticated => ServerError::unauthenticated(),
+                    other => other.into(),
+                })?;
+                let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                if sessions.len() >= MAX_SESSIONS {
+                    sessions.clear();
+                }
+                sessions.insert(record.id.clone(), (record.clone(), om.clone()));
+                om
+            }
+        };
+        Ok(Identity {
+            om,
+            key_id: record.id.clone(),
+            who: format!("{} ({})", record.name, record.id),
+        })
+    }
+
+    /// Whether the store's root answers (what `/readyz` reports).
+    pub async fn check_root(&self) -> Result<(), ServerError> {
+        Ok(self.base.root().check().await?)
+    }
+
+    /// True when requests without credentials are let in.
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous.is_some()
+    }
+}
+
+/// The key in `Bearer <key>` or `Basic base64(user:key)` (any user name).
+pub fn key_of(header: &str) -> Option<String> {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(rest))
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        return Some(password.to_string());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_from_bearer_or_basic_headers() {
+        assert_eq!(key_of("Bearer oms_a_b").as_deref(), Some("oms_a_b"));
+        assert_eq!(key_of("bearer  oms_a_b ").as_deref(), Some("oms_a_b"));
+        // "user:oms_x" in base64
+        assert_eq!(key_of("Basic dXNlcjpvbXNfeA==").as_deref(), Some("oms_x"));
+        assert_eq!(key_of("Basic dXNlcjpvbXNfeA").as_deref(), Some("oms_x"));
+        assert_eq!(key_of("Basic !!!"), None);
+        assert_eq!(key_of("Digest x"), None);
+        assert_eq!(key_of("oms_a_b"), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! The listeners: Flight SQL on tonic, HTTP on hyper (with axum's router),
+//! both optionally over TLS (rustls with ring), both stopping gracefully:
+//! after [`Running::stop`] they accept nothing new and running requests get
+//! the shutdown timeout to finish.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tower::ServiceExt;
+
+use super::error::ServerError;
+use super::flight::OmegaFlightSql;
+use super::guard::{GuardLayer, grpc_panic, http_panic};
+use super::{ServeConfig, ServerState};
+use crate::Omega;
+
+/// A server that is listening.
+pub struct Running {
+    /// Where Flight SQL listens (the bound port when 0 was asked for).
+    pub flight: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    timeout: Duration,
+}
+
+impl Running {
+    /// Stops accepting connections; running requests go on.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Stops and waits for running requests, at most the shutdown timeout.
+    /// True when everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.stop();
+        let all = futures::future::join_all(self.tasks);
+        tokio::time::timeout(self.timeout, all).await.is_ok()
+    }
+}
+
+/// Binds the configured listeners and serves `om` until stopped.
+pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerError> {
+    if config.flight.is_none() && config.http.is_none() {
+        return Err(ServerError::bad_request(
+            "both listeners are off; give --flight ADDR or --http ADDR",
+        ));
+    }
+    let state = Arc::new(ServerState::new(om, &config)?);
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(load_tls(cert, key)?),
+        None => None,
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut running = Running {
+        flight: None,
+        http: None,
+        stop,
+        tasks: Vec::new(),
+        timeout: config.shutdown_timeout,
+    };
+    if let Some(addr) = config.flight {
+        let listener = bind(addr).await?;
+        running.flight = Some(local(&listener)?);
+        tasks.push(tokio::spawn(serve_flight(
+            state.clone(),
+            listener,
+            tls.clone(),
+            stopped.clone(),
+        )));
+    }
+    if let Some(addr) = config.http {
+        let listener = bind(addr).await?;
+        running.http = Some(local(&listener)?);
+        let app = super::http::router(state.clone());
+        tasks.push(tokio::spawn(serve_http(
+            app,
+            listener,
+            tls.map(|t| TlsAcceptor::from(t.config)),
+            stopped,
+        )));
+    }
+    running.tasks = tasks;
+    Ok(running)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::bad_request(format!("cannot listen on {addr}: {e}")))
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|e| ServerError::internal(format!("cannot read the bound address: {e}")))
+}
+
+async fn wait_stop(mut stopped: watch::Receiver<bool>) {
+    while !*stopped.borrow() {
+        if stopped.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The PEM files, read for both listeners.
+#[derive(Clone)]
+struct Tls {
+    config: Arc<rustls::ServerConfig>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+fn load_tls(cert: &Path, key: &Path) -> Result<Tls, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map_err(|e| ServerError::bad_request(format!("cannot read '{}': {e}", p.display())))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ServerError::bad_request(format!(
+                "'{}' is not a PEM certificate chain: {e}",
+                cert.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(ServerError::bad_request(format!(
+            "'{}' holds no certificate",
+            cert.display()
+        )));
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        ServerError::bad_request(format!("'{}' is not a PEM private key: {e}", key.display()))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private))
+        .map_err(|e| ServerError::bad_request(format!("invalid TLS certificate or key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Tls {
+        config: Arc::new(config),
+        cert_pem,
+        key_pem,
+    })
+}
+
+async fn serve_flight(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    tls: Option<Tls>,
+    stopped: watch::Receiver<bool>,
+) {
+    let limit = state.limits.message_bytes;
+    let service = FlightServiceServer::new(OmegaFlightSql::new(state))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        let identity = tonic::transport::Identity::from_pem(tls.cert_pem, tls.key_pem);
+        builder =
+            match builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "Flight SQL TLS setup failed");
+                    return;
+                }
+            };
+    }
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let result = builder
+        .layer(GuardLayer::new("flight", grpc_panic))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, wait_stop(stopped))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "Flight SQL listener stopped");
+    }
+}
+
+async fn serve_http(
+    app: axum::Router,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    stopped: watch::Receiver<bool>,
+) {
+    let app = tower::ServiceBuilder::new()
+        .layer(GuardLayer::new("http", http_panic))
+        .service(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = wait_stop(stopped);
+    tokio::pin!(stop);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| app.clone().oneshot(request));
+            let builder = ConnBuilder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls_stream) => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(conn.into_owned()).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}

@@ -1,0 +1,130 @@
+//! `om serve`: the store as a service.
+//!
+//! One process, two listeners over one [`Omega`](crate::Omega): Arrow Flight
+//! SQL ([`flight`]) and an HTTP API ([`http`]). Every request authenticates
+//! with an API key ([`auth`]); the key's bucket and role are the session's
+//! identity, so the store's grants, row filters, masks and isolation are the
+//! security boundary. Errors are classified once ([`error`]); prepared
+//! statements and tickets are bounded and expire ([`expiring`]); [`guard`]
+//! logs each request and turns a panic into an error for that request;
+//! [`listen`] runs the listeners (TLS, graceful shutdown).
+
+pub mod auth;
+pub mod encode;
+pub mod error;
+pub mod expiring;
+pub mod flight;
+pub mod guard;
+pub mod http;
+pub mod listen;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::Omega;
+use auth::Authenticator;
+use error::{ErrorKind, ServerError};
+use expiring::Expiring;
+
+pub use listen::{Running, serve};
+
+/// Limits that keep one client from taking the server's memory.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest HTTP request body; larger ones get 413 before being read.
+    pub body_bytes: u64,
+    /// Largest gRPC message the Flight listener accepts or sends.
+    pub message_bytes: usize,
+    /// Target size of one Flight data message (batches are split to fit).
+    pub flight_data_bytes: usize,
+    /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet
+    /// stream without a limit); `None`: no limit.
+    pub result_rows: Option<usize>,
+    /// Requests executing at once; others wait for a worker.
+    pub workers: usize,
+    /// Open prepared statements and tickets kept at most (per kind).
+    pub open_handles: usize,
+    /// Idle prepared statements and unused tickets expire after this.
+    pub handle_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1 << 30,
+            message_bytes: 256 << 20,
+            flight_data_bytes: 2 << 20,
+            result_rows: None,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
+            open_handles: 10_000,
+            handle_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What `om serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Flight SQL address; `None`: off.
+    pub flight: Option<SocketAddr>,
+    /// HTTP address; `None`: off.
+    pub http: Option<SocketAddr>,
+    /// The role requests without credentials get (local use only).
+    pub allow_anonymous: Option<String>,
+    /// PEM certificate chain and private key: both listeners speak TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub limits: Limits,
+    /// How long running requests may take to finish after SIGINT/SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            flight: Some(SocketAddr::from(([127, 0, 0, 1], 50051))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            allow_anonymous: None,
+            tls: None,
+            limits: Limits::default(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every request handler shares.
+pub struct ServerState {
+    pub auth: Authenticator,
+    pub limits: Limits,
+    pub statements: Expiring<flight::Prepared>,
+    pub tickets: Expiring<flight::Planned>,
+    workers: Arc<Semaphore>,
+}
+
+impl ServerState {
+    pub fn new(om: Omega, config: &ServeConfig) -> Result<Self, ServerError> {
+        let limits = config.limits.clone();
+        Ok(Self {
+            auth: Authenticator::new(om, config.allow_anonymous.as_deref())?,
+            statements: Expiring::new("prepared statement", limits.handle_ttl, limits.open_handles),
+            tickets: Expiring::new("ticket", limits.handle_ttl, limits.open_handles),
+            workers: Arc::new(Semaphore::new(limits.workers.max(1))),
+            limits,
+        })
+    }
+
+    /// Waits for a free worker; held for as long as the request executes.
+    pub async fn worker(&self) -> Result<OwnedSemaphorePermit, ServerError> {
+        self.workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ServerError::new(ErrorKind::Unavailable, "the server is shutting down"))
+    }
+}
