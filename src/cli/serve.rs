@@ -107,7 +107,8 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // requests at info; the libraries' own chatter only from warn
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,omegastore=info")),
         )
         .with_writer(std::io::stderr)
         .try_init();

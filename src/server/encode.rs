@@ -130,7 +130,10 @@ impl Encoder {
     fn write(&mut self, batch: &RecordBatch, out: &Shared) -> Result<(), Error> {
         match self {
             Encoder::Json { rows } => {
-                let mut lines = arrow::json::LineDelimitedWriter::new(Vec::new());
+                // NULLs are written (a record has every column), not left out
+                let mut lines = arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow::json::writer::LineDelimited>(Vec::new());
                 lines.write(batch)?;
                 lines.finish()?;
                 let text = lines.into_inner();

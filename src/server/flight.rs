@@ -54,7 +54,22 @@ use crate::store::{Object, PutMode, PutOptions};
 pub struct Prepared {
     sql: String,
     query: bool,
-    params: Vec<ScalarValue>,
+    /// Rows of `$1, $2, …` values bound last (a query takes at most one).
+    params: Vec<Vec<ScalarValue>>,
+}
+
+impl Prepared {
+    /// The one row of parameters a query runs with.
+    fn query_params(&self) -> Result<&[ScalarValue], ServerError> {
+        match self.params.as_slice() {
+            [] => Ok(&[]),
+            [row] => Ok(row),
+            rows => Err(ServerError::bad_request(format!(
+                "a query runs with one row of parameters, {} were bound; use executemany for updates",
+                rows.len()
+            ))),
+        }
+    }
 }
 
 /// A planned query waiting for its `DoGet`.
@@ -185,6 +200,32 @@ async fn update(om: &Omega, sql: &str, params: &[ScalarValue]) -> Result<i64, Se
     Ok(count_of(&batches))
 }
 
+/// Runs a prepared write once per bound parameter row (once without
+/// parameters); the rows written in all.
+async fn run_rows(om: &Omega, prepared: &Prepared) -> Result<i64, ServerError> {
+    if prepared.params.is_empty() {
+        return update(om, &prepared.sql, &[]).await;
+    }
+    let mut total = 0;
+    for row in &prepared.params {
+        total += update(om, &prepared.sql, row).await?.max(0);
+    }
+    Ok(total)
+}
+
+/// A one-row `count` result.
+fn count_batch(count: i64) -> Result<RecordBatch, ServerError> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::Int64,
+        false,
+    )]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![Arc::new(arrow::array::Int64Array::from(vec![count]))],
+    )?)
+}
+
 /// The rows a statement reports: the sum of its `count` column, or -1 when
 /// it reports none (a query run as an update).
 fn count_of(batches: &[RecordBatch]) -> i64 {
@@ -251,8 +292,11 @@ fn params_of(batch: &RecordBatch, row: usize) -> Result<Vec<ScalarValue>, Server
 
 /// The parameter batches a client streams with DoPut.
 fn parameter_batches(request: Request<PeekableFlightDataStream>) -> FlightRecordBatchStream {
+    // A message with only the command (arrow-rs' client sends one) has no
+    // IPC header to decode.
     let stream = request
         .into_inner()
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .map_err(|s| FlightError::Tonic(Box::new(s)));
     FlightRecordBatchStream::new_from_flight_data(stream)
 }
@@ -342,16 +386,12 @@ impl FlightSqlService for OmegaFlightSql {
         let prepared = self.state.statements.get(&id.key_id, &handle)?;
         let _permit = self.state.worker().await?;
         let planned = if prepared.query {
-            plan(&id.om, &prepared.sql, &prepared.params).await?
+            plan(&id.om, &prepared.sql, prepared.query_params()?).await?
         } else {
             // A write executed as a query (ADBC's `cursor.execute`): it runs
-            // here, once; DoGet sends its count.
-            let df = id
-                .om
-                .sql_with_params(&prepared.sql, &prepared.params)
-                .await
-                .map_err(ServerError::from)?;
-            let batches = df.collect().await.map_err(ServerError::from)?;
+            // here, once per bound row; DoGet sends the count.
+            let total = run_rows(&id.om, &prepared).await?;
+            let batches = vec![count_batch(total)?];
             let df = id
                 .om
                 .session()
@@ -641,19 +681,13 @@ impl FlightSqlService for OmegaFlightSql {
         let handle = handle_text(&query.prepared_statement_handle)?;
         let mut prepared = self.state.statements.get(&id.key_id, &handle)?;
         let mut decoded = parameter_batches(request);
-        let mut params = None;
+        let mut rows = Vec::new();
         while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
             for row in 0..batch.num_rows() {
-                if params.is_some() {
-                    return Err(ServerError::bad_request(
-                        "a query binds one row of parameters; use executemany for updates",
-                    )
-                    .into());
-                }
-                params = Some(params_of(&batch, row)?);
+                rows.push(params_of(&batch, row)?);
             }
         }
-        prepared.params = params.unwrap_or_default();
+        prepared.params = rows;
         self.state
             .statements
             .update(&id.key_id, &handle, prepared)?;
@@ -673,20 +707,21 @@ impl FlightSqlService for OmegaFlightSql {
         let handle = handle_text(&query.prepared_statement_handle)?;
         let prepared = self.state.statements.get(&id.key_id, &handle)?;
         let _permit = self.state.worker().await?;
+        // Parameters come with this DoPut (ADBC) or were bound before it
+        // (arrow-rs' client binds with a DoPut of the query command).
         let mut decoded = parameter_batches(request);
-        let (mut total, mut ran) = (0i64, false);
+        let (mut total, mut sent) = (0i64, false);
         while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
             for row in 0..batch.num_rows() {
                 let params = params_of(&batch, row)?;
-                let n = update(&id.om, &prepared.sql, &params).await?;
-                total += n.max(0);
-                ran = true;
+                total += update(&id.om, &prepared.sql, &params).await?.max(0);
+                sent = true;
             }
         }
-        if !ran && decoded.schema().is_none_or(|s| s.fields().is_empty()) {
-            total = update(&id.om, &prepared.sql, &prepared.params).await?;
+        if sent || decoded.schema().is_some_and(|s| !s.fields().is_empty()) {
+            return Ok(total);
         }
-        Ok(total)
+        Ok(run_rows(&id.om, &prepared).await?)
     }
 
     async fn do_action_create_prepared_statement(

@@ -148,6 +148,10 @@ fn load_tls(cert: &Path, key: &Path) -> Result<Tls, ServerError> {
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         ServerError::bad_request(format!("'{}' is not a PEM private key: {e}", key.display()))
     })?;
+    // tonic's TLS asks for the process default, which rustls cannot pick
+    // when the build has both ring and aws-lc-rs (object_store brings the
+    // latter): choose ring for the process, once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -1,0 +1,167 @@
+//! `om serve` as a user runs it (the binary, a child process, free loopback
+//! ports) driven by clients nobody here wrote: ADBC's Flight SQL driver with
+//! pyarrow (tests/clients/flight_sql.py) and Python's urllib for the HTTP API
+//! (tests/clients/http_api.py). Then SIGTERM: the server exits 0.
+//!
+//! The Python clients are pinned in .ci/requirements-clients.txt; `.ci/run`
+//! installs them and sets OMEGA_CLIENTS_PYTHON and OMEGA_REQUIRE_CLIENTS=1.
+//! Without them the test says so and passes (a developer machine).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use omegastore::store::keys::Keys;
+use omegastore::{Omega, PutOptions};
+
+use common::{exec, local, om_bin, sample_batch};
+
+fn python() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("OMEGA_CLIENTS_PYTHON").map(PathBuf::from),
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/omegastore-venv/bin/python")),
+    ];
+    for p in candidates.into_iter().flatten() {
+        let ok = Command::new(&p)
+            .args(["-c", "import adbc_driver_flightsql, pyarrow"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("OMEGA_REQUIRE_CLIENTS").is_some() {
+        panic!(
+            "OMEGA_REQUIRE_CLIENTS is set but no Python with adbc-driver-flightsql and pyarrow was found"
+        );
+    }
+    None
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `om serve` on free ports; returns it with its Flight and HTTP URLs
+/// read from the startup line.
+fn serve(root: &str) -> (Server, String, String) {
+    let mut child = Command::new(om_bin())
+        .args([
+            "--root",
+            root,
+            "serve",
+            "--flight",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .args(["--max-body", "1MiB"])
+        .env("OMEGA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("om serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = |scheme: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with(scheme))
+            .map(|w| w.trim_end_matches([',', ';']).to_string())
+            .unwrap_or_else(|| panic!("no {scheme} address in the startup line: {line}"))
+    };
+    let (flight, http) = (url("grpc://"), url("http://"));
+    assert!(line.contains("API key required"), "{line}");
+    (Server(child), flight, http)
+}
+
+fn run_client(python: &Path, script: &str, env: &[(&str, &str)]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    println!("{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adbc_pyarrow_and_urllib_clients_work_against_om_serve() {
+    let Some(python) = python() else {
+        eprintln!(
+            "skipped: no Python with the pinned clients (run .ci/run, or set OMEGA_CLIENTS_PYTHON)"
+        );
+        return;
+    };
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    for name in ["t", "u", "v"] {
+        om.datasets()
+            .put(sample_batch(0, 10), name, PutOptions::default())
+            .await
+            .unwrap();
+    }
+    om.bucket("hr")
+        .unwrap()
+        .datasets()
+        .put(sample_batch(0, 3), "p", PutOptions::default())
+        .await
+        .unwrap();
+    exec(&om, "CREATE POLICY low ON t TO analyst USING (id < 4)").await;
+    exec(&om, "GRANT read ON BUCKET default TO analyst").await;
+    exec(&om, "GRANT write ON BUCKET default TO writer").await;
+    exec(
+        &om,
+        "CREATE MODEL m OPTIONS (type = 'linear_regression', label = 'score') AS SELECT id, score FROM u",
+    )
+    .await;
+    let keys = Keys::new(om.root().clone());
+    let writer = keys
+        .create("default", "writer", None, None)
+        .await
+        .unwrap()
+        .0;
+    let analyst = keys
+        .create("default", "analyst", None, None)
+        .await
+        .unwrap()
+        .0;
+    let (revoked, record) = keys.create("default", "writer", None, None).await.unwrap();
+    keys.revoke(&record.id).await.unwrap();
+
+    let (mut server, flight, http) = serve(&root.url);
+    let env = [
+        ("OM_FLIGHT", flight.as_str()),
+        ("OM_HTTP", http.as_str()),
+        ("OM_KEY_WRITER", writer.as_str()),
+        ("OM_KEY_ANALYST", analyst.as_str()),
+        ("OM_KEY_REVOKED", revoked.as_str()),
+    ];
+    run_client(&python, "flight_sql.py", &env);
+    run_client(&python, "http_api.py", &env);
+    // ingest create + append made two versions of one dataset
+    let big = om.datasets().metadata("big").await.unwrap();
+    assert_eq!(big.version, 2);
+
+    // SIGTERM: stop accepting, finish, exit 0
+    let pid = server.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = server.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "om serve exits 0 after SIGTERM");
+}

@@ -1,0 +1,676 @@
+//! `om serve` in process on loopback port 0: Flight SQL through arrow-flight's
+//! own `FlightSqlServiceClient`, HTTP through a raw HTTP/1.1 exchange. What a
+//! client may do is exactly what its key's bucket and role may do; nothing
+//! without a live key.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow_flight::FlightInfo;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetTables, CommandStatementIngest, TableDefinitionOptions};
+use futures::TryStreamExt;
+use omegastore::server::{Limits, Running, ServeConfig, serve};
+use omegastore::store::keys::Keys;
+use omegastore::{Omega, PutOptions};
+use tonic::transport::Channel;
+
+use common::{exec, local, sample_batch, total_rows};
+
+struct Served {
+    om: Omega,
+    running: Running,
+    keys: Keys,
+    _root: common::TestRoot,
+}
+
+/// A store with `t` (ids 0..10) in `default` and `p` in `hr`; analysts read
+/// `default` with a row filter `id < 4` on `t`, writers write it (and see
+/// no rows of `t`: no policy of theirs applies there); `u` has no policy.
+async fn start(limits: Limits) -> Served {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 10), "t", PutOptions::default())
+        .await
+        .unwrap();
+    om.datasets()
+        .put(sample_batch(0, 10), "u", PutOptions::default())
+        .await
+        .unwrap();
+    om.bucket("hr")
+        .unwrap()
+        .datasets()
+        .put(sample_batch(0, 3), "p", PutOptions::default())
+        .await
+        .unwrap();
+    exec(&om, "CREATE POLICY low ON t TO analyst USING (id < 4)").await;
+    exec(&om, "GRANT read ON BUCKET default TO analyst").await;
+    exec(&om, "GRANT write ON BUCKET default TO writer").await;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let config = ServeConfig {
+        flight: Some(loopback),
+        http: Some(loopback),
+        limits,
+        shutdown_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let running = serve(om.clone(), config).await.unwrap();
+    let keys = Keys::new(om.root().clone());
+    Served {
+        om,
+        running,
+        keys,
+        _root: root,
+    }
+}
+
+impl Served {
+    async fn key(&self, role: &str) -> String {
+        self.keys
+            .create("default", role, None, None)
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn client(&self, key: Option<&str>) -> FlightSqlServiceClient<Channel> {
+        let addr = self.running.flight.unwrap();
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        if let Some(k) = key {
+            client.set_token(k.to_string());
+        }
+        client
+    }
+}
+
+/// Runs the endpoints of `info`; checks each stream's schema is the one
+/// announced (nullability included).
+async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> Result<Vec<RecordBatch>, arrow_flight::error::FlightError> {
+    let announced = info.clone().try_decode_schema().unwrap();
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.expect("a ticket");
+        let mut stream = client.do_get(ticket).await?;
+        while let Some(batch) = stream.try_next().await? {
+            assert_eq!(batch.schema().as_ref(), &announced, "DoGet schema differs");
+            out.push(batch);
+        }
+    }
+    Ok(out)
+}
+
+async fn query(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
+    let info = client.execute(sql.to_string(), None).await.unwrap();
+    fetch(client, info).await.unwrap()
+}
+
+fn code_of(e: &arrow_flight::error::FlightError) -> tonic::Code {
+    match e {
+        arrow_flight::error::FlightError::Tonic(s) => s.code(),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+fn int(batches: &[RecordBatch]) -> i64 {
+    let c = arrow::compute::cast(batches[0].column(0), &DataType::Int64).unwrap();
+    c.as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+}
+
+#[tokio::test]
+async fn flight_sql_denies_without_a_live_key_and_applies_the_keys_role() {
+    let s = start(Limits::default()).await;
+    // deny by default: no key, a malformed key, a well-formed unknown key
+    for key in [
+        None,
+        Some("nope"),
+        Some(&*format!("oms_{}_{}", "a".repeat(12), "b".repeat(64))),
+    ] {
+        let mut c = s.client(key).await;
+        let e = c.execute("SELECT 1".into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::Unauthenticated, "{key:?}: {e}");
+    }
+    let analyst = s.key("analyst").await;
+    let mut c = s.client(Some(&analyst)).await;
+    assert_eq!(int(&query(&mut c, "SELECT count(*) FROM t").await), 4);
+    // the identity cannot be widened, nor the bucket left, nor written
+    for (sql, code) in [
+        ("SET omega.roles = 'admin'", tonic::Code::InvalidArgument),
+        ("SELECT * FROM omega.hr.p", tonic::Code::PermissionDenied),
+        (
+            "INSERT INTO t VALUES (99, 'x', 1.0)",
+            tonic::Code::PermissionDenied,
+        ),
+    ] {
+        let e = c.execute(sql.into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), code, "{sql}: {e}");
+    }
+    // a revoked key stops working at once
+    let id = analyst.split('_').nth(1).unwrap();
+    s.keys.revoke(id).await.unwrap();
+    let e = c.execute("SELECT 1".into(), None).await.unwrap_err();
+    assert_eq!(code_of(&e), tonic::Code::Unauthenticated);
+    assert!(s.running.shutdown().await);
+}
+
+#[tokio::test]
+async fn prepared_statements_bind_question_marks_and_numbered_parameters() {
+    let s = start(Limits::default()).await;
+    let writer = s.key("writer").await;
+    let mut c = s.client(Some(&writer)).await;
+    // eleven `?`: $10 and $11 must not sort before $2
+    let marks = ["?"; 11].join(", ");
+    let mut prepared = c
+        .prepare(
+            format!("SELECT count(*) FROM u WHERE id IN ({marks})"),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = prepared.parameter_schema().unwrap().clone();
+    let names: Vec<&str> = params.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names[1], "$2");
+    assert_eq!(names[10], "$11");
+    let values: Vec<ArrayRef> = [0i64, 1, 2, 100, 100, 100, 100, 100, 100, 100, 9]
+        .iter()
+        .map(|v| Arc::new(Int64Array::from(vec![*v])) as ArrayRef)
+        .collect();
+    let fields: Vec<Field> = (1..=11)
+        .map(|i| Field::new(format!("p{i}"), DataType::Int64, false))
+        .collect();
+    let binding = RecordBatch::try_new(Arc::new(Schema::new(fields)), values).unwrap();
+    prepared.set_parameters(binding).unwrap();
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(int(&fetch(&mut c, info).await.unwrap()), 4);
+    prepared.close().await.unwrap();
+
+    let mut by_number = c
+        .prepare("SELECT name FROM u WHERE id = $1".into(), None)
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    by_number
+        .set_parameters(
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![7]))]).unwrap(),
+        )
+        .unwrap();
+    let info = by_number.execute().await.unwrap();
+    let rows = fetch(&mut c, info).await.unwrap();
+    assert_eq!(total_rows(&rows), 1);
+
+    // a ticket belongs to the key that planned it
+    let info = c.execute("SELECT * FROM t".into(), None).await.unwrap();
+    let other = s.key("writer").await;
+    let mut thief = s.client(Some(&other)).await;
+    let e = fetch(&mut thief, info).await.unwrap_err();
+    assert_eq!(code_of(&e), tonic::Code::NotFound, "{e}");
+    assert!(s.running.shutdown().await);
+}
+
+#[tokio::test]
+async fn updates_executemany_and_ingest_write_new_versions() {
+    let s = start(Limits::default()).await;
+    let writer = s.key("writer").await;
+    let mut c = s.client(Some(&writer)).await;
+    let before = s.om.datasets().metadata("t").await.unwrap().version;
+    let n = c
+        .execute_update(
+            "INSERT INTO t VALUES (100, 'a', 1.0), (101, 'b', 2.0)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    // one execution per parameter row, each its own version
+    let mut many = c
+        .prepare("INSERT INTO t VALUES (?, ?, 0.5)".into(), None)
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    let rows = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![200, 201, 202])),
+            Arc::new(StringArray::from(vec!["x", "y", "z"])),
+        ],
+    )
+    .unwrap();
+    many.set_parameters(rows).unwrap();
+    assert_eq!(many.execute_update().await.unwrap(), 3);
+    let after = s.om.datasets().metadata("t").await.unwrap().version;
+    assert_eq!(after, before + 4);
+    assert_eq!(common::scalar(&s.om, "SELECT count(*) FROM t").await, 15);
+
+    // bulk ingest: create, then append (two versions); create again conflicts
+    let ingest = |mode: (i32, i32)| CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: mode.0,
+            if_exists: mode.1,
+        }),
+        table: "ingested".into(),
+        ..Default::default()
+    };
+    let create = (1, 1); // create if missing, fail if it exists
+    let append = (2, 2); // fail if missing, append if it exists
+    let batches =
+        || futures::stream::iter(vec![Ok(sample_batch(0, 1000)), Ok(sample_batch(1000, 500))]);
+    assert_eq!(
+        c.execute_ingest(ingest(create), batches()).await.unwrap(),
+        1500
+    );
+    assert_eq!(
+        c.execute_ingest(ingest(append), batches()).await.unwrap(),
+        1500
+    );
+    let meta = s.om.datasets().metadata("ingested").await.unwrap();
+    assert_eq!(meta.version, 2);
+    assert_eq!(common::rows(&s.om, "ingested").await, 3000);
+    let e = c
+        .execute_ingest(ingest(create), batches())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(
+        s.om.datasets().metadata("ingested").await.unwrap().version,
+        2
+    );
+
+    // an analyst may not ingest
+    let analyst = s.key("analyst").await;
+    let mut a = s.client(Some(&analyst)).await;
+    let e = a
+        .execute_ingest(ingest((1, 3)), batches())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("lacks write"), "{e}");
+
+    // handshake: Basic with the key as password gives a bearer token
+    let mut h = s.client(None).await;
+    h.handshake("anyone", &writer).await.unwrap();
+    assert_eq!(
+        int(&query(&mut h, "SELECT count(*) FROM ingested").await),
+        3000
+    );
+    let mut bad = s.client(None).await;
+    assert!(bad.handshake("anyone", "oms_wrong").await.is_err());
+    assert!(s.running.shutdown().await);
+}
+
+#[tokio::test]
+async fn catalog_metadata_shows_only_the_keys_bucket() {
+    let s = start(Limits::default()).await;
+    let analyst = s.key("analyst").await;
+    let mut c = s.client(Some(&analyst)).await;
+    let info = c
+        .get_tables(CommandGetTables {
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let batches = fetch(&mut c, info).await.unwrap();
+    let mut names = Vec::new();
+    for b in &batches {
+        let schemas = arrow::compute::cast(b.column(1), &DataType::Utf8).unwrap();
+        let tables = arrow::compute::cast(b.column(2), &DataType::Utf8).unwrap();
+        let schemas = schemas.as_any().downcast_ref::<StringArray>().unwrap();
+        let tables = tables.as_any().downcast_ref::<StringArray>().unwrap();
+        for i in 0..b.num_rows() {
+            names.push(format!("{}.{}", schemas.value(i), tables.value(i)));
+        }
+    }
+    assert!(names.contains(&"default.t".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("hr.")), "{names:?}");
+    let info = c.get_catalogs().await.unwrap();
+    assert!(total_rows(&fetch(&mut c, info).await.unwrap()) >= 1);
+    let info = c.get_sql_info(vec![]).await.unwrap();
+    assert!(total_rows(&fetch(&mut c, info).await.unwrap()) > 5);
+    assert!(s.running.shutdown().await);
+}
+
+/// One HTTP/1.1 exchange over TCP: status, headers (lowercase names) and
+/// the body (chunked transfer decoded).
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(stream, method, path, headers, body).await
+}
+
+/// One HTTP/1.1 exchange over any stream (TCP or TLS).
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method != "GET" {
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let _ = stream.write_all(body).await; // the server may answer and close first (413)
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut rest = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+                .unwrap();
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[end + 2..end + 2 + size]);
+            rest = rest[end + 2 + size + 2..].to_vec();
+        }
+        rest = out;
+    }
+    (status, headers, rest)
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|_| {
+        panic!("not JSON: {}", String::from_utf8_lossy(body));
+    });
+    v["error"]["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn http_api_authenticates_filters_rows_and_refuses_oversized_bodies() {
+    let s = start(Limits {
+        body_bytes: 4096,
+        ..Limits::default()
+    })
+    .await;
+    let addr = s.running.http.unwrap();
+    let (status, _, _) = http(addr, "GET", "/healthz", &[], b"").await;
+    assert_eq!(status, 200);
+    let (status, headers, body) = http(addr, "GET", "/api/v1/datasets", &[], b"").await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (401, "unauthenticated")
+    );
+    assert!(headers.iter().any(|(k, _)| k == "www-authenticate"));
+
+    let analyst = s.key("analyst").await;
+    let bearer = format!("Bearer {analyst}");
+    let auth = [("Authorization", bearer.as_str())];
+    let (status, _, body) = http(addr, "GET", "/api/v1/datasets/t", &auth, b"").await;
+    assert_eq!(status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.len(), 4, "the role's row filter applies");
+    // where is an expression over the table, never SQL text
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/api/v1/datasets/t?where=id%20%3E%201%20OR%201%3D1&columns=id",
+        &auth,
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.len(), 4, "a filter cannot widen the row filter");
+    let (status, _, body) = http(
+        addr,
+        "GET",
+        "/api/v1/datasets/t?where=1%3D1%3B%20DROP%20TABLE%20t",
+        &auth,
+        b"",
+    )
+    .await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_request"));
+    let (status, _, body) = http(addr, "GET", "/api/v1/datasets/..%2Fetc", &auth, b"").await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    // an analyst cannot write; nobody can send more than the limit
+    let csv = b"id,name,score\n1,a,1.0\n";
+    let ct = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "text/csv"),
+    ];
+    let (status, _, body) = http(addr, "PUT", "/api/v1/datasets/new", &ct, csv).await;
+    assert_eq!((status, error_code(&body).as_str()), (403, "forbidden"));
+    let big = vec![b'1'; 10_000];
+    let (status, _, body) = http(addr, "PUT", "/api/v1/datasets/new", &ct, &big).await;
+    assert_eq!((status, error_code(&body).as_str()), (413, "too_large"));
+    assert!(!s.om.datasets().exists("new").await.unwrap());
+    assert!(s.running.shutdown().await);
+}
+
+/// A backend whose reads panic: a bug in one request must not take the
+/// server down.
+struct PanickingBackend;
+
+struct Boom;
+
+#[async_trait::async_trait]
+impl omegastore::DataBackend for PanickingBackend {
+    fn kinds(&self) -> Vec<String> {
+        vec!["test.panic".into()]
+    }
+    fn supports(&self, obj: &omegastore::Object) -> bool {
+        matches!(obj, omegastore::Object::Any(a) if a.is::<Boom>())
+    }
+    async fn put(
+        &self,
+        _cx: &omegastore::BackendContext<'_>,
+        _obj: omegastore::Object,
+        _previous: Option<&omegastore::Metadata>,
+        _opts: &PutOptions,
+    ) -> omegastore::Result<omegastore::Written> {
+        Ok(omegastore::Written {
+            kind: "test.panic".into(),
+            uri: String::new(),
+            kind_meta: serde_json::Value::Null,
+        })
+    }
+    async fn get(
+        &self,
+        _cx: &omegastore::BackendContext<'_>,
+        _meta: &omegastore::Metadata,
+        _opts: &omegastore::GetOptions,
+    ) -> omegastore::Result<omegastore::Data> {
+        panic!("a bug in a backend");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_request_gets_an_internal_error_and_the_server_goes_on() {
+    let s = start(Limits::default()).await;
+    s.om.register_backend(Arc::new(PanickingBackend));
+    s.om.datasets()
+        .put(
+            omegastore::Object::Any(Box::new(Boom)),
+            "boom",
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    let writer = s.key("writer").await;
+    let addr = s.running.http.unwrap();
+    let bearer = format!("Bearer {writer}");
+    let auth = [("Authorization", bearer.as_str())];
+    for _ in 0..3 {
+        let (status, _, body) = http(addr, "GET", "/api/v1/datasets/boom", &auth, b"").await;
+        assert_eq!((status, error_code(&body).as_str()), (500, "internal"));
+        let (status, _, _) = http(addr, "GET", "/api/v1/datasets/u", &auth, b"").await;
+        assert_eq!(status, 200, "the server goes on");
+    }
+    assert!(s.running.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_query() {
+    // one worker: while a query streams, it holds it
+    let s = start(Limits {
+        workers: 1,
+        ..Limits::default()
+    })
+    .await;
+    let writer = s.key("writer").await;
+    let mut c = s.client(Some(&writer)).await;
+    let info = c
+        .execute(
+            "SELECT a.value * b.value AS v FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    assert!(first.num_rows() > 0);
+    drop(stream); // a trillion rows left: only cancellation frees the worker
+    let mut other = s.client(Some(&writer)).await;
+    let next = tokio::time::timeout(Duration::from_secs(30), async {
+        query(&mut other, "SELECT 41 + 1").await
+    })
+    .await
+    .expect("the worker was freed when the client went away");
+    assert_eq!(int(&next), 42);
+    assert!(s.running.shutdown().await);
+}
+
+#[tokio::test]
+async fn both_listeners_speak_tls_when_given_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 10), "u", PutOptions::default())
+        .await
+        .unwrap();
+    exec(&om, "GRANT read ON BUCKET default TO reader").await;
+    let key = Keys::new(om.root().clone())
+        .create("default", "reader", None, None)
+        .await
+        .unwrap()
+        .0;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let running = serve(
+        om.clone(),
+        ServeConfig {
+            flight: Some(loopback),
+            http: Some(loopback),
+            tls: Some((dir.path().join("cert.pem"), dir.path().join("key.pem"))),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // Flight SQL over TLS, the certificate trusted as a CA
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", running.flight.unwrap()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.set_token(key.clone());
+    assert_eq!(int(&query(&mut c, "SELECT count(*) FROM u").await), 10);
+    // plain text to the TLS port is not served
+    let plain = Channel::from_shared(format!("http://{}", running.flight.unwrap()))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut p = FlightSqlServiceClient::new(channel);
+        p.set_token(key.clone());
+        assert!(p.execute("SELECT 1".into(), None).await.is_err());
+    }
+
+    // HTTPS
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            cert.cert.der().to_vec(),
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(running.http.unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls_stream = connector.connect(name, tcp).await.unwrap();
+    let bearer = format!("Bearer {key}");
+    let (status, _, body) = exchange(
+        tls_stream,
+        "GET",
+        "/api/v1/datasets/u?limit=3",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(running.shutdown().await);
+}
