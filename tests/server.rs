@@ -674,3 +674,64 @@ async fn both_listeners_speak_tls_when_given_a_certificate() {
     assert_eq!(rows.len(), 3);
     assert!(running.shutdown().await);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_served() {
+    let s = start(Limits::default()).await;
+    let addr = s.running.http.unwrap();
+    let (status, _, body) = http(addr, "GET", "/api/v1/openapi.json", &[], b"").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "put", "post", "delete"].contains(&method.as_str()) {
+                operations.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    operations.sort();
+    let expected = [
+        "DELETE /api/v1/datasets/{name}",
+        "GET /api/v1/datasets",
+        "GET /api/v1/datasets/{name}",
+        "GET /api/v1/datasets/{name}/history",
+        "GET /api/v1/datasets/{name}/metadata",
+        "GET /api/v1/models",
+        "GET /api/v1/models/{name}",
+        "GET /healthz",
+        "GET /readyz",
+        "POST /api/v1/datasets/{name}",
+        "POST /api/v1/models/{name}/fit",
+        "POST /api/v1/models/{name}/predict",
+        "POST /api/v1/sql",
+        "PUT /api/v1/datasets/{name}",
+    ];
+    assert_eq!(operations, expected);
+    // every documented operation is served (not the fallback, not 405)
+    let writer = s.key("writer").await;
+    let bearer = format!("Bearer {writer}");
+    for op in &operations {
+        let (method, path) = op.split_once(' ').unwrap();
+        let path = path.replace("{name}", "nothing-here");
+        let headers = [
+            ("Authorization", bearer.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        let (status, _, body) = http(addr, method, &path, &headers, b"{}").await;
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status != 405 && !text.contains("no such route"),
+            "{op}: {status} {text}"
+        );
+    }
+    // and what is not documented is not served
+    let (status, _, body) = http(addr, "GET", "/api/v1/secrets", &[], b"").await;
+    assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
+    assert!(s.running.shutdown().await);
+}

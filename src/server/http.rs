@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNode;
@@ -23,6 +23,9 @@ use datafusion::logical_expr::Expr;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ServerState;
 use super::auth::Identity;
@@ -34,32 +37,90 @@ use crate::store::{Data, FileFormat, GetOptions, ListOptions, Object, PutMode, P
 type AppState = Arc<ServerState>;
 type HttpResult = Result<Response, ServerError>;
 
-/// The routes.
+/// The OpenAPI document's frame; each route adds itself from its handler's
+/// `#[utoipa::path]` annotation (served at `/api/v1/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "omegastore",
+        description = "Datasets, SQL and models of an omegastore root. Every /api route needs `Authorization: Bearer <API key>`; the key's bucket and role decide what it may do."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, ErrorDetail, SqlRequest, FitRequest))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// What every error response carries.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation of ServerError's JSON form
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// bad_request, unauthenticated, forbidden, not_found, conflict, too_large, unprocessable, unavailable, internal
+    code: String,
+    /// What went wrong, naming the object, and what to do.
+    message: String,
+}
+
+/// The routes and the OpenAPI document generated from the same annotations.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/api/v1/datasets", get(list_datasets))
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(list_datasets))
+        .routes(routes!(
+            get_dataset,
+            put_dataset,
+            post_dataset,
+            drop_dataset
+        ))
+        .routes(routes!(dataset_metadata))
+        .routes(routes!(dataset_history))
+        .routes(routes!(sql))
+        .routes(routes!(list_models))
+        .routes(routes!(model_metadata))
+        .routes(routes!(predict))
+        .routes(routes!(fit))
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
         .route(
-            "/api/v1/datasets/{name}",
-            get(get_dataset)
-                .put(put_dataset)
-                .post(post_dataset)
-                .delete(drop_dataset),
+            "/api/v1/openapi.json",
+            get(move || {
+                let api = api.clone();
+                async move { Json(api.as_ref().clone()) }
+            }),
         )
-        .route("/api/v1/datasets/{name}/metadata", get(dataset_metadata))
-        .route("/api/v1/datasets/{name}/history", get(dataset_history))
-        .route("/api/v1/sql", post(sql))
-        .route("/api/v1/models", get(list_models))
-        .route("/api/v1/models/{name}", get(model_metadata))
-        .route("/api/v1/models/{name}/predict", post(predict))
-        .route("/api/v1/models/{name}/fit", post(fit))
         .fallback(|| async {
             ServerError::not_found(
-                "no such route; the API lives under /api/v1 (datasets, sql, models)",
+                "no such route; the API lives under /api/v1 (datasets, sql, models; openapi.json)",
             )
         })
         .with_state(state)
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process is up", content_type = "text/plain")))]
+async fn health() -> &'static str {
+    "ok"
 }
 
 /// The identity of the request's API key (401 without a valid one).
@@ -78,6 +139,9 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, description = "The store's root answers", content_type = "text/plain"),
+              (status = 503, description = "The root does not answer", body = ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.auth.check_root().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
@@ -117,12 +181,16 @@ async fn respond(state: &ServerState, df: DataFrame, format: Format) -> HttpResu
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Glob over names: `*` within a segment, `**` across.
     pattern: Option<String>,
     kind: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/datasets", tag = "datasets", params(ListQuery),
+    responses((status = 200, description = "Metadata records of the datasets the key may read", body = Vec<Object>), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody)))]
 async fn list_datasets(Caller(id): Caller, Query(q): Query<ListQuery>) -> HttpResult {
     let opts = ListOptions {
         kind: q.kind,
@@ -132,15 +200,22 @@ async fn list_datasets(Caller(id): Caller, Query(q): Query<ListQuery>) -> HttpRe
     Ok(Json(list).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReadQuery {
+    /// Comma-separated columns to return.
     columns: Option<String>,
+    /// A DataFusion expression over the table's columns (no subqueries).
     #[serde(rename = "where")]
+    #[param(rename = "where")]
     filter: Option<String>,
     limit: Option<usize>,
     offset: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F"), ReadQuery),
+    responses((status = 200, description = "The rows (tables, streamed, in the format `Accept` names), the document (JSON) or the file (bytes)", content((Object = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"))),
+              (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody)))]
 async fn get_dataset(
     State(state): State<AppState>,
     Caller(id): Caller,
@@ -218,11 +293,17 @@ fn shape(name: &str, mut df: DataFrame, q: &ReadQuery) -> Result<DataFrame, Serv
     Ok(df)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WriteQuery {
+    /// append, overwrite or error (default: PUT overwrite, POST append)
     mode: Option<String>,
 }
 
+#[utoipa::path(put, path = "/api/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F"), WriteQuery),
+    request_body(description = "CSV, Parquet, Arrow IPC stream, JSON lines or a JSON document (by Content-Type)", content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream"), (String = "application/x-ndjson"), (Object = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Version 1 stored: its Metadata", body = Object), (status = 200, description = "A new version stored: its Metadata", body = Object),
+              (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 409, description = "Exists (mode=error) or a concurrent write won", body = ErrorBody), (status = 413, description = "Body over --max-body", body = ErrorBody), (status = 422, description = "Well-formed but not applicable", body = ErrorBody)))]
 async fn put_dataset(
     state: State<AppState>,
     caller: Caller,
@@ -233,6 +314,10 @@ async fn put_dataset(
     write_dataset(state, caller, name, q, request, PutMode::Overwrite).await
 }
 
+#[utoipa::path(post, path = "/api/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F"), WriteQuery),
+    request_body(description = "As PUT; appends to a table (a new version) by default", content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"), (Vec<u8> = "application/vnd.apache.arrow.stream"), (String = "application/x-ndjson"), (Object = "application/json"), (Vec<u8> = "application/octet-stream"))),
+    responses((status = 201, description = "Version 1 stored", body = Object), (status = 200, description = "A new version stored", body = Object),
+              (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 409, description = "A concurrent write won", body = ErrorBody), (status = 413, description = "Body over --max-body", body = ErrorBody), (status = 422, description = "Well-formed but not applicable", body = ErrorBody)))]
 async fn post_dataset(
     state: State<AppState>,
     caller: Caller,
@@ -406,26 +491,38 @@ fn arrow_object(path: &std::path::Path) -> Result<Object, ServerError> {
     )))
 }
 
+#[utoipa::path(delete, path = "/api/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F")),
+    responses((status = 200, description = "The names dropped", body = Object), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody)))]
 async fn drop_dataset(Caller(id): Caller, Path(name): Path<String>) -> HttpResult {
     let dropped = id.om.datasets().drop(&name, false).await?;
     Ok(Json(json!({"dropped": dropped})).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/datasets/{name}/metadata", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F")),
+    responses((status = 200, description = "The latest version's Metadata record", body = Object), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody)))]
 async fn dataset_metadata(Caller(id): Caller, Path(name): Path<String>) -> HttpResult {
     Ok(Json(id.om.datasets().metadata(&name).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/datasets/{name}/history", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F")),
+    responses((status = 200, description = "Every version's Metadata, oldest first", body = Vec<Object>), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody)))]
 async fn dataset_history(Caller(id): Caller, Path(name): Path<String>) -> HttpResult {
     Ok(Json(id.om.datasets().history(&name).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SqlRequest {
+    /// One statement or a script; `?` or `$1` placeholders.
     sql: String,
+    /// Values of the placeholders, in order.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     params: Vec<Value>,
 }
 
+#[utoipa::path(post, path = "/api/v1/sql", tag = "sql", request_body = SqlRequest,
+    responses((status = 200, description = "The last statement's rows, in the format `Accept` names", content((Object = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"))),
+              (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 422, description = "Well-formed but not applicable", body = ErrorBody)))]
 async fn sql(
     State(state): State<AppState>,
     Caller(id): Caller,
@@ -476,6 +573,8 @@ fn scalar_of(v: &Value) -> Result<ScalarValue, ServerError> {
     })
 }
 
+#[utoipa::path(get, path = "/api/v1/models", tag = "models", params(ListQuery),
+    responses((status = 200, description = "Metadata records of the models", body = Vec<Object>), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody)))]
 async fn list_models(Caller(id): Caller, Query(q): Query<ListQuery>) -> HttpResult {
     let opts = ListOptions {
         kind: q.kind,
@@ -490,12 +589,17 @@ async fn list_models(Caller(id): Caller, Query(q): Query<ListQuery>) -> HttpResu
     Ok(Json(list).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/models/{name}", tag = "models", params(("name" = String, Path, description = "Model name, optionally `@version` or `@tag`")),
+    responses((status = 200, description = "The model version's Metadata (algorithm, features, metrics)", body = Object), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody)))]
 async fn model_metadata(Caller(id): Caller, Path(name): Path<String>) -> HttpResult {
     Ok(Json(id.om.models().store().metadata(&name).await?).into_response())
 }
 
 /// Rows to predict on: a JSON array of records (or `{"rows": [...]}`), or
 /// an Arrow IPC stream.
+#[utoipa::path(post, path = "/api/v1/models/{name}/predict", tag = "models", params(("name" = String, Path, description = "Model name, optionally `@version` or `@tag`")),
+    request_body(description = "Rows: a JSON array of records (or {\"rows\": [...]}), or an Arrow IPC stream", content((Vec<Object> = "application/json"), (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+    responses((status = 200, description = "The rows with a `prediction` column", content((Object = "application/json"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.arrow.stream"), (Vec<u8> = "application/vnd.apache.parquet"))), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody), (status = 422, description = "Well-formed but not applicable", body = ErrorBody)))]
 async fn predict(
     State(state): State<AppState>,
     Caller(id): Caller,
@@ -575,7 +679,8 @@ fn json_rows(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), ServerError>
     Ok((schema, batches))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+/// Exactly one of `dataset` or `sql`.
 struct FitRequest {
     dataset: Option<String>,
     sql: Option<String>,
@@ -583,6 +688,8 @@ struct FitRequest {
     label: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/models/{name}/fit", tag = "models", params(("name" = String, Path, description = "Model name, optionally `@version` or `@tag`")), request_body = FitRequest,
+    responses((status = 200, description = "The new model version and the rows it learnt from", body = Object), (status = 400, description = "Invalid name, filter, SQL or parameter", body = ErrorBody), (status = 401, description = "No valid API key", body = ErrorBody), (status = 403, description = "The key's role lacks the privilege", body = ErrorBody), (status = 404, description = "No such object", body = ErrorBody), (status = 422, description = "Well-formed but not applicable", body = ErrorBody)))]
 async fn fit(
     State(state): State<AppState>,
     Caller(id): Caller,
