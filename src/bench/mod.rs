@@ -5,6 +5,7 @@
 //! | `tpch.rs` | TPC-H: generated tables put into the store, the 22 queries of `sql/tpch/` |
 //! | `ops.rs` | the store's own work on a generated table: puts, gets, queries, models |
 //! | `catalog.rs` | opening a store with many objects and listing it |
+//! | `serve.rs` | `om serve` under load on loopback: Flight SQL and HTTP clients |
 //!
 //! Every measurement is a [`Timing`]: the runs after a warm-up, with the
 //! row count and an answer (a count or a rounded sum) that peers must match.
@@ -12,6 +13,7 @@
 
 pub mod catalog;
 pub mod ops;
+pub mod serve;
 pub mod tpch;
 
 use std::time::{Duration, Instant};

@@ -46,6 +46,26 @@ pub enum BenchCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// `om serve` under load on loopback (a fresh temporary root): SELECT 1
+    /// round trips, concurrent clients mixing lookups, aggregates and appends,
+    /// and a large result streamed through Flight SQL.
+    Serve {
+        /// Concurrent clients (each a Flight SQL and an HTTP connection).
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// Seconds the clients run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Rows of the table looked up and aggregated.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Rows of the result streamed through Flight SQL.
+        #[arg(long, default_value_t = 10_000_000)]
+        stream_rows: u64,
+        /// table for people, json for programs.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
     /// Open a store holding many objects and list them.
     Catalog {
         /// Objects in the store (created once, in the bucket bench_catalog).
@@ -132,6 +152,30 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             pb.finish_and_clear();
             report(&format!("TPC-H sf {sf}"), &timings, common.format)?;
         }
+        BenchCommand::Serve {
+            clients,
+            seconds,
+            rows,
+            stream_rows,
+            format,
+        } => {
+            if !(1..=1024).contains(&clients) || !(1..=3600).contains(&seconds) || rows == 0 {
+                return Err(CliError::Usage(
+                    "--clients 1..1024, --seconds 1..3600 and --rows > 0".into(),
+                ));
+            }
+            let bench = crate::bench::serve::ServeBench {
+                clients,
+                duration: std::time::Duration::from_secs(seconds),
+                rows,
+                stream_rows,
+            };
+            let report = crate::bench::serve::run(bench, &say)
+                .await
+                .map_err(|e| CliError::Usage(format!("the load test failed: {e}")))?;
+            pb.finish_and_clear();
+            print_serve(&report, format)?;
+        }
         BenchCommand::Catalog { objects, common } => {
             let timings = bench::catalog::run(om, objects, common.runs, &say).await?;
             pb.finish_and_clear();
@@ -171,5 +215,38 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             }
         }
     }
+    Ok(())
+}
+
+fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Result<(), CliError> {
+    if matches!(format, ReportFormat::Json) {
+        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+        return Ok(());
+    }
+    println!(
+        "Flight SQL SELECT 1 round trip: p50 {:.3} ms, p99 {:.3} ms",
+        r.select1_p50_ms, r.select1_p99_ms
+    );
+    println!(
+        "{} clients for {:.0} s: {:.0} requests/s, {} errors; resident memory {:.0} MiB at start, {:.0} MiB at end",
+        r.clients, r.seconds, r.requests_per_second, r.errors, r.rss_start_mib, r.rss_end_mib
+    );
+    println!(
+        "{:<24} {:>9} {:>7} {:>10} {:>10}",
+        "operation", "count", "errors", "p50 ms", "p99 ms"
+    );
+    for (op, s) in &r.ops {
+        println!(
+            "{op:<24} {:>9} {:>7} {:>10.2} {:>10.2}",
+            s.count, s.errors, s.p50_ms, s.p99_ms
+        );
+    }
+    println!(
+        "{} rows streamed through Flight SQL: {:.1} M rows/s; written to an Arrow file in process: {:.1} M rows/s ({:.0}%)",
+        r.stream_rows,
+        r.flight_rows_per_second / 1e6,
+        r.local_arrow_rows_per_second / 1e6,
+        100.0 * r.flight_rows_per_second / r.local_arrow_rows_per_second
+    );
     Ok(())
 }

@@ -187,7 +187,9 @@ async fn serve_flight(
                 }
             };
     }
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // Small request/response exchanges must not wait for Nagle + delayed ACK
+    // (~40 ms each way).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = builder
         .layer(GuardLayer::new("flight", grpc_panic))
         .add_service(service)
@@ -221,6 +223,7 @@ async fn serve_http(
             },
             _ = &mut stop => break,
         };
+        let _ = stream.set_nodelay(true);
         let app = app.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
