@@ -579,6 +579,44 @@ async fn a_client_that_goes_away_stops_its_query() {
     .await
     .expect("the worker was freed when the client went away");
     assert_eq!(int(&next), 42);
+
+    // CancelFlightInfo stops a running stream: its reader sees CANCELLED
+    let info = c
+        .execute(
+            "SELECT a.value * b.value AS v FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    stream.try_next().await.unwrap().expect("a first batch");
+    let cancel = arrow_flight::Action {
+        r#type: "CancelFlightInfo".into(),
+        body: prost::Message::encode_to_vec(&arrow_flight::CancelFlightInfoRequest {
+            info: Some(info.clone()),
+        })
+        .into(),
+    };
+    let mut canceller = s.client(Some(&writer)).await;
+    let mut answer = canceller.do_action(cancel).await.unwrap();
+    let result: arrow_flight::CancelFlightInfoResult =
+        prost::Message::decode(answer.message().await.unwrap().unwrap().body).unwrap();
+    assert_eq!(result.status, arrow_flight::CancelStatus::Cancelled as i32);
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends after the cancel");
+    assert_eq!(code_of(&end.unwrap_err()), tonic::Code::Cancelled);
+    let next = query(&mut other, "SELECT 1").await;
+    assert_eq!(int(&next), 1);
     assert!(s.running.shutdown().await);
 }
 

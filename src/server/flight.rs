@@ -22,12 +22,12 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
-    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
-    TableExistsOption, TableNotExistOption, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
+    CommandStatementQuery, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt,
+    SqlInfo, TableExistsOption, TableNotExistOption, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -37,6 +37,7 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::stream::{AbortHandle, Abortable};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataValue;
@@ -85,13 +86,65 @@ pub struct Planned {
 #[derive(Clone)]
 pub struct OmegaFlightSql {
     state: Arc<ServerState>,
+    /// Queries streaming now, by ticket handle: their owner and what stops them.
+    running: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, AbortHandle)>>>,
+}
+
+/// Removes a finished (or dropped) stream from the running queries.
+struct Finished {
+    running: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, AbortHandle)>>>,
+    handle: String,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.handle);
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl OmegaFlightSql {
     pub fn new(state: Arc<ServerState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            running: Default::default(),
+        }
+    }
+
+    /// Cancels the queries of a FlightInfo this key received: a ticket not
+    /// yet fetched is dropped, a stream running is stopped (its client sees
+    /// CANCELLED). False when none of them is known (finished or not its own).
+    fn cancel(&self, id: &Identity, info: &FlightInfo) -> bool {
+        let mut found = false;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
+                continue;
+            };
+            let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() else {
+                continue;
+            };
+            let Ok(handle) = String::from_utf8(t.statement_handle.to_vec()) else {
+                continue;
+            };
+            if self.state.tickets.take(&id.key_id, &handle).is_ok() {
+                found = true;
+            }
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((owner, abort)) = running.get(&handle)
+                && *owner == id.key_id
+            {
+                abort.abort();
+                found = true;
+            }
+        }
+        found
     }
 
     async fn identify<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
@@ -422,11 +475,30 @@ impl FlightSqlService for OmegaFlightSql {
                 .map_err(|e| FlightError::ExternalError(Box::new(e)))
                 .and_then(|b| conform(b, &schema).map_err(FlightError::from))
         });
+        let (abort, registration) = AbortHandle::new_pair();
+        let abort_check = abort.clone();
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(handle.clone(), (id.key_id.clone(), abort));
+        let finished = Finished {
+            running: self.running.clone(),
+            handle,
+        };
         let out = FlightDataEncoderBuilder::new()
             .with_schema(planned.schema)
             .with_max_flight_data_size(self.state.limits.flight_data_bytes)
             .build(batches)
             .map_err(Status::from);
+        let aborted = abort_check;
+        let tail = futures::stream::once(async move {
+            drop(finished);
+            aborted
+                .is_aborted()
+                .then(|| Err(Status::cancelled("the query was cancelled")))
+        })
+        .filter_map(futures::future::ready);
+        let out = Abortable::new(out, registration).chain(tail);
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -770,6 +842,59 @@ impl FlightSqlService for OmegaFlightSql {
         let handle = handle_text(&query.prepared_statement_handle)?;
         self.state.statements.remove(&id.key_id, &handle);
         Ok(())
+    }
+
+    /// Flight SQL's CancelQuery (the FlightInfo the query was announced with).
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let id = self.identify(&request).await?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("not a FlightInfo: {e}")))?;
+        if !self.cancel(&id, &info) {
+            return Err(ServerError::not_found(
+                "no such running query (finished, or not this key's)",
+            )
+            .into());
+        }
+        // CANCEL_RESULT_CANCELLED (arrow-flight does not re-export the enum)
+        Ok(ActionCancelQueryResult { result: 1 })
+    }
+
+    /// Flight's own CancelFlightInfo (what newer clients send); anything
+    /// else is an unknown action.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type != "CancelFlightInfo" {
+            return Err(Status::invalid_argument(format!(
+                "unknown action '{}'",
+                request.get_ref().r#type
+            )));
+        }
+        let id = self.identify(&request).await?;
+        let cancel = arrow_flight::CancelFlightInfoRequest::decode(request.get_ref().body.clone())
+            .map_err(|e| Status::invalid_argument(format!("not a CancelFlightInfoRequest: {e}")))?;
+        let info = cancel
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfo without a FlightInfo"))?;
+        let status = if self.cancel(&id, &info) {
+            arrow_flight::CancelStatus::Cancelled
+        } else {
+            arrow_flight::CancelStatus::NotCancellable
+        };
+        let result = arrow_flight::CancelFlightInfoResult {
+            status: status as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+            body,
+        )]))))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

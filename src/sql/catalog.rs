@@ -149,6 +149,20 @@ impl SchemaProvider for BucketSchema {
         Ok(Some(WithoutHidden::wrap(provider, &hidden)))
     }
 
+    /// From the record alone (information_schema asks this of every table):
+    /// a stored view is a VIEW, every other dataset a BASE TABLE.
+    async fn table_type(&self, name: &str) -> DfResult<Option<datafusion::datasource::TableType>> {
+        let engine = self.engine.engine().map_err(external)?;
+        match engine.datasets().metadata(name).await {
+            Ok(m) if m.kind == crate::backends::view::KIND => {
+                Ok(Some(datafusion::datasource::TableType::View))
+            }
+            Ok(_) => Ok(Some(datafusion::datasource::TableType::Base)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        }
+    }
+
     fn table_exist(&self, name: &str) -> bool {
         self.table_names().iter().any(|n| n == name)
     }

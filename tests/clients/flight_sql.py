@@ -75,6 +75,17 @@ def main():
             raise AssertionError("create on an existing dataset")
         except adbc_driver_manager.Error as e:
             check("already exists" in str(e), str(e))
+        small = data.slice(0, 10)
+        check(cur.adbc_ingest("small", small, mode="create_append") == 10, "create_append creates")
+        check(cur.adbc_ingest("small", small, mode="create_append") == 10, "create_append appends")
+        check(cur.adbc_ingest("small", small.slice(0, 3), mode="replace") == 3, "replace")
+        cur.execute("SELECT count(*) FROM small")
+        check(cur.fetchone()[0] == 3, "replace replaced the rows")
+        try:
+            cur.adbc_ingest("missing", small, mode="append")
+            raise AssertionError("append to a missing dataset")
+        except adbc_driver_manager.Error as e:
+            check("does not exist" in str(e), str(e))
         cur.execute("SELECT * FROM big")
         result = cur.fetch_arrow_table()
         check(result.num_rows == 1_000_000, f"1M rows: {result.num_rows}")
@@ -91,6 +102,14 @@ def main():
             for t in s["db_schema_tables"] or []
         }
         check({"t", "u", "big"} <= tables, f"tables: {tables}")
+        types = {
+            t["table_name"]: t["table_type"]
+            for c in objects
+            for s in c["catalog_db_schemas"] or []
+            if s["db_schema_name"] == "default"
+            for t in s["db_schema_tables"] or []
+        }
+        check(types["u"] == "TABLE", f"a dataset is a TABLE: {types}")
         buckets = {s["db_schema_name"] for c in objects for s in c["catalog_db_schemas"] or []}
         check("hr" not in buckets, f"another bucket is visible: {buckets}")
 
