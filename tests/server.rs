@@ -305,7 +305,15 @@ async fn updates_executemany_and_ingest_write_new_versions() {
     elsewhere.schema = Some("hr".into());
     let e = c.execute_ingest(elsewhere, batches()).await.unwrap_err();
     assert!(e.to_string().contains("bound to bucket 'default'"), "{e}");
-    assert!(!s.om.bucket("hr").unwrap().datasets().exists("ingested").await.unwrap());
+    assert!(
+        !s.om
+            .bucket("hr")
+            .unwrap()
+            .datasets()
+            .exists("ingested")
+            .await
+            .unwrap()
+    );
 
     // handshake: Basic with the key as password gives a bearer token
     let mut h = s.client(None).await;
