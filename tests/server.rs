@@ -788,3 +788,47 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     assert_eq!((status, error_code(&body).as_str()), (404, "not_found"));
     assert!(s.running.shutdown().await);
 }
+
+#[tokio::test]
+async fn an_http_client_that_goes_away_stops_its_query() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(Limits {
+        workers: 1,
+        ..Limits::default()
+    })
+    .await;
+    let writer = s.key("writer").await;
+    let addr = s.running.http.unwrap();
+    let body = serde_json::json!({
+        "sql": "SELECT a.value * b.value AS v FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b"
+    })
+    .to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /api/v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {writer}\r\nAccept: application/vnd.apache.arrow.stream\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut first = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(stream); // a trillion rows left: only cancellation frees the worker
+    let bearer = format!("Bearer {writer}");
+    let (status, _, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        http(
+            addr,
+            "POST",
+            "/api/v1/sql",
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"sql": "SELECT 1"}"#,
+        ),
+    )
+    .await
+    .expect("the worker was freed when the client went away");
+    assert_eq!(status, 200);
+    assert!(s.running.shutdown().await);
+}
