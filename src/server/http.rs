@@ -225,15 +225,28 @@ async fn get_dataset(
 ) -> HttpResult {
     let store = id.om.datasets();
     let meta = store.metadata(&name).await?;
-    match store.get_version(&meta, &GetOptions::default()).await? {
-        Data::Table(_) => {
+    // the built-in table kinds go straight to the SQL view of the table;
+    // other kinds (documents, files, user backends) are asked what they are
+    let builtin_table = [
+        crate::backends::table::KIND,
+        crate::backends::external::KIND,
+        crate::backends::view::KIND,
+    ]
+    .contains(&meta.kind.as_str());
+    let data = if builtin_table {
+        None
+    } else {
+        Some(store.get_version(&meta, &GetOptions::default()).await?)
+    };
+    match data {
+        None | Some(Data::Table(_)) => {
             let format = format_of(&headers)?;
             let df = id.om.table(&name).await?;
             let df = shape(&name, df, &q)?;
             respond(&state, df, format).await
         }
-        Data::Document(v) => Ok(Json(v).into_response()),
-        Data::File { size, stream } => {
+        Some(Data::Document(v)) => Ok(Json(v).into_response()),
+        Some(Data::File { size, stream }) => {
             let stream = stream
                 .map(|c| c.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>));
             Ok((
@@ -245,7 +258,7 @@ async fn get_dataset(
             )
                 .into_response())
         }
-        Data::Any(_) => Err(ServerError::new(
+        Some(Data::Any(_)) => Err(ServerError::new(
             ErrorKind::Unprocessable,
             format!(
                 "dataset '{name}' is of kind '{}', which has no HTTP representation",
