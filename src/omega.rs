@@ -111,10 +111,15 @@ impl Omega {
         let record = crate::store::keys::Keys::new(self.root().clone())
             .verify(key)
             .await?;
-        let om = self
-            .with_identity(&record.name, &[record.role.as_str()], false)?
-            .bucket(&record.bucket)?;
-        Ok(om.bound_to_bucket(&record.bucket)?)
+        Ok(self.for_key_record(&record)?)
+    }
+
+    /// The session of a key already verified (what a server that verified
+    /// the key on this request uses, instead of verifying it again).
+    pub fn for_key_record(&self, record: &crate::store::keys::KeyRecord) -> Result<Self> {
+        self.with_identity(&record.name, &[record.role.as_str()], false)?
+            .bucket(&record.bucket)?
+            .bound_to_bucket(&record.bucket)
     }
 
     /// A read-only session on the same store (writes fail with a clear error).

@@ -424,8 +424,14 @@ pub async fn run(
 
 /// Peak resident memory of this process (Linux), in bytes.
 pub fn peak_rss() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// A memory figure of this process from /proc/self/status (`VmRSS:`,
+/// `VmHWM:`, …), in bytes (Linux).
+pub fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

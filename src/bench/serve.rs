@@ -68,15 +68,8 @@ pub struct ServeReport {
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
+    super::ops::proc_status_bytes("VmRSS:")
+        .map(|b| b as f64 / (1u64 << 20) as f64)
         .unwrap_or(f64::NAN)
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::Omega;
-use crate::store::keys::{KeyError, KeyRecord, Keys};
+use crate::store::keys::{KeyRecord, Keys};
 
 use super::error::ServerError;
 
@@ -87,10 +87,7 @@ impl Authenticator {
         let om = match cached {
             Some(om) => om,
             None => {
-                let om = self.base.for_key(key).await.map_err(|e| match e {
-                    KeyError::Unauthenticated => ServerError::unauthenticated(),
-                    other => other.into(),
-                })?;
+                let om = self.base.for_key_record(&record)?;
                 let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 if sessions.len() >= MAX_SESSIONS {
                     sessions.clear();
