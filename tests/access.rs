@@ -435,3 +435,32 @@ async fn a_statement_in_an_isolated_bucket_writes_only_there() {
     run(&team, "CREATE TABLE y AS VALUES (2)").await;
     assert_eq!(count(&om, "SELECT count(*) FROM t").await, 10);
 }
+
+/// Policies are cached per process and validated by one listing per
+/// statement: what another client changes applies to this client's next
+/// statement, and what nobody changed is not read again.
+#[tokio::test]
+async fn a_policy_another_client_changes_applies_to_the_next_statement() {
+    let (root, _om) = store().await;
+    let ana = Omega::open(&root.url)
+        .await
+        .unwrap()
+        .with_identity("ana", &["analyst"], false)
+        .unwrap();
+    let admin = Omega::open(&root.url).await.unwrap();
+    let rows = |om: Omega| async move { count(&om, "SELECT count(*) FROM t").await };
+    assert_eq!(rows(ana.clone()).await, 4);
+    assert_eq!(rows(ana.clone()).await, 4, "unchanged policy, cached");
+    run(&admin, "DROP POLICY low ON t").await;
+    run(&admin, "CREATE POLICY lower ON t TO analyst USING (id < 2)").await;
+    assert_eq!(rows(ana.clone()).await, 2, "the new filter applies");
+    run(&admin, "REVOKE read ON BUCKET default FROM analyst").await;
+    let e = match ana.sql("SELECT count(*) FROM t").await {
+        Err(e) => e.to_string(),
+        Ok(df) => match df.collect().await {
+            Err(e) => e.to_string(),
+            Ok(_) => "read the table".into(),
+        },
+    };
+    assert!(e.contains("permission denied"), "the revoke applies: {e}");
+}

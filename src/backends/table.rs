@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::SessionContext;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
@@ -1039,8 +1040,9 @@ pub(crate) async fn table_provider(
     table
         .update_datafusion_session(&session.state())
         .map_err(|e| StoreError::table(&meta.name, e))?;
-    let provider = table
-        .table_provider()
+    let store_url =
+        ObjectStoreUrl::parse(root.base.as_str()).map_err(|e| StoreError::table(&meta.name, e))?;
+    let provider = super::delta_scan::provider(&table, &store_url, &dir)
         .await
         .map_err(|e| StoreError::table(&meta.name, e))?;
     if let Some(k) = key {

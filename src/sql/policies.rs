@@ -121,6 +121,30 @@ pub struct BucketPolicy {
     pub grants: std::collections::BTreeMap<String, Access>,
 }
 
+type DocKey = (String, &'static str, String);
+
+/// What identifies a head record: its version and what the listing says
+/// of the object (a record written anew under a version number a purge
+/// freed has another e-tag and time).
+#[derive(Clone, PartialEq, Eq)]
+struct HeadRecord {
+    version: u64,
+    e_tag: Option<String>,
+    modified: chrono::DateTime<chrono::Utc>,
+    size: u64,
+}
+
+impl HeadRecord {
+    fn of(version: u64, m: &object_store::ObjectMeta) -> Self {
+        Self {
+            version,
+            e_tag: m.e_tag.clone(),
+            modified: m.last_modified,
+            size: m.size,
+        }
+    }
+}
+
 /// The policies of every bucket of a root, as last loaded. It reads the
 /// policy documents with a session of its own (a plain one: documents need
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
@@ -128,6 +152,9 @@ pub struct PolicyCache {
     datasets: RwLock<HashMap<(String, String), DatasetPolicy>>,
     buckets: RwLock<HashMap<String, BucketPolicy>>,
     loaded: std::sync::atomic::AtomicBool,
+    /// The documents read so far, by (bucket, store, name), with the head
+    /// record they were read from: a reload reads only what changed.
+    docs: std::sync::Mutex<HashMap<DocKey, (HeadRecord, Option<Value>)>>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -139,6 +166,7 @@ impl PolicyCache {
             datasets: Default::default(),
             buckets: Default::default(),
             loaded: Default::default(),
+            docs: Default::default(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
@@ -211,29 +239,35 @@ impl PolicyCache {
         self.reload().await
     }
 
-    /// Reloads every bucket's policies.
+    /// Reloads every bucket's policies: one listing of the buckets and one
+    /// of each bucket's policy records; a document is read again only when
+    /// its head record is not the one it was read from.
     pub async fn reload(&self) -> Result<()> {
         let mut datasets = HashMap::new();
         let mut buckets = HashMap::new();
+        let mut seen = HashMap::new();
+        let mut known = std::mem::take(&mut *self.docs.lock().unwrap_or_else(|e| e.into_inner()));
         for bucket in list_buckets(&self.root).await? {
             for (prefix, settings) in [(POLICY_STORE, false), (SETTINGS_STORE, true)] {
                 let store = self.plain_store(&bucket, prefix);
                 // one listing finds each document's newest version; no listing per name
-                for (name, version) in store.catalog().head_versions().await? {
+                for (name, version, listed) in store.catalog().head_records().await? {
                     if settings && name.as_str() != BUCKET_DOC {
                         continue;
                     }
-                    let meta = match store.catalog().read(&name, version).await? {
-                        Some(m) if !m.is_tombstone() => m,
-                        _ => continue,
+                    let key = (bucket.clone(), prefix, name.to_string());
+                    let head = HeadRecord::of(version, &listed);
+                    let doc = match known.remove(&key) {
+                        Some((h, doc)) if h == head => doc,
+                        _ => self.read_policy(&store, &name, version).await?,
                     };
-                    let doc = match store.get_version(&meta, &Default::default()).await? {
-                        Data::Document(v) => v,
-                        _ => continue,
+                    seen.insert(key, (head, doc.clone()));
+                    let Some(doc) = doc else {
+                        continue;
                     };
                     let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
                         name: format!("{prefix}/{name}"),
-                        path: meta.uri.clone(),
+                        path: listed.location.to_string(),
                         reason: format!("not a valid policy: {e}"),
                     };
                     if settings {
@@ -246,11 +280,30 @@ impl PolicyCache {
                 }
             }
         }
+        *self.docs.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         *self.datasets.write().unwrap_or_else(|e| e.into_inner()) = datasets;
         *self.buckets.write().unwrap_or_else(|e| e.into_inner()) = buckets;
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
+    }
+
+    /// The document a head record holds (`None`: a tombstone or not a
+    /// document).
+    async fn read_policy(
+        &self,
+        store: &Store,
+        name: &ObjectName,
+        version: u64,
+    ) -> Result<Option<Value>> {
+        let meta = match store.catalog().read(name, version).await? {
+            Some(m) if !m.is_tombstone() => m,
+            _ => return Ok(None),
+        };
+        Ok(match store.get_version(&meta, &Default::default()).await? {
+            Data::Document(v) => Some(v),
+            _ => None,
+        })
     }
 
     /// A store of policy documents that asks no access hooks (the cache

@@ -74,12 +74,17 @@ impl AnalyzerRule for SharedMixinRule {
 /// rules (so the expressions it adds are type-checked like the user's).
 fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     let models = Arc::new(ModelCache::default());
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
         .with_option_extension(options)
         .with_extension(parts.policies.clone())
         .with_extension(models.clone());
+    // Parquet scans evaluate filters while decoding (rows that fail are not
+    // materialised), cheapest filters first; delta-rs's scan did the same.
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.pushdown_filters = true;
+    parquet.reorder_filters = true;
     let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
         vec![Arc::new(SharedMixinRule(parts.mixins.clone()))];
     rules.extend(Analyzer::new().rules);

@@ -22,7 +22,7 @@
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::error::{Result, StoreError};
 use super::metadata::Metadata;
@@ -219,9 +219,23 @@ impl Catalog {
     /// The latest committed version number of every name, from one
     /// recursive listing of the records (instead of one listing per name).
     pub async fn head_versions(&self) -> Result<Vec<(ObjectName, u64)>> {
+        Ok(self
+            .head_records()
+            .await?
+            .into_iter()
+            .map(|(name, version, _)| (name, version))
+            .collect())
+    }
+
+    /// Like [`Self::head_versions`], with what the listing says of each
+    /// head record (its e-tag and modification time change when a record
+    /// is written anew, even under a version number a purge freed), so a
+    /// cache can tell whether a record it read before is still the head.
+    pub async fn head_records(&self) -> Result<Vec<(ObjectName, u64, ObjectMeta)>> {
         let dir = self.meta_root();
         let listed = self.list_all(&dir).await?;
-        let mut heads: std::collections::BTreeMap<ObjectName, u64> = Default::default();
+        let mut heads: std::collections::BTreeMap<ObjectName, (u64, ObjectMeta)> =
+            Default::default();
         for m in listed {
             let Some(parts) = m.location.prefix_match(&dir) else {
                 continue;
@@ -234,13 +248,17 @@ impl Catalog {
             let Some(name) = ObjectName::from_encoded_parts(&enc) else {
                 continue;
             };
-            let version = record_version(file.as_ref());
-            if let Some(v) = version {
-                let e = heads.entry(name).or_insert(v);
-                *e = (*e).max(v);
+            let Some(v) = record_version(file.as_ref()) else {
+                continue;
+            };
+            match heads.get(&name) {
+                Some((head, _)) if *head >= v => {}
+                _ => {
+                    heads.insert(name, (v, m));
+                }
             }
         }
-        Ok(heads.into_iter().collect())
+        Ok(heads.into_iter().map(|(n, (v, m))| (n, v, m)).collect())
     }
 
     /// Deletes the tags of `name` and its records up to `through` (its

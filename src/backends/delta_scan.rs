@@ -1,0 +1,533 @@
+//! A Delta version read as plain Parquet: the snapshot's file list, with the
+//! statistics its log already holds, scanned by DataFusion's own
+//! `ParquetSource` in a `DataSourceExec`.
+//!
+//! Why not delta-rs's provider: its scan wraps the Parquet scan in a
+//! `DeltaScanExec` that adds a file-id column to every row and replays the
+//! file list with the predicate on every query; and a plan holding it cannot
+//! be serialised (a cluster cannot run it). The plain scan gets DataFusion's
+//! file pruning from the log's statistics, row-group and page pruning, row
+//! filter pushdown, the footer cache of the session's runtime, and exact row
+//! counts (`count(*)` from statistics).
+//!
+//! The plain scan honours exactly what a reader of Delta protocol 1 must:
+//! the add actions of the version. A snapshot that needs more of a reader —
+//! deletion vectors, column mapping, any reader feature not listed in
+//! [`PLAIN_READER_FEATURES`] — is read by delta-rs's provider instead
+//! ([`provider`] decides; both give the same answers, tested).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use delta_kernel::expressions::Scalar;
+use deltalake::DeltaTable;
+use deltalake::kernel::LogicalFileView;
+use object_store::path::Path;
+use serde_json::Value;
+
+/// Reader features a plain Parquet scan of the add actions honours: they
+/// change how the log is written or vacuumed, or name a type Arrow reads
+/// as such, not what a data file means.
+const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"];
+
+/// The provider for a loaded Delta version: the plain Parquet scan when the
+/// version allows it, delta-rs's provider otherwise. `store_url` is the
+/// session's URL of the object store that holds `dir` (paths of data files
+/// are `dir/<add path>` in it).
+pub(crate) async fn provider(
+    table: &DeltaTable,
+    store_url: &ObjectStoreUrl,
+    dir: &Path,
+) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
+    match SnapshotTable::try_new(table, store_url, dir)? {
+        Some(plain) => Ok(Arc::new(plain)),
+        None => Ok(table.table_provider().await?),
+    }
+}
+
+/// One Delta version's files, scanned as Parquet. Immutable: a Delta version
+/// never changes, so the file list and statistics are computed once.
+#[derive(Debug)]
+pub(crate) struct SnapshotTable {
+    schema: SchemaRef,
+    store_url: ObjectStoreUrl,
+    files: Vec<PartitionedFile>,
+    statistics: Statistics,
+}
+
+impl SnapshotTable {
+    /// `Ok(None)` when the version needs more of a reader than a plain
+    /// Parquet scan (see the module doc), or its data files are not all
+    /// under `dir`.
+    pub(crate) fn try_new(
+        table: &DeltaTable,
+        store_url: &ObjectStoreUrl,
+        dir: &Path,
+    ) -> deltalake::DeltaResult<Option<Self>> {
+        let state = table.snapshot()?;
+        if !plain_protocol(state.protocol()) || !plain_metadata(state.metadata()) {
+            return Ok(None);
+        }
+        let schema = view_schema(&state.snapshot().arrow_schema());
+        let log = state.snapshot().try_log_data()?;
+        let mut files = Vec::with_capacity(log.num_files());
+        for file in log.iter() {
+            if file.deletion_vector_descriptor().is_some() {
+                return Ok(None);
+            }
+            let rel = file.object_store_path();
+            if file.path().contains("://") || rel.parts().any(|p| p.as_ref() == "..") {
+                return Ok(None);
+            }
+            let location = Path::from_iter(dir.parts().chain(rel.parts()));
+            let size = u64::try_from(file.size()).unwrap_or(0);
+            let mut pf = PartitionedFile::new(location.to_string(), size);
+            pf.object_meta.location = location;
+            files.push(pf.with_statistics(Arc::new(file_statistics(&file, &schema))));
+        }
+        let statistics = table_statistics(&files, &schema);
+        Ok(Some(Self {
+            schema,
+            store_url: store_url.clone(),
+            files,
+            statistics,
+        }))
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics.clone())
+    }
+
+    /// Filters are used to prune files, row groups and pages, and as row
+    /// filters inside the scan where the session allows; DataFusion still
+    /// applies them above the scan (pruning is by statistics).
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(self.schema.clone().into());
+        let groups = FileGroup::new(self.files.clone())
+            .split_files(state.config().target_partitions().max(1));
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
+            .with_file_groups(groups)
+            .with_statistics(self.statistics.clone())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}
+
+/// True when the protocol asks nothing of a reader beyond protocol 1 and
+/// [`PLAIN_READER_FEATURES`]. Read through the action's serialised form, the
+/// one public view of its reader requirements.
+fn plain_protocol(protocol: &deltalake::kernel::Protocol) -> bool {
+    let Ok(p) = serde_json::to_value(protocol) else {
+        return false;
+    };
+    match p.get("minReaderVersion").and_then(Value::as_i64) {
+        Some(1) => true,
+        Some(3) => p
+            .get("readerFeatures")
+            .and_then(Value::as_array)
+            .is_some_and(|fs| {
+                fs.iter().all(|f| {
+                    f.as_str()
+                        .is_some_and(|f| PLAIN_READER_FEATURES.contains(&f))
+                })
+            }),
+        _ => false,
+    }
+}
+
+/// True for an unpartitioned table without column mapping (partition values
+/// and physical column names live in the log, not in the data files).
+fn plain_metadata(metadata: &deltalake::kernel::Metadata) -> bool {
+    let Ok(m) = serde_json::to_value(metadata) else {
+        return false;
+    };
+    let unpartitioned = m
+        .get("partitionColumns")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty);
+    let mapping = m
+        .pointer("/configuration/delta.columnMapping.mode")
+        .and_then(Value::as_str)
+        .unwrap_or("none");
+    unpartitioned && mapping == "none"
+}
+
+/// The table's Arrow schema as DataFusion's Parquet reader produces it by
+/// default (strings and binaries as views), the schema delta-rs's provider
+/// announced too, so answers and types do not depend on the scan.
+fn view_schema(schema: &Schema) -> SchemaRef {
+    fn field(f: &FieldRef) -> FieldRef {
+        let t = match f.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+            DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+            DataType::Struct(fs) => DataType::Struct(fs.iter().map(field).collect()),
+            DataType::List(i) => DataType::List(field(i)),
+            DataType::LargeList(i) => DataType::LargeList(field(i)),
+            t => t.clone(),
+        };
+        Arc::new(Field::clone(f).with_data_type(t))
+    }
+    Arc::new(Schema::new_with_metadata(
+        schema.fields().iter().map(field).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
+
+/// A file's statistics from its add action: the row count (exact: no
+/// deletion vectors here), null counts (exact), and minimum and maximum
+/// values (inexact: Delta truncates long strings and rounds timestamps).
+fn file_statistics(file: &LogicalFileView, schema: &Schema) -> Statistics {
+    let mut stats = Statistics::new_unknown(schema);
+    stats.total_byte_size = Precision::Inexact(usize::try_from(file.size()).unwrap_or(0));
+    let Some(rows) = file.num_records() else {
+        return stats;
+    };
+    stats.num_rows = Precision::Exact(rows);
+    let mins = file.min_values();
+    let maxs = file.max_values();
+    let nulls = file.null_counts();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let col = &mut stats.column_statistics[i];
+        if let Some(n) = struct_field(nulls.as_ref(), f.name()).and_then(count) {
+            col.null_count = Precision::Exact(n);
+        }
+        if let Some(v) = struct_field(mins.as_ref(), f.name()).and_then(|s| value(s, f)) {
+            col.min_value = Precision::Inexact(v);
+        }
+        if let Some(v) = struct_field(maxs.as_ref(), f.name()).and_then(|s| value(s, f)) {
+            col.max_value = Precision::Inexact(v);
+        }
+    }
+    stats
+}
+
+/// The sum of the files' statistics: exact row count when every file has one.
+fn table_statistics(files: &[PartitionedFile], schema: &SchemaRef) -> Statistics {
+    let mut total = Statistics::new_unknown(schema);
+    total.num_rows = Precision::Exact(0);
+    total.total_byte_size = Precision::Inexact(0);
+    for c in &mut total.column_statistics {
+        *c = ColumnStatistics {
+            null_count: Precision::Exact(0),
+            ..ColumnStatistics::new_unknown()
+        };
+    }
+    for f in files {
+        let Some(s) = f.statistics.as_deref() else {
+            return Statistics::new_unknown(schema);
+        };
+        total.num_rows = total.num_rows.add(&s.num_rows);
+        total.total_byte_size = total.total_byte_size.add(&s.total_byte_size);
+        for (t, c) in total.column_statistics.iter_mut().zip(&s.column_statistics) {
+            t.null_count = t.null_count.add(&c.null_count);
+            t.min_value = if files.len() == 1 {
+                c.min_value.clone()
+            } else {
+                t.min_value.min(&c.min_value)
+            };
+            t.max_value = if files.len() == 1 {
+                c.max_value.clone()
+            } else {
+                t.max_value.max(&c.max_value)
+            };
+        }
+    }
+    total
+}
+
+fn struct_field<'a>(s: Option<&'a Scalar>, name: &str) -> Option<&'a Scalar> {
+    match s? {
+        Scalar::Struct(data) => data
+            .fields()
+            .iter()
+            .position(|f| f.name() == name)
+            .map(|i| &data.values()[i]),
+        _ => None,
+    }
+}
+
+fn count(s: &Scalar) -> Option<usize> {
+    match s {
+        Scalar::Long(n) => usize::try_from(*n).ok(),
+        Scalar::Integer(n) => usize::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// A statistic as a value of the column's type; `None` for what has no
+/// faithful counterpart (the column then has no bound, which prunes nothing).
+fn value(s: &Scalar, field: &Field) -> Option<ScalarValue> {
+    let v = match s {
+        Scalar::Integer(v) => ScalarValue::Int32(Some(*v)),
+        Scalar::Long(v) => ScalarValue::Int64(Some(*v)),
+        Scalar::Short(v) => ScalarValue::Int16(Some(*v)),
+        Scalar::Byte(v) => ScalarValue::Int8(Some(*v)),
+        Scalar::Float(v) => ScalarValue::Float32(Some(*v)),
+        Scalar::Double(v) => ScalarValue::Float64(Some(*v)),
+        Scalar::Boolean(v) => ScalarValue::Boolean(Some(*v)),
+        Scalar::String(v) => ScalarValue::Utf8(Some(v.clone())),
+        Scalar::Date(v) => ScalarValue::Date32(Some(*v)),
+        Scalar::Timestamp(v) => ScalarValue::TimestampMicrosecond(Some(*v), Some("UTC".into())),
+        Scalar::TimestampNtz(v) => ScalarValue::TimestampMicrosecond(Some(*v), None),
+        Scalar::Decimal(d) => {
+            ScalarValue::Decimal128(Some(d.bits()), d.precision(), i8::try_from(d.scale()).ok()?)
+        }
+        _ => return None,
+    };
+    if v.data_type() == *field.data_type() {
+        return Some(v);
+    }
+    v.cast_to(field.data_type()).ok().filter(|c| !c.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+        StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::prelude::SessionContext;
+    use deltalake::protocol::SaveMode;
+
+    /// Rows `from..to`: every type the store writes, nulls in each column;
+    /// floats are quarters, so sums are exact in any order of addition.
+    fn batch(from: i64, to: i64) -> RecordBatch {
+        let ids: Vec<i64> = (from..to).collect();
+        let opt = |i: &i64| (i % 7 != 3).then_some(*i);
+        let cols: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(Int64Array::from(ids.clone()))),
+            (
+                "small",
+                Arc::new(Int32Array::from_iter(
+                    ids.iter().map(|i| opt(i).map(|i| (i % 100) as i32)),
+                )),
+            ),
+            (
+                "x",
+                Arc::new(Float64Array::from_iter(
+                    ids.iter().map(|i| opt(i).map(|i| i as f64 / 4.0)),
+                )),
+            ),
+            (
+                "cat",
+                Arc::new(StringArray::from_iter(
+                    ids.iter()
+                        .map(|i| opt(i).map(|i| format!("c{:02}", i % 13))),
+                )),
+            ),
+            (
+                "long_text",
+                Arc::new(StringArray::from_iter(ids.iter().map(|i| {
+                    opt(i).map(|i| format!("{}-{i}", "a fairly long prefix ".repeat(4)))
+                }))),
+            ),
+            (
+                "flag",
+                Arc::new(BooleanArray::from_iter(
+                    ids.iter().map(|i| opt(i).map(|i| i % 2 == 0)),
+                )),
+            ),
+            (
+                "day",
+                Arc::new(Date32Array::from_iter(
+                    ids.iter()
+                        .map(|i| opt(i).map(|i| 19_000 + (i % 400) as i32)),
+                )),
+            ),
+            (
+                "at",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter(
+                        ids.iter()
+                            .map(|i| opt(i).map(|i| 1_700_000_000_000_000 + i * 1_234_567)),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ),
+        ];
+        RecordBatch::try_from_iter(cols).unwrap()
+    }
+
+    const QUERIES: &[&str] = &[
+        "SELECT * FROM t ORDER BY id",
+        "SELECT count(*) FROM t",
+        "SELECT count(*), count(cat), count(x) FROM t WHERE cat = 'c07'",
+        "SELECT cat, count(*), sum(x), min(at), max(day) FROM t GROUP BY cat ORDER BY cat",
+        "SELECT id FROM t WHERE id BETWEEN 1990 AND 2010 ORDER BY id",
+        "SELECT id FROM t WHERE id > 2999 OR id < 0 ORDER BY id",
+        "SELECT id, x FROM t WHERE x > 500.0 AND flag ORDER BY x DESC LIMIT 7",
+        "SELECT count(*) FROM t WHERE small IS NULL",
+        "SELECT count(*) FROM t WHERE at >= TIMESTAMP '2023-11-14T22:50:00Z'",
+        "SELECT max(at), min(at) FROM t WHERE at < TIMESTAMP '2023-11-14T23:00:00.000999Z'",
+        "SELECT count(*) FROM t WHERE day = DATE '2022-01-08'",
+        "SELECT long_text FROM t WHERE long_text > concat(repeat('a fairly long prefix ', 4), '-2990') ORDER BY 1",
+        "SELECT min(long_text), max(cat), min(x), max(small) FROM t",
+        "SELECT count(*) FROM t WHERE cat IN ('c00', 'c12') AND id % 2 = 1",
+        "SELECT id FROM t ORDER BY at DESC NULLS LAST, id LIMIT 3",
+        "SELECT id FROM t ORDER BY at DESC, id LIMIT 3",
+    ];
+
+    async fn answers(provider: Arc<dyn TableProvider>) -> Vec<String> {
+        let ctx = SessionContext::new();
+        ctx.register_table("t", provider).unwrap();
+        let mut out = Vec::new();
+        for q in QUERIES {
+            let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
+            out.push(format!("{q}\n{}", pretty_format_batches(&batches).unwrap()));
+        }
+        out
+    }
+
+    /// Writes three commits (two appends, the second of two files), then
+    /// compares every query on every version through both providers.
+    async fn check_both_scans_agree(configuration: &[(&str, &str)], expect_plain: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let store_url = ObjectStoreUrl::parse("file:///").unwrap();
+        let table_dir = Path::from_url_path(url.path()).unwrap();
+        let mut table = DeltaTable::try_from_url(url.clone()).await.unwrap();
+        let config: std::collections::HashMap<String, Option<String>> = configuration
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect();
+        for (i, (from, to)) in [(0, 1000), (1000, 2000), (2000, 3000)]
+            .into_iter()
+            .enumerate()
+        {
+            let batches = if i == 1 {
+                vec![batch(from, 1500), batch(1500, to)]
+            } else {
+                vec![batch(from, to)]
+            };
+            let mut write = table
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .with_target_file_size(std::num::NonZeroU64::new(1));
+            if i == 0 {
+                write = write.with_configuration(config.clone());
+            }
+            table = write.await.unwrap();
+        }
+        for version in 0..=2 {
+            let mut t = DeltaTable::try_from_url(url.clone()).await.unwrap();
+            t.load_version(version).await.unwrap();
+            let plain = SnapshotTable::try_new(&t, &store_url, &table_dir).unwrap();
+            assert_eq!(
+                plain.is_some(),
+                expect_plain,
+                "plain scan chosen at v{version}"
+            );
+            if let Some(plain) = &plain {
+                // one file per batch: 1, 3, 4 files; exact row counts
+                assert_eq!(plain.files.len(), [1, 3, 4][version as usize]);
+                let rows = plain.statistics().map(|s| s.num_rows);
+                assert_eq!(rows, Some(Precision::Exact(1000 * (version as usize + 1))));
+            }
+            let chosen = provider(&t, &store_url, &table_dir).await.unwrap();
+            let delta_rs = t.table_provider().await.unwrap();
+            assert_eq!(chosen.schema(), delta_rs.schema(), "schemas at v{version}");
+            let (a, b) = (answers(chosen).await, answers(delta_rs).await);
+            for (a, b) in a.iter().zip(&b) {
+                assert_eq!(a, b, "answers differ at version {version}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_plain_scan_answers_as_delta_rs_does() {
+        check_both_scans_agree(&[], true).await;
+    }
+
+    #[tokio::test]
+    async fn a_table_with_deletion_vectors_enabled_is_read_by_delta_rs() {
+        check_both_scans_agree(&[("delta.enableDeletionVectors", "true")], false).await;
+    }
+
+    #[test]
+    fn reader_features_decide_the_scan() {
+        let protocol =
+            |json: &str| -> deltalake::kernel::Protocol { serde_json::from_str(json).unwrap() };
+        assert!(plain_protocol(&protocol(
+            r#"{"minReaderVersion":1,"minWriterVersion":2}"#
+        )));
+        assert!(plain_protocol(&protocol(
+            r#"{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["timestampNtz"],"writerFeatures":["timestampNtz"]}"#
+        )));
+        for refused in ["deletionVectors", "columnMapping", "typeWidening"] {
+            let json = format!(
+                r#"{{"minReaderVersion":3,"minWriterVersion":7,"readerFeatures":["timestampNtz","{refused}"],"writerFeatures":["timestampNtz","{refused}"]}}"#
+            );
+            assert!(!plain_protocol(&protocol(&json)), "{refused}");
+        }
+        assert!(!plain_protocol(&protocol(
+            r#"{"minReaderVersion":2,"minWriterVersion":5}"#
+        )));
+    }
+
+    /// A statistic whose value the column type cannot hold is no bound (it
+    /// must never become a wrong one).
+    #[test]
+    fn statistics_convert_to_the_column_type_or_not_at_all() {
+        let f = Field::new("c", DataType::Utf8View, true);
+        assert_eq!(
+            value(&Scalar::String("abc".into()), &f),
+            Some(ScalarValue::Utf8View(Some("abc".into())))
+        );
+        let f = Field::new("c", DataType::Int8, true);
+        assert_eq!(value(&Scalar::Long(1000), &f), None);
+        assert_eq!(
+            value(&Scalar::Long(7), &f),
+            Some(ScalarValue::Int8(Some(7)))
+        );
+    }
+}
