@@ -541,3 +541,80 @@ async fn user_backends_plug_in_and_unknown_kinds_do_not_break_listing() {
         .unwrap_err();
     assert!(matches!(err, StoreError::NoBackend { .. }), "{err}");
 }
+
+/// Daily CSV appends: each file is read with the table's types, not with
+/// what one file suggests (an empty column, `007` in a string column, whole
+/// numbers in a float column); a value the table's type cannot hold is a
+/// typed error naming the file and line, and commits nothing.
+#[tokio::test]
+async fn a_csv_appended_to_a_table_is_read_with_the_tables_types() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let put = |body: &'static str, file: &'static str| {
+        let om = om.clone();
+        let path = dir.path().join(file);
+        async move {
+            std::fs::write(&path, body).unwrap();
+            let obj = Object::File {
+                path,
+                format: FileFormat::Csv,
+                schema: None,
+            };
+            om.datasets().put(obj, "daily", PutOptions::default()).await
+        }
+    };
+    put("id,code,price,at\n1,x1,2.5,2024-01-01T00:00:00\n", "d1.csv")
+        .await
+        .unwrap();
+    put("id,code,price,at\n2,007,3,\n", "d2.csv").await.unwrap();
+    put("id,code,price,at\n3,,,2024-01-03T10:00:00\n", "d3.csv")
+        .await
+        .unwrap();
+    let batches = om
+        .sql("SELECT id, code, price, at FROM daily ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for b in &batches {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8).unwrap())
+            .collect();
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| {
+                    let s = c
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .unwrap();
+                    if s.is_null(r) {
+                        String::new()
+                    } else {
+                        s.value(r).to_string()
+                    }
+                })
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    assert_eq!(
+        rows,
+        vec![
+            "1|x1|2.5|2024-01-01T00:00:00",
+            "2|007|3.0|",
+            "3|||2024-01-03T10:00:00"
+        ]
+    );
+    let e = put("id,code,price,at\n4,y,cheap,\n", "d4.csv")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("d4.csv") && e.contains("line"), "{e}");
+    assert_eq!(om.datasets().metadata("daily").await.unwrap().version, 3);
+}

@@ -104,23 +104,30 @@ async fn read(
             if !dir_url.path().ends_with('/') {
                 dir_url.set_path(&format!("{}/", dir_url.path()));
             }
-            let table = if dir_url.scheme() == root.base.scheme()
+            let provider = if dir_url.scheme() == root.base.scheme()
                 && dir_url.host_str() == root.base.host_str()
             {
+                // on the root's own store (registered in every session): the plain scan
                 let path =
                     object_store::path::Path::from_url_path(dir_url.path()).map_err(|e| bad(&e))?;
-                open_table(root, &path, None).await.map_err(|e| bad(&e))?
+                let table = open_table(root, &path, None).await.map_err(|e| bad(&e))?;
+                let store_url =
+                    datafusion::execution::object_store::ObjectStoreUrl::parse(root.base.as_str())
+                        .map_err(|e| bad(&e))?;
+                super::delta_scan::provider(&table, &store_url, &path)
+                    .await
+                    .map_err(|e| bad(&e))?
             } else {
-                deltalake::DeltaTableBuilder::from_url(dir_url)
+                let table = deltalake::DeltaTableBuilder::from_url(dir_url)
                     .map_err(|e| bad(&e))?
                     .load()
                     .await
-                    .map_err(|e| bad(&e))?
+                    .map_err(|e| bad(&e))?;
+                table
+                    .update_datafusion_session(&session.state())
+                    .map_err(|e| bad(&e))?;
+                table.table_provider().await.map_err(|e| bad(&e))?
             };
-            table
-                .update_datafusion_session(&session.state())
-                .map_err(|e| bad(&e))?;
-            let provider = table.table_provider().await.map_err(|e| bad(&e))?;
             session.read_table(provider).map_err(|e| bad(&e))
         }
     }

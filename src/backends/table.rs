@@ -504,6 +504,11 @@ impl DataBackend for DeltaTableBackend {
         opts: &PutOptions,
     ) -> Result<Written> {
         let name = cx.name.as_str();
+        let appends = matches!(opts.mode, PutMode::Append | PutMode::Auto);
+        let obj = match previous.filter(|p| p.kind == KIND && appends) {
+            Some(table) => with_table_types(cx.root, table, obj).await?,
+            None => obj,
+        };
         let (plan, schema) = object_to_plan(name, obj, opts.progress.clone())?;
         check_storable(name, &schema)?;
         let (plan, zones) = normalize_timestamps(name, plan, &schema)?;
@@ -995,6 +1000,48 @@ impl DeltaTableBackend {
         }
         Ok((written, rows))
     }
+}
+
+/// A CSV or JSON-lines file appended to a table is read with the table's
+/// types for the columns the table has (inference from one file guesses
+/// what the file shows — an empty column is `Null`, `007` is a number — not
+/// what the table holds); its other columns are inferred (new columns, for
+/// `merge_schema`). A value that does not parse as the table's type is a
+/// typed error naming the file and line.
+async fn with_table_types(root: &Root, table: &Metadata, obj: Object) -> Result<Object> {
+    let Object::File {
+        path,
+        format: format @ (FileFormat::Csv | FileFormat::JsonLines),
+        schema: None,
+    } = obj
+    else {
+        return Ok(obj);
+    };
+    let file = super::ingest::infer_file_schema(&table.name, &path, format)?;
+    let current = match location(table).map(|l| root.resolve(l)).transpose()? {
+        Some(dir) => match open_table(root, &dir, delta_version(table)).await {
+            Ok(t) => t.snapshot().map(|s| s.snapshot().arrow_schema()).ok(),
+            // the write itself reports a table it cannot open
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let schema = current.map(|current| {
+        let fields: Vec<Field> = file
+            .fields()
+            .iter()
+            .map(|f| match current.field_with_name(f.name()) {
+                Ok(t) => Field::new(f.name(), t.data_type().clone(), true),
+                Err(_) => f.as_ref().clone(),
+            })
+            .collect();
+        Arc::new(arrow::datatypes::Schema::new(fields))
+    });
+    Ok(Object::File {
+        path,
+        format,
+        schema: Some(schema.unwrap_or(file)),
+    })
 }
 
 /// A DataFusion provider for the Delta version a record pins.

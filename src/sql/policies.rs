@@ -34,6 +34,7 @@ use super::mixins::{Mixin, MixinContext};
 use crate::backends::document::DocumentBackend;
 use crate::store::error::{Result, StoreError};
 use crate::store::hooks::{ReadHook, WriteHook, WriteTarget};
+use crate::store::listing_index::RecordStamp;
 use crate::store::{
     Access, AccessHook, BackendRegistry, Data, ObjectName, PutOptions, Root, Store, list_buckets,
 };
@@ -123,28 +124,6 @@ pub struct BucketPolicy {
 
 type DocKey = (String, &'static str, String);
 
-/// What identifies a head record: its version and what the listing says
-/// of the object (a record written anew under a version number a purge
-/// freed has another e-tag and time).
-#[derive(Clone, PartialEq, Eq)]
-struct HeadRecord {
-    version: u64,
-    e_tag: Option<String>,
-    modified: chrono::DateTime<chrono::Utc>,
-    size: u64,
-}
-
-impl HeadRecord {
-    fn of(version: u64, m: &object_store::ObjectMeta) -> Self {
-        Self {
-            version,
-            e_tag: m.e_tag.clone(),
-            modified: m.last_modified,
-            size: m.size,
-        }
-    }
-}
-
 /// The policies of every bucket of a root, as last loaded. It reads the
 /// policy documents with a session of its own (a plain one: documents need
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
@@ -154,7 +133,7 @@ pub struct PolicyCache {
     loaded: std::sync::atomic::AtomicBool,
     /// The documents read so far, by (bucket, store, name), with the head
     /// record they were read from: a reload reads only what changed.
-    docs: std::sync::Mutex<HashMap<DocKey, (HeadRecord, Option<Value>)>>,
+    docs: std::sync::Mutex<HashMap<DocKey, (RecordStamp, Option<Value>)>>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -251,23 +230,23 @@ impl PolicyCache {
             for (prefix, settings) in [(POLICY_STORE, false), (SETTINGS_STORE, true)] {
                 let store = self.plain_store(&bucket, prefix);
                 // one listing finds each document's newest version; no listing per name
-                for (name, version, listed) in store.catalog().head_records().await? {
+                for (name, stamp) in store.catalog().head_records().await? {
                     if settings && name.as_str() != BUCKET_DOC {
                         continue;
                     }
                     let key = (bucket.clone(), prefix, name.to_string());
-                    let head = HeadRecord::of(version, &listed);
                     let doc = match known.remove(&key) {
-                        Some((h, doc)) if h == head => doc,
-                        _ => self.read_policy(&store, &name, version).await?,
+                        Some((known, doc)) if known == stamp => doc,
+                        _ => self.read_policy(&store, &name, stamp.version).await?,
                     };
-                    seen.insert(key, (head, doc.clone()));
+                    let path = store.catalog().record_path(&name, stamp.version);
+                    seen.insert(key, (stamp, doc.clone()));
                     let Some(doc) = doc else {
                         continue;
                     };
                     let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
                         name: format!("{prefix}/{name}"),
-                        path: listed.location.to_string(),
+                        path: path.to_string(),
                         reason: format!("not a valid policy: {e}"),
                     };
                     if settings {

@@ -25,6 +25,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::error::{Result, StoreError};
+use super::listing_index::{ListingIndex, RecordStamp};
 use super::metadata::Metadata;
 use super::name::{ObjectName, encode_segment, validate_tag};
 use super::root::Root;
@@ -45,6 +46,9 @@ pub struct Catalog {
     bucket: String,
     prefix: String,
 }
+
+/// The listing index of a store, beside its `meta/` (see [`super::listing_index`]).
+const INDEX_FILE: &str = "index.json";
 
 /// Width of the zero-padded version in record file names, so that
 /// lexicographic order is numeric order.
@@ -223,15 +227,13 @@ impl Catalog {
             .head_records()
             .await?
             .into_iter()
-            .map(|(name, version, _)| (name, version))
+            .map(|(name, stamp)| (name, stamp.version))
             .collect())
     }
 
-    /// Like [`Self::head_versions`], with what the listing says of each
-    /// head record (its e-tag and modification time change when a record
-    /// is written anew, even under a version number a purge freed), so a
-    /// cache can tell whether a record it read before is still the head.
-    pub async fn head_records(&self) -> Result<Vec<(ObjectName, u64, ObjectMeta)>> {
+    /// Like [`Self::head_versions`], with the stamp of each head record, so
+    /// a cache can tell whether a record it read before is still the head.
+    pub async fn head_records(&self) -> Result<Vec<(ObjectName, RecordStamp)>> {
         let dir = self.meta_root();
         let listed = self.list_all(&dir).await?;
         let mut heads: std::collections::BTreeMap<ObjectName, (u64, ObjectMeta)> =
@@ -258,7 +260,80 @@ impl Catalog {
                 }
             }
         }
-        Ok(heads.into_iter().map(|(n, (v, m))| (n, v, m)).collect())
+        Ok(heads
+            .into_iter()
+            .map(|(n, (v, m))| (n, RecordStamp::of(v, &m)))
+            .collect())
+    }
+
+    /// The records `heads` (from [`Self::head_records`]) name, for the names
+    /// `wanted` keeps, through the listing index (see
+    /// [`super::listing_index`]): a record the index holds with the listed
+    /// stamp is not read again. The index is then rewritten to hold every
+    /// head it could vouch for, if that changed it. Results as
+    /// [`Self::read_many`]'s, in the order of `heads`.
+    pub async fn read_heads(
+        &self,
+        heads: Vec<(ObjectName, RecordStamp)>,
+        wanted: impl Fn(&ObjectName) -> bool,
+    ) -> Result<Vec<RecordRead>> {
+        let index_path = self.index_path();
+        let old = match self.root.store.get(&index_path).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => ListingIndex::parse(&b),
+                Err(_) => ListingIndex::default(),
+            },
+            Err(_) => ListingIndex::default(),
+        };
+        let mut next = ListingIndex::new();
+        let mut out: Vec<Option<RecordRead>> = Vec::new();
+        let mut misses = Vec::new();
+        for (name, stamp) in &heads {
+            let hit = old.get(name.as_str(), stamp).cloned();
+            if let Some(record) = &hit {
+                next.insert(name.as_str(), stamp.clone(), record.clone());
+            }
+            if !wanted(name) {
+                continue;
+            }
+            match hit {
+                Some(record) => out.push(Some((name.clone(), Ok(Some(record))))),
+                None => {
+                    out.push(None);
+                    misses.push((name.clone(), stamp.version));
+                }
+            }
+        }
+        let stamps: std::collections::HashMap<&ObjectName, &RecordStamp> =
+            heads.iter().map(|(n, s)| (n, s)).collect();
+        let mut read = self.read_many(misses).await?.into_iter();
+        let mut changed = next.len() != old.len();
+        for slot in &mut out {
+            if slot.is_some() {
+                continue;
+            }
+            let Some((name, result)) = read.next() else {
+                break;
+            };
+            if let (Ok(Some(record)), Some(stamp)) = (&result, stamps.get(&name)) {
+                next.insert(name.as_str(), (*stamp).clone(), record.clone());
+                changed = true;
+            }
+            *slot = Some((name, result));
+        }
+        if changed {
+            // a cache: a root that cannot take it (read-only, a fault) lists all the same
+            let _ = self
+                .root
+                .store
+                .put(&index_path, PutPayload::from(next.to_bytes()))
+                .await;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn index_path(&self) -> Path {
+        self.root.path(&[&self.bucket, &self.prefix, INDEX_FILE])
     }
 
     /// Deletes the tags of `name` and its records up to `through` (its

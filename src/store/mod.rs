@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod gc;
 pub mod hooks;
 pub mod keys;
+pub mod listing_index;
 pub mod metadata;
 pub mod name;
 pub mod objects;

@@ -573,16 +573,14 @@ impl Store {
     /// list or read is an error, never a partial listing.
     pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
         self.check_access("*", Access::Read).await?;
-        // one listing finds every name's latest version; then one read per
-        // record, many in flight
-        let heads = self.catalog.head_versions().await?;
-        let wanted: Vec<(ObjectName, u64)> = heads
-            .into_iter()
-            .filter(|(n, _)| pattern.is_none_or(|p| glob_match(p, n.as_str())))
-            .filter(|(n, _)| opts.hidden || !n.is_hidden())
-            .collect();
-        let mut metas = Vec::with_capacity(wanted.len());
-        for (n, read) in self.catalog.read_many(wanted).await? {
+        // one listing finds every name's latest record; the listing index
+        // holds the unchanged ones, the others are read, many in flight
+        let heads = self.catalog.head_records().await?;
+        let wanted = |n: &ObjectName| {
+            pattern.is_none_or(|p| glob_match(p, n.as_str())) && (opts.hidden || !n.is_hidden())
+        };
+        let mut metas = Vec::with_capacity(heads.len());
+        for (n, read) in self.catalog.read_heads(heads, wanted).await? {
             metas.push(match read {
                 Ok(Some(m)) => Some(m).filter(|m| !m.is_tombstone()),
                 // a record deleted since the listing (a drop): ask again
