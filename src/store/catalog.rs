@@ -277,6 +277,18 @@ impl Catalog {
         heads: Vec<(ObjectName, RecordStamp)>,
         wanted: impl Fn(&ObjectName) -> bool,
     ) -> Result<Vec<RecordRead>> {
+        if self.root.local_dir {
+            // Measured (`om bench catalog --objects 10000`): on a local
+            // directory parsing the index costs what reading the records in
+            // one blocking task does, so the index only pays where a read is
+            // a request (S3).
+            let wanted = heads
+                .into_iter()
+                .filter(|(n, _)| wanted(n))
+                .map(|(n, s)| (n, s.version))
+                .collect();
+            return self.read_many(wanted).await;
+        }
         let index_path = self.index_path();
         let old = match self.root.store.get(&index_path).await {
             Ok(r) => match r.bytes().await {

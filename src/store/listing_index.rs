@@ -8,6 +8,10 @@
 //! were. So listing a store of 10,000 unchanged objects reads one file
 //! besides the listing instead of 10,000 (on S3: one GET instead of 10,000).
 //!
+//! Used where reading a record is a request (S3, memory, a wrapped store);
+//! on a plain local directory the records are read directly, which
+//! measured as fast as parsing the index.
+//!
 //! The index is a cache, never a source of truth: every entry is checked
 //! against the listing before use, an unreadable or foreign index is
 //! ignored (and replaced), and a failure to write it (a read-only root, a
