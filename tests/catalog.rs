@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use object_store::ObjectStoreExt;
 use omegastore::store::Root;
 use omegastore::{ListOptions, Omega, PutOptions};
 use serde_json::json;
 
-use common::faults::{Fault, FaultStore, Op};
+use common::faults::{Fault, FaultStore, Op, faulty};
 use common::roots;
 
 /// `name: attributes.v` of every listed object, sorted.
@@ -40,16 +38,6 @@ async fn put(om: &Omega, name: &str, v: i64) {
         .unwrap();
 }
 
-/// A store opened through a decorator that counts reads of record files.
-async fn counted(url: &str) -> (Omega, FaultStore) {
-    let root = Root::open(url).unwrap();
-    let faults = FaultStore::new(root.object_store());
-    let om = Omega::open_root(root.with_store(Arc::new(faults.clone())))
-        .await
-        .unwrap();
-    (om, faults)
-}
-
 fn count_record_reads(faults: &FaultStore) {
     faults.fail_nth(usize::MAX, Fault::Error, |op, path| {
         op == Op::Get && path.as_ref().contains("/datasets/meta/")
@@ -59,7 +47,7 @@ fn count_record_reads(faults: &FaultStore) {
 #[tokio::test]
 async fn a_listing_of_unchanged_objects_reads_no_record_and_sees_every_change() {
     for root in roots() {
-        let (om, faults) = counted(&root.url).await;
+        let (om, faults) = faulty(&root.url).await;
         for i in 0..20 {
             put(&om, &format!("doc/{i:02}"), i).await;
         }
@@ -104,7 +92,7 @@ async fn a_listing_of_unchanged_objects_reads_no_record_and_sees_every_change() 
 #[tokio::test]
 async fn a_damaged_or_unwritable_index_changes_no_listing() {
     for root in roots() {
-        let (om, faults) = counted(&root.url).await;
+        let (om, faults) = faulty(&root.url).await;
         for i in 0..5 {
             put(&om, &format!("d{i}"), i).await;
         }

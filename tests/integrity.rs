@@ -8,21 +8,11 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use omegastore::backends::ingest::blocking_batches;
-use omegastore::store::Root;
 use omegastore::{ListOptions, Object, Omega, PutMode, PutOptions, StoreError};
 use serde_json::json;
 
-use common::faults::{Fault, FaultStore, Op};
+use common::faults::{Fault, Op, faulty};
 use common::{local, rows, sample_batch};
-
-async fn faulty(url: &str) -> (Omega, FaultStore) {
-    let root = Root::open(url).unwrap();
-    let faults = FaultStore::new(root.object_store());
-    let om = Omega::open_root(root.with_store(Arc::new(faults.clone())))
-        .await
-        .unwrap();
-    (om, faults)
-}
 
 #[tokio::test]
 async fn a_panicking_reader_fails_the_put_and_commits_nothing() {

@@ -618,3 +618,125 @@ async fn a_csv_appended_to_a_table_is_read_with_the_tables_types() {
     assert!(e.contains("d4.csv") && e.contains("line"), "{e}");
     assert_eq!(om.datasets().metadata("daily").await.unwrap().version, 3);
 }
+
+/// Column `c` (as i64) of each Parquet file of a local table version, as
+/// its Delta snapshot lists them.
+async fn file_columns(root: &common::TestRoot, meta: &Metadata, c: &str) -> Vec<Vec<i64>> {
+    let base = match url::Url::parse(&root.url) {
+        Ok(u) => u.to_file_path().unwrap(),
+        Err(_) => std::path::PathBuf::from(&root.url),
+    };
+    let dir = base.join(meta.kind_meta["location"].as_str().unwrap());
+    let url = url::Url::from_directory_path(std::path::absolute(&dir).unwrap()).unwrap();
+    let table = deltalake::DeltaTableBuilder::from_url(url)
+        .unwrap()
+        .with_version(meta.kind_meta["delta_version"].as_u64().unwrap())
+        .load()
+        .await
+        .unwrap();
+    let files: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().to_string())
+        .collect();
+    let mut out = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(dir.join(&f)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut values = Vec::new();
+        for b in reader {
+            let b = b.unwrap();
+            let col = cast(b.column_by_name(c).unwrap(), &DataType::Int64).unwrap();
+            let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+            values.extend(col.iter().map(|v| v.unwrap_or(i64::MAX)));
+        }
+        out.push(values);
+    }
+    out
+}
+
+/// `sort_by` writes the rows in that order and keeps it as the table's
+/// order: an append without its own follows it, each file is sorted; an
+/// unknown column is a typed error that commits nothing.
+#[tokio::test]
+async fn a_sort_order_is_written_kept_and_followed_by_appends() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let batch = |seed: i64| {
+        let g: Vec<i64> = (0..500).map(|i| (i * 7919 + seed) % 13).collect();
+        let v: Vec<i64> = (0..500).map(|i| (i * 104_729 + seed) % 1000).collect();
+        RecordBatch::try_from_iter(vec![
+            ("g", Arc::new(Int64Array::from(g)) as arrow::array::ArrayRef),
+            ("v", Arc::new(Int64Array::from(v)) as arrow::array::ArrayRef),
+        ])
+        .unwrap()
+    };
+    let sorted = PutOptions {
+        sort_by: vec!["g".into(), "v".into()],
+        ..Default::default()
+    };
+    om.datasets().put(batch(1), "s", sorted).await.unwrap();
+    let meta = om
+        .datasets()
+        .put(batch(2), "s", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.kind_meta["sort_by"], json!(["g", "v"]));
+    let gs = file_columns(&root, &meta, "g").await;
+    let vs = file_columns(&root, &meta, "v").await;
+    assert_eq!(gs.len(), 2, "one file per put");
+    for (g, v) in gs.iter().zip(&vs) {
+        let keys: Vec<(i64, i64)> = g.iter().copied().zip(v.iter().copied()).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] <= w[1]),
+            "a file is not sorted"
+        );
+        assert_eq!(keys.len(), 500);
+    }
+    assert_eq!(common::rows(&om, "s").await, 1000);
+
+    let bad = PutOptions {
+        sort_by: vec!["nope".into()],
+        ..Default::default()
+    };
+    let e = om.datasets().put(batch(3), "s", bad).await.unwrap_err();
+    assert!(
+        e.to_string().contains("cannot sort by 'nope'") && e.to_string().contains("g, v"),
+        "{e}"
+    );
+    assert_eq!(om.datasets().metadata("s").await.unwrap().version, 2);
+
+    // optimize --sort-by: the same rows rewritten in a new order, kept as the order
+    let (meta, rows) = om
+        .datasets()
+        .change_table("s", omegastore::store::TableChange::Sort(vec!["v".into()]))
+        .await
+        .unwrap();
+    assert_eq!((meta.version, rows), (3, 1000));
+    assert_eq!(meta.kind_meta["sort_by"], json!(["v"]));
+    let vs = file_columns(&root, &meta, "v").await;
+    assert!(vs.iter().all(|v| v.windows(2).all(|w| w[0] <= w[1])));
+    assert_eq!(vs.iter().map(Vec::len).sum::<usize>(), 1000);
+    assert_eq!(
+        common::scalar(&om, "SELECT sum(v * 1000 + g) FROM s").await,
+        common::scalar(&om, "SELECT sum(v * 1000 + g) FROM \"s@2\"").await,
+        "same rows"
+    );
+
+    // CREATE TABLE … AS … ORDER BY: the order is the new table's stored order
+    common::exec(&om, "CREATE TABLE c AS SELECT v, g FROM s ORDER BY v").await;
+    let meta = om.datasets().metadata("c").await.unwrap();
+    assert_eq!(meta.kind_meta["sort_by"], json!(["v"]));
+    let vs = file_columns(&root, &meta, "v").await;
+    assert!(vs.iter().all(|v| v.windows(2).all(|w| w[0] <= w[1])));
+    assert_eq!(vs.iter().map(Vec::len).sum::<usize>(), 1000);
+    // ORDER BY … LIMIT, or descending: rows as the query gives them, no stored order
+    common::exec(&om, "CREATE TABLE d AS SELECT v FROM s ORDER BY v DESC").await;
+    let meta = om.datasets().metadata("d").await.unwrap();
+    assert!(meta.kind_meta.get("sort_by").is_none());
+}

@@ -517,6 +517,13 @@ impl DataBackend for DeltaTableBackend {
             .rewrite_write(&cx.write_target(), plan, cx.session)
             .await?;
         let schema = plan.schema().inner().clone();
+        let appending = previous.filter(|p| p.kind == KIND && opts.mode != PutMode::Overwrite);
+        let sort_by = match (&opts.sort_by[..], appending) {
+            ([], Some(p)) => stored_sort_order(p),
+            (cols, _) => cols.to_vec(),
+        };
+        let plan = sorted(name, cx.session, plan, &sort_by).await?;
+        let session = write_session(cx.session, !sort_by.is_empty());
         let existing = previous
             .filter(|p| p.kind == KIND)
             .and_then(location)
@@ -531,7 +538,6 @@ impl DataBackend for DeltaTableBackend {
                 ),
             ));
         }
-        let session = Arc::new(cx.session.state());
         let write_id = uuid::Uuid::new_v4().to_string();
         let (dir, mut written) = match existing {
             Some(dir) => {
@@ -611,6 +617,9 @@ impl DataBackend for DeltaTableBackend {
         all_zones.extend(zones);
         if !all_zones.is_empty() {
             written.kind_meta["timezones"] = Value::Object(all_zones);
+        }
+        if !sort_by.is_empty() {
+            written.kind_meta["sort_by"] = json!(sort_by);
         }
         Ok(written)
     }
@@ -716,9 +725,7 @@ impl DataBackend for DeltaTableBackend {
             &uuid::Uuid::new_v4().to_string(),
         )
         .await?;
-        if let Some(z) = written.kind_meta.get("timezones") {
-            rebased.kind_meta["timezones"] = z.clone();
-        }
+        carry_table_meta(&written.kind_meta, &mut rebased.kind_meta, true);
         let _ = cx.root.store.delete(&saved).await;
         Ok(Some(rebased))
     }
@@ -954,6 +961,8 @@ impl DeltaTableBackend {
         let (table, staging) = self.open_for_write(cx.root, &dir, meta).await?;
         let write_id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(cx.session.state());
+        // a compaction concatenates files: the rows are no longer in the stored order
+        let keeps_order = !matches!(change, TableChange::Compact);
         let (table, rows) = match change {
             TableChange::Delete { predicate } => {
                 let mut b = table
@@ -983,6 +992,28 @@ impl DeltaTableBackend {
                 let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
                 (t, m.num_updated_rows as u64)
             }
+            TableChange::Sort(columns) => {
+                // the version's own rows, as stored, in the new order: one overwrite commit
+                let current = table_provider(cx.root, cx.session, meta).await?;
+                let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+                    "current",
+                    datafusion::datasource::provider_as_source(current),
+                    None,
+                )
+                .and_then(|b| b.build())
+                .map_err(|e| StoreError::invalid_input(name, e))?;
+                let plan = sorted(name, cx.session, plan, &columns).await?;
+                let session = write_session(cx.session, true);
+                let builder = table.write(vec![]).with_save_mode(SaveMode::Overwrite);
+                let mut written = run_write(
+                    builder, plan, session, &write_id, cx.root, &dir, &staging, name,
+                )
+                .await?;
+                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, false);
+                written.kind_meta["sort_by"] = json!(columns);
+                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
+                return Ok((written, rows));
+            }
             TableChange::Compact => {
                 let (t, m) = table
                     .optimize()
@@ -995,11 +1026,92 @@ impl DeltaTableBackend {
             }
         };
         let mut written = finish_stage(cx.root, &dir, &table, &staging, &write_id).await?;
-        if let Some(z) = meta.kind_meta.get("timezones") {
-            written.kind_meta["timezones"] = z.clone();
-        }
+        carry_table_meta(&meta.kind_meta, &mut written.kind_meta, keeps_order);
         Ok((written, rows))
     }
+}
+
+/// What a new version of a table keeps of the one it was made from: the
+/// columns' original time zones, and the sort order if its rows still
+/// follow it.
+fn carry_table_meta(from: &Value, to: &mut Value, keeps_order: bool) {
+    if let Some(z) = from.get("timezones") {
+        to["timezones"] = z.clone();
+    }
+    if let Some(s) = from.get("sort_by").filter(|_| keeps_order) {
+        to["sort_by"] = s.clone();
+    }
+}
+
+/// The session a write plans in. A sorted write runs in one partition:
+/// otherwise DataFusion may repartition the sorted rows for the steps above
+/// the sort (nothing above it asks for the order), and the writer would
+/// interleave the partitions' batches in its files.
+fn write_session(
+    session: &SessionContext,
+    sorted: bool,
+) -> Arc<datafusion::execution::session_state::SessionState> {
+    let mut state = session.state();
+    if sorted {
+        state.config_mut().options_mut().execution.target_partitions = 1;
+    }
+    Arc::new(state)
+}
+
+/// The sort order a table version records (`kind_meta.sort_by`).
+fn stored_sort_order(meta: &Metadata) -> Vec<String> {
+    meta.kind_meta
+        .get("sort_by")
+        .and_then(Value::as_array)
+        .map(|cols| {
+            cols.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `plan` sorted by `columns` (ascending, nulls last); a column the rows do
+/// not have is a typed error naming it and the columns there are.
+///
+/// The sort runs here, and the write reads its output as a stream: a
+/// `Sort` node handed to the writer's plan is dropped by its optimizer
+/// (nothing above it asks for the order), so the files came out unsorted.
+async fn sorted(
+    name: &str,
+    session: &SessionContext,
+    plan: datafusion::logical_expr::LogicalPlan,
+    columns: &[String],
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    if columns.is_empty() {
+        return Ok(plan);
+    }
+    let schema = plan.schema().inner().clone();
+    let mut keys = Vec::with_capacity(columns.len());
+    for c in columns {
+        if schema.field_with_name(c).is_err() {
+            let have: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(StoreError::invalid_input(
+                name,
+                format!(
+                    "cannot sort by '{c}': no such column (columns: {})",
+                    have.join(", ")
+                ),
+            ));
+        }
+        let col = datafusion::logical_expr::Expr::Column(datafusion::common::Column::from_name(c));
+        keys.push(col.sort(true, false));
+    }
+    let plan = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+        .sort(keys)
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::invalid_input(name, e))?;
+    let stream = datafusion::dataframe::DataFrame::new(session.state(), plan)
+        .execute_stream()
+        .await
+        .map_err(|e| StoreError::invalid_input(name, e))?;
+    Ok(object_to_plan(name, Object::Stream(stream), None)?.0)
 }
 
 /// A CSV or JSON-lines file appended to a table is read with the table's

@@ -32,6 +32,10 @@ pub enum DatasetsCommand {
         /// Store with this kind's backend.
         #[arg(long)]
         kind: Option<String>,
+        /// Tables: write the rows sorted by these columns and keep it as the table's
+        /// sort order (appends follow it), so filters on them skip row groups and files.
+        #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+        sort_by: Vec<String>,
     },
     /// Read a dataset: NAME, NAME@VERSION or NAME@TAG.
     Get {
@@ -83,7 +87,13 @@ pub enum DatasetsCommand {
         format: ExternalFormat,
     },
     /// Compact a table's small files (after many appends) into large ones: a new version, same rows.
-    Optimize { name: String },
+    Optimize {
+        name: String,
+        /// Rewrite the rows sorted by these columns instead, and keep that as the
+        /// table's sort order (appends follow it).
+        #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+        sort_by: Vec<String>,
+    },
     /// Remove old versions of a dataset, keeping the newest N (records first, then data only they used).
     Vacuum {
         name: String,
@@ -155,6 +165,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
             merge_schema,
             attributes,
             kind,
+            sort_by,
         } => {
             let format = format
                 .or_else(|| FileFormat::from_path(&file))
@@ -173,6 +184,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 attributes: parse_attributes(attributes.as_deref())?,
                 progress: Some(pb.clone()),
                 if_head: None,
+                sort_by,
             };
             let obj = Object::File {
                 path: file,
@@ -346,7 +358,20 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 meta.name, meta.version, meta.uri
             );
         }
-        DatasetsCommand::Optimize { name } => {
+        DatasetsCommand::Optimize { name, sort_by } if !sort_by.is_empty() => {
+            let before = store.metadata(&name).await?;
+            let (meta, rows) = store
+                .change_table(&name, crate::store::TableChange::Sort(sort_by.clone()))
+                .await?;
+            println!(
+                "sorted {rows} rows of {name} by {} into {} files (version {} -> {})",
+                sort_by.join(", "),
+                meta.kind_meta["files"],
+                before.version,
+                meta.version
+            );
+        }
+        DatasetsCommand::Optimize { name, .. } => {
             let before = store.metadata(&name).await?;
             let (meta, removed) = store
                 .change_table(&name, crate::store::TableChange::Compact)

@@ -305,8 +305,9 @@ async fn run_one(
             } else {
                 PutMode::Error
             };
-            let df = DataFrame::new(state, c.input.as_ref().clone());
-            let n = put_frame(&om, df, &name, mode).await?;
+            let (input, sort_by) = stored_order(c.input.as_ref().clone());
+            let df = DataFrame::new(state, input);
+            let n = put_frame(&om, df, &name, mode, sort_by).await?;
             count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
@@ -330,7 +331,7 @@ async fn run_one(
                 }
             };
             let df = DataFrame::new(state, input.as_ref().clone());
-            let n = put_frame(&om, df, &name, mode).await?;
+            let n = put_frame(&om, df, &name, mode, Vec::new()).await?;
             count_frame(engine, n)
         }
         LogicalPlan::Dml(DmlStatement {
@@ -608,7 +609,13 @@ fn masked_error(cx: &MixinContext, bucket: &str, name: &str, column: &str) -> Sq
 }
 
 /// Streams a frame into a dataset; returns the rows written.
-async fn put_frame(om: &Engine, df: DataFrame, name: &str, mode: PutMode) -> Result<u64, SqlError> {
+async fn put_frame(
+    om: &Engine,
+    df: DataFrame,
+    name: &str,
+    mode: PutMode,
+    sort_by: Vec<String>,
+) -> Result<u64, SqlError> {
     let stream = df.execute_stream().await?;
     let schema = stream.schema();
     let counter = Arc::new(AtomicU64::new(0));
@@ -621,6 +628,7 @@ async fn put_frame(om: &Engine, df: DataFrame, name: &str, mode: PutMode) -> Res
     let stream = Box::pin(RecordBatchStreamAdapter::new(schema, counted));
     let opts = PutOptions {
         mode,
+        sort_by,
         ..Default::default()
     };
     om.datasets().put(Object::Stream(stream), name, opts).await.map_err(|e| match e {
@@ -630,6 +638,34 @@ async fn put_frame(om: &Engine, df: DataFrame, name: &str, mode: PutMode) -> Res
         e => e.into(),
     })?;
     Ok(counter.load(Ordering::Relaxed))
+}
+
+/// `CREATE TABLE … AS SELECT … ORDER BY a, b`: an outermost `ORDER BY` of
+/// plain columns (ascending, nulls last, no `LIMIT`) becomes the table's
+/// stored sort order, which the store's write applies (so the query's own
+/// sort is taken off, not run twice). Anything else is left as it is.
+fn stored_order(plan: LogicalPlan) -> (LogicalPlan, Vec<String>) {
+    let LogicalPlan::Sort(sort) = &plan else {
+        return (plan, Vec::new());
+    };
+    if sort.fetch.is_some() {
+        return (plan, Vec::new());
+    }
+    let mut columns = Vec::new();
+    for key in &sort.expr {
+        match &key.expr {
+            Expr::Column(c) if key.asc && !key.nulls_first => columns.push(c.name.clone()),
+            _ => return (plan, Vec::new()),
+        }
+    }
+    // the names the store sorts by are the output's (unqualified) names
+    if columns
+        .iter()
+        .any(|c| sort.input.schema().inner().field_with_name(c).is_err())
+    {
+        return (plan, Vec::new());
+    }
+    (sort.input.as_ref().clone(), columns)
 }
 
 /// Column references without table qualifiers (Delta evaluates predicates

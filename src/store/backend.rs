@@ -211,6 +211,13 @@ pub struct PutOptions {
     /// rebasing. A read-modify-write (a policy edit) retries on a conflict,
     /// so that two concurrent edits both land.
     pub if_head: Option<u64>,
+    /// Tables: write the rows sorted by these columns (ascending, nulls
+    /// last) and keep it as the table's sort order, which later appends
+    /// without their own follow too. Row groups and files then hold narrow
+    /// ranges of the leading column, so range and equality filters on it
+    /// prune them. The order rows are written in, not an order of query
+    /// results (use `ORDER BY`).
+    pub sort_by: Vec<String>,
 }
 
 /// Options of a get (tables).
@@ -404,6 +411,10 @@ pub enum TableChange {
     /// Rewrite small files (many appends) into files of about 100 MB; the
     /// rows are unchanged. Reports the files removed.
     Compact,
+    /// Rewrite the rows sorted by these columns and keep that as the
+    /// table's sort order (see [`PutOptions::sort_by`]); the rows are
+    /// unchanged. Reports the rows written.
+    Sort(Vec<String>),
 }
 
 /// The relative paths `meta` records at the `kind_meta` keys given (for

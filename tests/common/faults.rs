@@ -70,6 +70,17 @@ impl fmt::Display for FaultStore {
     }
 }
 
+/// A store opened at `url` through a `FaultStore` over the root's own
+/// object store.
+pub async fn faulty(url: &str) -> (omegastore::Omega, FaultStore) {
+    let root = omegastore::store::Root::open(url).unwrap();
+    let faults = FaultStore::new(root.object_store());
+    let om = omegastore::Omega::open_root(root.with_store(Arc::new(faults.clone())))
+        .await
+        .unwrap();
+    (om, faults)
+}
+
 impl FaultStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         FaultStore {
