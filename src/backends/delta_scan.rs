@@ -22,7 +22,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::stats::Precision;
-use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -249,35 +249,29 @@ fn file_statistics(file: &LogicalFileView, schema: &Schema) -> Statistics {
     stats
 }
 
-/// The sum of the files' statistics: exact row count when every file has one.
+/// The files' statistics merged: row and null counts summed (exact when
+/// every file's are), the smallest minimum and largest maximum; unknown
+/// when a file has none. No files: exactly no rows.
 fn table_statistics(files: &[PartitionedFile], schema: &SchemaRef) -> Statistics {
-    let mut total = Statistics::new_unknown(schema);
-    total.num_rows = Precision::Exact(0);
-    total.total_byte_size = Precision::Inexact(0);
-    for c in &mut total.column_statistics {
-        *c = ColumnStatistics {
-            null_count: Precision::Exact(0),
-            ..ColumnStatistics::new_unknown()
-        };
-    }
-    for f in files {
-        let Some(s) = f.statistics.as_deref() else {
+    let mut all = files.iter().map(|f| f.statistics.as_deref());
+    let Some(first) = all.next() else {
+        let mut empty = Statistics::new_unknown(schema);
+        empty.num_rows = Precision::Exact(0);
+        return empty;
+    };
+    let Some(mut total) = first.cloned() else {
+        return Statistics::new_unknown(schema);
+    };
+    for s in all {
+        let Some(s) = s else {
             return Statistics::new_unknown(schema);
         };
         total.num_rows = total.num_rows.add(&s.num_rows);
         total.total_byte_size = total.total_byte_size.add(&s.total_byte_size);
         for (t, c) in total.column_statistics.iter_mut().zip(&s.column_statistics) {
             t.null_count = t.null_count.add(&c.null_count);
-            t.min_value = if files.len() == 1 {
-                c.min_value.clone()
-            } else {
-                t.min_value.min(&c.min_value)
-            };
-            t.max_value = if files.len() == 1 {
-                c.max_value.clone()
-            } else {
-                t.max_value.max(&c.max_value)
-            };
+            t.min_value = t.min_value.min(&c.min_value);
+            t.max_value = t.max_value.max(&c.max_value);
         }
     }
     total
@@ -470,8 +464,17 @@ mod tests {
             if let Some(plain) = &plain {
                 // one file per batch: 1, 3, 4 files; exact row counts
                 assert_eq!(plain.files.len(), [1, 3, 4][version as usize]);
-                let rows = plain.statistics().map(|s| s.num_rows);
-                assert_eq!(rows, Some(Precision::Exact(1000 * (version as usize + 1))));
+                let stats = plain.statistics().unwrap();
+                let n = 1000 * (version as usize + 1);
+                assert_eq!(stats.num_rows, Precision::Exact(n));
+                // the id range of all files: the smallest minimum, the largest maximum
+                let id = &stats.column_statistics[0];
+                assert_eq!(
+                    id.min_value,
+                    Precision::Inexact(ScalarValue::Int64(Some(0)))
+                );
+                let max = ScalarValue::Int64(Some(n as i64 - 1));
+                assert_eq!(id.max_value, Precision::Inexact(max));
             }
             let chosen = provider(&t, &store_url, &table_dir).await.unwrap();
             let delta_rs = t.table_provider().await.unwrap();
