@@ -619,9 +619,8 @@ async fn a_csv_appended_to_a_table_is_read_with_the_tables_types() {
     assert_eq!(om.datasets().metadata("daily").await.unwrap().version, 3);
 }
 
-/// Column `c` (as i64) of each Parquet file of a local table version, as
-/// its Delta snapshot lists them.
-async fn file_columns(root: &common::TestRoot, meta: &Metadata, c: &str) -> Vec<Vec<i64>> {
+/// The data files of a local table version, as its Delta snapshot lists them.
+async fn data_files(root: &common::TestRoot, meta: &Metadata) -> Vec<std::path::PathBuf> {
     let base = match url::Url::parse(&root.url) {
         Ok(u) => u.to_file_path().unwrap(),
         Err(_) => std::path::PathBuf::from(&root.url),
@@ -634,16 +633,20 @@ async fn file_columns(root: &common::TestRoot, meta: &Metadata, c: &str) -> Vec<
         .load()
         .await
         .unwrap();
-    let files: Vec<String> = table
+    table
         .snapshot()
         .unwrap()
         .log_data()
         .iter()
-        .map(|f| f.path().to_string())
-        .collect();
+        .map(|f| dir.join(f.path().as_ref()))
+        .collect()
+}
+
+/// Column `c` (as i64) of each Parquet file of a local table version.
+async fn file_columns(root: &common::TestRoot, meta: &Metadata, c: &str) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
-    for f in files {
-        let file = std::fs::File::open(dir.join(&f)).unwrap();
+    for f in data_files(root, meta).await {
+        let file = std::fs::File::open(f).unwrap();
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
             .build()
@@ -658,6 +661,56 @@ async fn file_columns(root: &common::TestRoot, meta: &Metadata, c: &str) -> Vec<
         out.push(values);
     }
     out
+}
+
+/// Data files keep dictionary pages small: a column of distinct values
+/// falls back to plain pages after at most 64 KiB of dictionary (a point
+/// lookup decodes the dictionary page of every column it reads), a column
+/// of few values is still dictionary-encoded.
+#[tokio::test]
+async fn dictionary_pages_stay_small() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let n = 200_000i64;
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as arrow::array::ArrayRef,
+        ),
+        (
+            "k",
+            Arc::new(Int64Array::from_iter_values((0..n).map(|i| i % 100))) as _,
+        ),
+    ])
+    .unwrap();
+    let meta = om
+        .datasets()
+        .put(batch, "d", PutOptions::default())
+        .await
+        .unwrap();
+    let files = data_files(&root, &meta).await;
+    assert_eq!(files.len(), 1);
+    let file = std::fs::File::open(&files[0]).unwrap();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
+    let md = parquet::file::reader::FileReader::metadata(&reader);
+    for rg in md.row_groups() {
+        let dictionary_bytes = |i: usize| {
+            let c = rg.column(i);
+            c.dictionary_page_offset()
+                .map(|d| c.data_page_offset() - d)
+                .unwrap_or(0)
+        };
+        assert!(
+            (1..=64 * 1024 + 1024).contains(&dictionary_bytes(0)),
+            "id's dictionary page is {} bytes",
+            dictionary_bytes(0)
+        );
+        assert!(dictionary_bytes(1) > 0, "k has no dictionary");
+    }
+    assert_eq!(
+        common::scalar(&om, "SELECT count(*) FROM d WHERE id = 123456").await,
+        1
+    );
 }
 
 /// `sort_by` writes the rows in that order and keeps it as the table's
