@@ -20,6 +20,7 @@
 //! cli      the `om` command line                 bench    `om bench` workloads
 //! server   `om serve`: Flight SQL and HTTP over an Omega, API keys
 //! omega    Omega: assembles the parts, the facade
+//! runtime  background tasks, stored SQL jobs, cron schedules
 //! sql      catalog, statements, mixins, policies, predict()/evaluate()
 //! models   smartcore kinds: specs, features, estimators, the model backend
 //! engine   what sql and models share: root, registry, hooks, the session
@@ -33,6 +34,7 @@ pub mod cli;
 pub mod engine;
 pub mod models;
 pub mod omega;
+pub mod runtime;
 pub mod sample;
 pub mod server;
 pub mod sql;

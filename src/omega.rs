@@ -13,6 +13,7 @@ use datafusion::execution::context::SessionContext;
 pub use crate::engine::DEFAULT_BUCKET;
 use crate::engine::Engine;
 use crate::models::backend::ModelBackend;
+use crate::runtime::{RecordWrites, Runtime, RuntimeError, RuntimeOptions, Submitter, Tasks};
 use crate::sql::mixins::{Mixin, MixinRule};
 use crate::sql::options::OmegaOptions;
 use crate::sql::policies::{
@@ -30,6 +31,9 @@ use crate::store::{BackendRegistry, DataBackend, Hooks, Root, Store, WriteHook, 
 pub struct Omega {
     engine: Engine,
     parts: SessionParts,
+    /// The task runtime of this store in this process, shared by every
+    /// session derived from this one; started on first use.
+    runtime: Arc<tokio::sync::OnceCell<Runtime>>,
 }
 
 impl std::fmt::Debug for Omega {
@@ -70,15 +74,22 @@ impl Omega {
         hooks.add_read(policies.clone());
         hooks.add_access(Arc::new(AccessControl::new(policies.clone())));
         hooks.add_write(Arc::new(ContractHook::new(policies.clone())));
+        hooks.add_write(Arc::new(RecordWrites));
         let parts = SessionParts {
             root,
             registry,
             hooks,
             mixins,
             policies,
+            system_tables: Default::default(),
         };
+        crate::runtime::tables::register(&parts.system_tables);
         let engine = open_engine(&parts, OmegaOptions::default());
-        Ok(Self { engine, parts })
+        Ok(Self {
+            engine,
+            parts,
+            runtime: Default::default(),
+        })
     }
 
     /// The engine this `Omega` runs on (what the SQL and model layers use).
@@ -101,6 +112,7 @@ impl Omega {
         Ok(Self {
             engine,
             parts: self.parts.clone(),
+            runtime: self.runtime.clone(),
         })
     }
 
@@ -157,6 +169,7 @@ impl Omega {
         Ok(Self {
             engine,
             parts: self.parts.clone(),
+            runtime: self.runtime.clone(),
         })
     }
 
@@ -170,6 +183,7 @@ impl Omega {
         Ok(Self {
             engine: self.engine.bucket(bucket)?,
             parts: self.parts.clone(),
+            runtime: self.runtime.clone(),
         })
     }
 
@@ -227,6 +241,42 @@ impl Omega {
 
     pub fn registry(&self) -> &BackendRegistry {
         &self.parts.registry
+    }
+
+    /// The task runtime as this session's identity uses it: background
+    /// tasks, jobs and schedules. Started on first use with the default
+    /// options (see [`Omega::start_runtime`]).
+    pub async fn runtime(&self) -> std::result::Result<Tasks, RuntimeError> {
+        self.start_runtime(RuntimeOptions::default()).await
+    }
+
+    /// Starts the runtime with `opts` (workers, timeout, lease, clock), or
+    /// returns the one already started (its options stay).
+    pub async fn start_runtime(
+        &self,
+        opts: RuntimeOptions,
+    ) -> std::result::Result<Tasks, RuntimeError> {
+        let parts = self.parts.clone();
+        let rt = self
+            .runtime
+            .get_or_try_init(|| async move {
+                let root = parts.root.clone();
+                let engine_for = Arc::new(move |s: &Submitter| {
+                    let options = OmegaOptions {
+                        user: s.user.clone(),
+                        roles: s.roles.join(","),
+                        bound_bucket: s.bound_bucket.clone(),
+                        read_only: s.read_only,
+                        locked: true,
+                        owner: s.owner,
+                        ..Default::default()
+                    };
+                    open_engine(&parts, options).bucket(&s.bucket)
+                });
+                Runtime::start(root, engine_for, opts).await
+            })
+            .await?;
+        Ok(Tasks::new(rt.clone(), self.engine.clone()))
     }
 
     /// Table `name` of this bucket as a lazy frame, exactly as SQL reads it

@@ -10,6 +10,7 @@
 //! | `file.raw` | [`file::RawFileBackend`] | bytes, streamed from and to files |
 //! | `table.external` | [`external::ExternalTableBackend`] | a Parquet/CSV/JSON/Delta location read in place |
 //! | `sql.view` | [`view::ViewBackend`] | a stored query, resolved at read |
+//! | `sql.script` | [`script::ScriptBackend`] | a stored SQL job with named parameters |
 //!
 //! A backend writes data under a fresh path and returns what the store
 //! records; the store commits the version (see [`crate::store::Catalog`]).
@@ -19,6 +20,7 @@ pub mod document;
 pub mod external;
 pub mod file;
 pub mod ingest;
+pub mod script;
 pub mod staged;
 pub mod table;
 pub mod view;
@@ -35,5 +37,6 @@ pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
         Arc::new(file::RawFileBackend),
         Arc::new(external::ExternalTableBackend),
         Arc::new(view::ViewBackend),
+        Arc::new(script::ScriptBackend),
     ]
 }

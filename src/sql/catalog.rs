@@ -184,25 +184,45 @@ pub struct SystemSchema {
     engine: WeakEngine,
 }
 
+impl SystemSchema {
+    /// The tables registered by the layers above (the runtime's).
+    fn registered(&self) -> Option<Arc<crate::sql::system::SystemTables>> {
+        let engine = self.engine.engine().ok()?;
+        engine
+            .session()
+            .state_ref()
+            .read()
+            .config()
+            .get_extension::<crate::sql::system::SystemTables>()
+    }
+}
+
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        vec!["objects".into()]
+        let mut names = vec!["objects".to_string()];
+        names.extend(self.registered().map(|r| r.names()).unwrap_or_default());
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if name != "objects" {
-            return Ok(None);
-        }
         let engine = self.engine.engine().map_err(external)?;
-        objects_table(&engine)
-            .await
-            .map(|t| Some(Arc::new(t) as Arc<dyn TableProvider>))
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+        if name == "objects" {
+            return objects_table(&engine)
+                .await
+                .map(|t| Some(Arc::new(t) as Arc<dyn TableProvider>))
+                .map_err(|e| DataFusionError::External(Box::new(e)));
+        }
+        let Some(table) = self.registered().and_then(|r| r.get(name)) else {
+            return Ok(None);
+        };
+        let batch = table.rows(&engine).await.map_err(external)?;
+        let mem = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(mem)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == "objects"
+        self.table_names().iter().any(|n| n == name)
     }
 }
 

@@ -130,6 +130,31 @@ async fn prepare(engine: &Engine, sql: &str) -> Result<(), SqlError> {
     }
 }
 
+/// The statements of a script, each checked to be a statement omegastore
+/// runs (parsed, not planned: the tables it names may not exist yet). What
+/// a stored job is checked with before it is stored, and run with.
+pub fn parse_script(sql: &str) -> Result<Vec<String>, SqlError> {
+    let statements = split_statements(sql);
+    if statements.is_empty() {
+        return Err(SqlError::Usage("the script holds no SQL statement".into()));
+    }
+    for (i, text) in statements.iter().enumerate() {
+        if policy_sql::parse(text)?.is_some() || model_statements::parse(text)?.is_some() {
+            continue;
+        }
+        let parsed = DFParser::parse_sql_with_dialect(text, &GenericDialect {})
+            .map_err(|e| SqlError::Usage(format!("statement {} is not SQL: {e}", i + 1)))?;
+        if parsed.len() != 1 {
+            return Err(SqlError::Usage(format!(
+                "statement {} holds {} statements",
+                i + 1,
+                parsed.len()
+            )));
+        }
+    }
+    Ok(statements)
+}
+
 /// Splits a script into statements at `;` outside of string literals,
 /// quoted identifiers and `--` comments.
 fn split_statements(sql: &str) -> Vec<String> {

@@ -13,6 +13,7 @@
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
 //! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
+//! | `system.rs` | `omega.system.*` tables contributed by the layers above (`SystemTable`) |
 
 pub mod catalog;
 pub mod execute;
@@ -24,6 +25,7 @@ pub mod placeholders;
 pub mod policies;
 pub mod policy_sql;
 pub mod session;
+pub mod system;
 
 use datafusion::error::DataFusionError;
 use thiserror::Error;
@@ -36,6 +38,7 @@ pub use mixins::{Mixin, MixinContext, MixinRule};
 pub use options::OmegaOptions;
 pub use placeholders::number_question_marks;
 pub use session::{SessionParts, SqlEngine, open_engine, options_of};
+pub use system::{SystemTable, SystemTables};
 
 /// Errors of the SQL layer.
 #[derive(Debug, Error)]

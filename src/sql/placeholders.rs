@@ -57,9 +57,89 @@ pub fn number_question_marks(sql: &str) -> Result<String, SqlError> {
     Ok(out)
 }
 
+/// `sql` with each `:name` placeholder replaced by `$n`, numbered by the
+/// name's position in `names` (a name used twice gets one number). The
+/// tokenizer finds them, so `:x` inside a literal, a quoted identifier or a
+/// comment, and `::` casts, are left alone. A `:name` not in `names` is
+/// returned as the error.
+pub fn number_named(sql: &str, names: &[String]) -> Result<String, NamedError> {
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| NamedError::Syntax(e.to_string()))?;
+    // (line, column) of each ':' that starts a placeholder, with its name
+    let mut marks = Vec::new();
+    for w in tokens.windows(3) {
+        let (before, colon, word) = (&w[0].token, &w[1], &w[2]);
+        if colon.token != Token::Colon || matches!(before, Token::Colon | Token::DoubleColon) {
+            continue;
+        }
+        let Token::Word(word_token) = &word.token else {
+            continue;
+        };
+        let adjacent = word.span.start.line == colon.span.start.line
+            && word.span.start.column == colon.span.start.column + 1;
+        if !adjacent || word_token.quote_style.is_some() {
+            continue;
+        }
+        let name = word_token.value.clone();
+        let Some(i) = names.iter().position(|n| *n == name) else {
+            return Err(NamedError::Unknown(name));
+        };
+        marks.push((
+            colon.span.start.line,
+            colon.span.start.column,
+            name.chars().count(),
+            i + 1,
+        ));
+    }
+    let mut out = String::with_capacity(sql.len());
+    let (mut line, mut column, mut next, mut skip) = (1u64, 1u64, 0usize, 0usize);
+    for c in sql.chars() {
+        if skip > 0 {
+            skip -= 1;
+        } else if next < marks.len() && (marks[next].0, marks[next].1) == (line, column) {
+            out.push_str(&format!("${}", marks[next].3));
+            skip = marks[next].2;
+            next += 1;
+        } else {
+            out.push(c);
+        }
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Why [`number_named`] refused a script.
+#[derive(Debug)]
+pub enum NamedError {
+    /// The SQL could not be tokenized.
+    Syntax(String),
+    /// A `:name` that is not declared.
+    Unknown(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_placeholders_become_numbered_outside_literals_and_casts() {
+        let names = vec!["day".to_string(), "n".to_string()];
+        let sql = "SELECT ':day', x::int FROM t -- :n\nWHERE d = :day AND k < :n OR e = :day";
+        assert_eq!(
+            number_named(sql, &names).unwrap(),
+            "SELECT ':day', x::int FROM t -- :n\nWHERE d = $1 AND k < $2 OR e = $1"
+        );
+        assert!(matches!(
+            number_named("SELECT :nope", &names),
+            Err(NamedError::Unknown(n)) if n == "nope"
+        ));
+    }
 
     #[test]
     fn question_marks_become_numbered_outside_literals() {

@@ -31,6 +31,8 @@ pub struct SessionParts {
     pub hooks: Arc<Hooks>,
     pub mixins: Arc<MixinRule>,
     pub policies: Arc<PolicyCache>,
+    /// `omega.system.*` tables of the layers above.
+    pub system_tables: Arc<super::system::SystemTables>,
 }
 
 /// A new engine (one DataFusion session) over `parts` with `options`.
@@ -79,6 +81,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
         .with_option_extension(options)
         .with_extension(parts.policies.clone())
+        .with_extension(parts.system_tables.clone())
         .with_extension(models.clone());
     // Parquet scans evaluate filters while decoding (rows that fail are not
     // materialised), cheapest filters first; delta-rs's scan did the same.
