@@ -217,6 +217,15 @@ async fn a_scheduler_restarted_after_a_gap_records_missed_instants() {
     assert_eq!(last.instant, Some(at("2026-05-01T05:00:00Z")));
     // ticking again changes nothing
     assert!(restarted.tick().await.unwrap().started.is_empty());
+    // the next run as the table shows it: the next full hour from now
+    assert_eq!(
+        count(
+            &om,
+            "SELECT count(*) FROM omega.system.schedules WHERE next_run > now() AND next_run <= now() + INTERVAL '1 hour' AND date_part('minute', next_run) = 0"
+        )
+        .await,
+        2
+    );
     assert_eq!(
         count(
             &om,
@@ -542,4 +551,58 @@ async fn tasks_run_as_and_are_visible_to_their_submitter() {
         common::scalar(&om, "SELECT count(*) FROM omega.system.tasks").await,
         1
     );
+}
+
+/// A task whose process is killed: while its lease lasts another process
+/// leaves it `running`; once the lease has run out, a runtime that starts
+/// marks it `abandoned`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_with_its_process_is_abandoned_after_restart() {
+    let root = common::local();
+    let mut child = common::om(&root)
+        .args([
+            "tasks",
+            "submit",
+            "sql",
+            "SELECT count(*) FROM generate_series(1, 100000000000)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let om = Omega::open(&root.url).await.unwrap();
+    let status = || async {
+        om.sql("SELECT status FROM omega.system.tasks")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .first()
+            .filter(|b| b.num_rows() == 1)
+            .map(|b| arrow::util::display::array_value_to_string(b.column(0), 0).unwrap())
+    };
+    let mut running = false;
+    for _ in 0..600 {
+        if status().await.as_deref() == Some("running") {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running, "the child's task never ran");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // restarted at once: the dead process's lease still holds
+    let soon = Omega::open(&root.url).await.unwrap();
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    runtime(&soon, &clock).await;
+    assert_eq!(status().await.as_deref(), Some("running"));
+    // restarted after the lease ran out
+    let later = Omega::open(&root.url).await.unwrap();
+    let clock = Arc::new(ManualClock::new(Utc::now() + chrono::Duration::minutes(5)));
+    let tasks = runtime(&later, &clock).await;
+    assert_eq!(status().await.as_deref(), Some("abandoned"));
+    let record = tasks.list().await.unwrap().pop().unwrap();
+    assert!(record.error.unwrap().contains("stopped"));
 }

@@ -9,6 +9,7 @@ pub mod models;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod runtime;
 pub mod serve;
 pub mod sql;
 
@@ -88,6 +89,12 @@ pub enum Command {
     /// API keys for the server: create (printed once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Background tasks: submit, status, wait, list, cancel.
+    #[command(subcommand)]
+    Tasks(runtime::TasksCommand),
+    /// Stored SQL jobs with parameters, and their cron schedules.
+    #[command(subcommand)]
+    Jobs(runtime::JobsCommand),
     /// Serve the store: Flight SQL and an HTTP API, with API keys.
     Serve(serve::ServeArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
@@ -108,6 +115,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Gc(args) => gc::run(&om, args).await,
         Command::Keys(cmd) => keys::run(&om, cmd).await,
+        Command::Tasks(cmd) => runtime::tasks(&om, cmd).await,
+        Command::Jobs(cmd) => runtime::jobs(&om, cmd).await,
         Command::Serve(args) => serve::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }

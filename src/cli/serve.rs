@@ -112,6 +112,15 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         )
         .with_writer(std::io::stderr)
         .try_init();
+    // the task runtime and the scheduler live as long as the server
+    let tasks = om
+        .start_runtime(crate::runtime::RuntimeOptions {
+            workers: config.limits.workers,
+            ..Default::default()
+        })
+        .await?;
+    let scheduler =
+        tokio::spawn(crate::runtime::Scheduler::new(tasks.runtime().clone()).run_forever());
     let running = crate::server::serve(om.clone(), config)
         .await
         .map_err(|e| CliError::Usage(e.message))?;
@@ -140,9 +149,10 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         None => "API key required".into(),
     };
     println!(
-        "om serve: {}; root {}; {access}",
+        "om serve: {}; root {}; scheduler on (runtime {}); {access}",
         listening.join(", "),
-        om.root().url()
+        om.root().url(),
+        tasks.runtime().owner()
     );
     if args.allow_anonymous.is_some() {
         eprintln!("om serve: {access}");
@@ -152,6 +162,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         "om serve: stopping; running requests get up to {}s",
         args.shutdown_timeout
     );
+    scheduler.abort();
     if !running.shutdown().await {
         eprintln!("om serve: some requests did not finish in time; exiting anyway");
     }

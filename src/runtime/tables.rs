@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use super::jobs::JobRun;
 use super::records::Records;
-use super::schedules::{Schedule, instants, parse_cron, parse_tz};
+use super::schedules::{Schedule, parse_cron, parse_tz};
 use super::tasks::{Submitter, TaskRecord};
 use crate::backends::script::{KIND, SqlScript};
 use crate::engine::Engine;
@@ -219,14 +219,9 @@ impl SystemTable for SchedulesTable {
         let now = Utc::now();
         let next = |s: &Schedule| -> Option<DateTime<Utc>> {
             let (cron, tz) = (parse_cron(&s.cron).ok()?, parse_tz(&s.tz).ok()?);
-            instants(&cron, tz, now, now + chrono::Duration::days(400), 1)
-                .first()
-                .copied()
-                .or_else(|| {
-                    cron.find_next_occurrence(&now.with_timezone(&tz), false)
-                        .ok()
-                        .map(|t| t.with_timezone(&Utc))
-                })
+            cron.find_next_occurrence(&now.with_timezone(&tz), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
         };
         let s = &all;
         Columns::new()
