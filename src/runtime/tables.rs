@@ -108,7 +108,7 @@ impl SystemTable for TasksTable {
         for loc in locations {
             let refs: Vec<&str> = loc.iter().map(String::as_str).collect();
             if let Ok(Some(t)) = records.get::<TaskRecord>(&refs).await
-                && (me.owner || (t.submitter.user == me.user && t.submitter.roles == me.roles))
+                && me.sees(&t)
             {
                 tasks.push(t);
             }

@@ -158,7 +158,7 @@ impl Submitter {
     }
 
     /// Whether this identity sees `record` (its own, or any as the store's owner).
-    fn sees(&self, record: &TaskRecord) -> bool {
+    pub(crate) fn sees(&self, record: &TaskRecord) -> bool {
         self.owner
             || (record.bucket == self.bucket
                 && record.submitter.user == self.user
@@ -854,7 +854,6 @@ async fn run_task(
         if let Some(t) = timer {
             t.abort();
         }
-        let mut wrote_versions = written_versions(&engine, &wrote).await;
         match outcome {
             Ok(result) => {
                 record.status = TaskStatus::Succeeded;
@@ -869,8 +868,9 @@ async fn run_task(
                 record.error = Some(e.to_string());
             }
         }
+        // a job lists its writes per statement already
         if record.wrote.is_empty() {
-            record.wrote = std::mem::take(&mut wrote_versions);
+            record.wrote = written_versions(&engine, &wrote).await;
         }
     } else {
         record.status = TaskStatus::Cancelled;
