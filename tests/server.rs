@@ -751,19 +751,31 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     operations.sort();
     let expected = [
         "DELETE /api/v1/datasets/{name}",
+        "DELETE /api/v1/jobs/{name}/schedule",
+        "DELETE /api/v1/tasks/{id}",
         "GET /api/v1/datasets",
         "GET /api/v1/datasets/{name}",
         "GET /api/v1/datasets/{name}/history",
         "GET /api/v1/datasets/{name}/metadata",
+        "GET /api/v1/jobs",
+        "GET /api/v1/jobs/{name}",
+        "GET /api/v1/jobs/{name}/runs",
         "GET /api/v1/models",
         "GET /api/v1/models/{name}",
+        "GET /api/v1/schedules",
+        "GET /api/v1/tasks",
+        "GET /api/v1/tasks/{id}",
         "GET /healthz",
         "GET /readyz",
         "POST /api/v1/datasets/{name}",
+        "POST /api/v1/jobs/{name}/run",
         "POST /api/v1/models/{name}/fit",
         "POST /api/v1/models/{name}/predict",
         "POST /api/v1/sql",
+        "POST /api/v1/tasks",
         "PUT /api/v1/datasets/{name}",
+        "PUT /api/v1/jobs/{name}",
+        "PUT /api/v1/jobs/{name}/schedule",
     ];
     assert_eq!(operations, expected);
     // every documented operation is served (not the fallback, not 405)
@@ -771,7 +783,9 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
     let bearer = format!("Bearer {writer}");
     for op in &operations {
         let (method, path) = op.split_once(' ').unwrap();
-        let path = path.replace("{name}", "nothing-here");
+        let path = path
+            .replace("{name}", "nothing-here")
+            .replace("{id}", "nothing-here");
         let headers = [
             ("Authorization", bearer.as_str()),
             ("Content-Type", "application/json"),

@@ -9,6 +9,7 @@ pub mod models;
 pub mod output;
 pub mod progress;
 pub mod quickstart;
+pub mod remote;
 pub mod runtime;
 pub mod serve;
 pub mod sql;
@@ -89,12 +90,10 @@ pub enum Command {
     /// API keys for the server: create (printed once), list, revoke.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Background tasks: submit, status, wait, list, cancel.
-    #[command(subcommand)]
-    Tasks(runtime::TasksCommand),
-    /// Stored SQL jobs with parameters, and their cron schedules.
-    #[command(subcommand)]
-    Jobs(runtime::JobsCommand),
+    /// Background tasks: submit, status, wait, list, cancel (here or on --server).
+    Tasks(runtime::TasksArgs),
+    /// Stored SQL jobs with parameters, and their cron schedules (here or on --server).
+    Jobs(runtime::JobsArgs),
     /// Serve the store: Flight SQL and an HTTP API, with API keys.
     Serve(serve::ServeArgs),
     /// Create a local store with a sample dataset and show what omegastore does.
@@ -107,7 +106,14 @@ pub enum Command {
 
 /// Runs `om` with `args`; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let om = Omega::open(&cli.root).await?.bucket(&cli.bucket)?;
+    let open = async || Ok::<_, CliError>(Omega::open(&cli.root).await?.bucket(&cli.bucket)?);
+    // against a server, the local root is never opened
+    match cli.command {
+        Command::Tasks(args) => return runtime::tasks(args, open).await,
+        Command::Jobs(args) => return runtime::jobs(args, open).await,
+        _ => {}
+    }
+    let om = open().await?;
     match cli.command {
         Command::Datasets(cmd) => datasets::run(&om, cmd).await,
         Command::Models(cmd) => models::run(&om, cmd).await,
@@ -115,8 +121,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Gc(args) => gc::run(&om, args).await,
         Command::Keys(cmd) => keys::run(&om, cmd).await,
-        Command::Tasks(cmd) => runtime::tasks(&om, cmd).await,
-        Command::Jobs(cmd) => runtime::jobs(&om, cmd).await,
+        Command::Tasks(_) | Command::Jobs(_) => Ok(()), // handled above
         Command::Serve(args) => serve::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }

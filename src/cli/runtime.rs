@@ -1,15 +1,23 @@
 //! `om tasks` and `om jobs`: background tasks, stored SQL jobs and their
-//! schedules. Without a server, a task runs in this process (its record is
-//! kept in the store like any other); schedules run inside `om serve`.
+//! schedules, in this process or against `om serve` (`--server URL --key
+//! K`, through its HTTP API). Without a server a task runs in this process
+//! (its record is kept in the store like any other); schedules run inside
+//! `om serve`. While a task runs, a spinner on stderr shows its status and
+//! progress.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use serde_json::json;
 
 use super::CliError;
+use super::remote::Remote;
 use crate::Omega;
 use crate::runtime::jobs::parse_params;
-use crate::runtime::{JobRun, RuntimeError, TaskRecord, TaskSpec, TaskStatus};
+use crate::runtime::{JobRun, RuntimeError, Schedule, TaskRecord, TaskSpec, TaskStatus, Tasks};
+use crate::store::Metadata;
 
 impl From<RuntimeError> for CliError {
     fn from(e: RuntimeError) -> Self {
@@ -22,11 +30,50 @@ impl From<RuntimeError> for CliError {
     }
 }
 
+/// Where the commands run: here, or on a server.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Run against `om serve` at this URL (e.g. http://127.0.0.1:8080)
+    /// instead of in this process; the key's bucket is used.
+    #[arg(long, global = true, env = "OMEGA_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// API key for --server.
+    #[arg(
+        long,
+        global = true,
+        env = "OMEGA_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    cmd: TasksCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    cmd: JobsCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
-    /// Run a verb as a task in this process and wait for it; prints its record.
-    #[command(subcommand)]
-    Submit(SubmitCommand),
+    /// Run a verb as a task (here, or on --server) and wait for it; prints its record.
+    Submit {
+        #[command(subcommand)]
+        verb: SubmitCommand,
+        /// With --server: print the task id and return at once.
+        #[arg(long, global = true)]
+        detach: bool,
+    },
     /// A task's record (JSON).
     Status { id: String },
     /// Wait until a task is final; exits 1 unless it succeeded.
@@ -57,6 +104,12 @@ pub enum SubmitCommand {
         #[arg(long)]
         into: String,
     },
+    /// Score MODEL on a dataset (the metrics are the task's result).
+    Score {
+        model: String,
+        #[arg(long)]
+        dataset: String,
+    },
     /// Run job NAME[@VERSION].
     Job {
         name: String,
@@ -75,7 +128,7 @@ pub enum JobsCommand {
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
-    /// Run job NAME[@VERSION] now, in this process; prints the run record.
+    /// Run job NAME[@VERSION] now (here, or on --server); prints the run record.
     Run {
         name: String,
         #[arg(long = "param", value_name = "NAME=VALUE")]
@@ -105,6 +158,173 @@ pub enum JobsCommand {
     Schedules,
 }
 
+/// The runtime as the CLI reaches it.
+pub enum Runner {
+    Local(Tasks),
+    Remote(Remote),
+}
+
+impl Runner {
+    /// The server of `args` if one is given, else this process's runtime
+    /// over the store `open` opens (only then is the local root touched).
+    pub async fn new(
+        args: &ServerArgs,
+        open: impl AsyncFnOnce() -> Result<Omega, CliError>,
+    ) -> Result<Self, CliError> {
+        match &args.server {
+            Some(server) => Ok(Runner::Remote(Remote::new(
+                server,
+                args.key.as_deref().unwrap_or(""),
+            )?)),
+            None => Ok(Runner::Local(open().await?.runtime().await?)),
+        }
+    }
+
+    fn is_local(&self) -> bool {
+        matches!(self, Runner::Local(_))
+    }
+
+    async fn submit(&self, spec: TaskSpec) -> Result<TaskRecord, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.submit(spec).await?.status().await?),
+            Runner::Remote(r) => r.post(&["tasks"], &spec).await,
+        }
+    }
+
+    async fn status(&self, id: &str) -> Result<TaskRecord, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.status(id).await?),
+            Runner::Remote(r) => r.get(&["tasks", id]).await,
+        }
+    }
+
+    /// The record once final, or after about a second.
+    async fn poll(&self, id: &str) -> Result<TaskRecord, CliError> {
+        match self {
+            Runner::Local(t) => {
+                match tokio::time::timeout(Duration::from_secs(1), t.wait(id)).await {
+                    Ok(r) => Ok(r?),
+                    Err(_) => Ok(t.status(id).await?),
+                }
+            }
+            Runner::Remote(r) => r.get_query(&["tasks", id], &[("wait", "1")]).await,
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<TaskRecord>, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.list().await?),
+            Runner::Remote(r) => r.get(&["tasks"]).await,
+        }
+    }
+
+    async fn cancel(&self, id: &str) -> Result<TaskRecord, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.cancel(id).await?),
+            Runner::Remote(r) => r.delete(&["tasks", id]).await,
+        }
+    }
+
+    async fn put_job(
+        &self,
+        name: &str,
+        sql: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<Metadata, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.jobs().put(name, sql, params).await?),
+            Runner::Remote(r) => {
+                r.put(&["jobs", name], &json!({"sql": sql, "params": params}))
+                    .await
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        name: &str,
+        params: BTreeMap<String, String>,
+    ) -> Result<TaskRecord, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.run_job(name, params).await?.status().await?),
+            Runner::Remote(r) => {
+                r.post(&["jobs", name, "run"], &json!({"params": params}))
+                    .await
+            }
+        }
+    }
+
+    async fn jobs(&self) -> Result<Vec<Metadata>, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.jobs().list().await?),
+            Runner::Remote(r) => r.get(&["jobs"]).await,
+        }
+    }
+
+    async fn history(&self, name: &str) -> Result<Vec<JobRun>, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.jobs().history(name).await?),
+            Runner::Remote(r) => r.get(&["jobs", name, "runs"]).await,
+        }
+    }
+
+    async fn schedule(
+        &self,
+        name: &str,
+        cron: &str,
+        tz: &str,
+        params: BTreeMap<String, String>,
+        catch_up: bool,
+    ) -> Result<Schedule, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t
+                .schedules()
+                .schedule(name, cron, tz, params, catch_up)
+                .await?),
+            Runner::Remote(r) => {
+                let body = json!({"cron": cron, "tz": tz, "params": params, "catch_up": catch_up});
+                r.put(&["jobs", name, "schedule"], &body).await
+            }
+        }
+    }
+
+    async fn unschedule(&self, name: &str) -> Result<(), CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.schedules().unschedule(name).await?),
+            Runner::Remote(r) => r.delete(&["jobs", name, "schedule"]).await,
+        }
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.schedules().list().await?),
+            Runner::Remote(r) => r.get(&["schedules"]).await,
+        }
+    }
+
+    /// Waits until task `id` is final, with a spinner on stderr (on a
+    /// terminal) showing its status and progress.
+    async fn wait(&self, id: &str) -> Result<TaskRecord, CliError> {
+        let bar = super::progress::bar(None, &format!("task {id}"));
+        let record = loop {
+            let r = self.poll(id).await?;
+            if r.status.is_final() {
+                break r;
+            }
+            bar.set_message(format!(
+                "task {id} {}{}",
+                r.status.as_str(),
+                r.progress
+                    .as_deref()
+                    .map(|p| format!(": {p}"))
+                    .unwrap_or_default()
+            ));
+        };
+        bar.finish_and_clear();
+        Ok(record)
+    }
+}
+
 fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
     println!(
         "{}",
@@ -127,11 +347,19 @@ fn finish(record: &TaskRecord) -> Result<(), CliError> {
     }
 }
 
-pub async fn tasks(om: &Omega, cmd: TasksCommand) -> Result<(), CliError> {
-    let tasks = om.runtime().await?;
-    match cmd {
-        TasksCommand::Submit(s) => {
-            let spec = match s {
+pub async fn tasks(
+    args: TasksArgs,
+    open: impl AsyncFnOnce() -> Result<Omega, CliError>,
+) -> Result<(), CliError> {
+    let tasks = Runner::new(&args.server, open).await?;
+    match args.cmd {
+        TasksCommand::Submit { verb, detach } => {
+            if detach && tasks.is_local() {
+                return Err(CliError::Usage(
+                    "--detach needs --server: a task without a server runs in this process".into(),
+                ));
+            }
+            let spec = match verb {
                 SubmitCommand::Sql { sql } => TaskSpec::Sql { sql },
                 SubmitCommand::Fit {
                     model,
@@ -153,6 +381,7 @@ pub async fn tasks(om: &Omega, cmd: TasksCommand) -> Result<(), CliError> {
                     dataset,
                     into,
                 },
+                SubmitCommand::Score { model, dataset } => TaskSpec::Score { model, dataset },
                 SubmitCommand::Job { name, params } => TaskSpec::Job {
                     job: name,
                     params: parse_params(&params)?,
@@ -161,9 +390,18 @@ pub async fn tasks(om: &Omega, cmd: TasksCommand) -> Result<(), CliError> {
                     instant: None,
                 },
             };
-            let handle = tasks.submit(spec).await?;
-            eprintln!("task {} submitted; running in this process", handle.id);
-            finish(&handle.wait().await?)
+            let record = tasks.submit(spec).await?;
+            if detach {
+                println!("{}", record.id);
+                return Ok(());
+            }
+            let place = if tasks.is_local() {
+                "in this process"
+            } else {
+                "on the server"
+            };
+            eprintln!("task {} submitted; running {place}", record.id);
+            finish(&tasks.wait(&record.id).await?)
         }
         TasksCommand::Status { id } => print_json(&tasks.status(&id).await?),
         TasksCommand::Wait { id } => finish(&tasks.wait(&id).await?),
@@ -202,23 +440,23 @@ fn print_run(run: &JobRun) {
     );
 }
 
-pub async fn jobs(om: &Omega, cmd: JobsCommand) -> Result<(), CliError> {
-    let tasks = om.runtime().await?;
-    match cmd {
+pub async fn jobs(
+    args: JobsArgs,
+    open: impl AsyncFnOnce() -> Result<Omega, CliError>,
+) -> Result<(), CliError> {
+    let tasks = Runner::new(&args.server, open).await?;
+    match args.cmd {
         JobsCommand::Put { name, file, params } => {
             let sql = std::fs::read_to_string(&file).map_err(|e| CliError::io(&file, e))?;
-            let meta = tasks
-                .jobs()
-                .put(&name, &sql, &parse_params(&params)?)
-                .await?;
+            let meta = tasks.put_job(&name, &sql, &parse_params(&params)?).await?;
             println!("stored job {}@{}", meta.name, meta.version);
             Ok(())
         }
         JobsCommand::Run { name, params } => {
-            let handle = tasks.run_job(&name, parse_params(&params)?).await?;
-            let record = handle.wait().await?;
+            let submitted = tasks.run_job(&name, parse_params(&params)?).await?;
+            let record = tasks.wait(&submitted.id).await?;
             if let Some(run) = record.result.get("run").and_then(|r| r.as_str()) {
-                let history = tasks.jobs().history(&name).await?;
+                let history = tasks.history(&name).await?;
                 if let Some(r) = history.iter().find(|r| r.key == run) {
                     print_json(r)?;
                 }
@@ -234,7 +472,7 @@ pub async fn jobs(om: &Omega, cmd: JobsCommand) -> Result<(), CliError> {
         }
         JobsCommand::List => {
             println!("name\tversion\tparams\tmodified");
-            for m in tasks.jobs().list().await? {
+            for m in tasks.jobs().await? {
                 let params = m
                     .kind_meta
                     .get("params")
@@ -251,7 +489,7 @@ pub async fn jobs(om: &Omega, cmd: JobsCommand) -> Result<(), CliError> {
         }
         JobsCommand::History { name } => {
             println!("run\tjob\ttrigger\tstatus\terror");
-            for run in tasks.jobs().history(&name).await? {
+            for run in tasks.history(&name).await? {
                 print_run(&run);
             }
             Ok(())
@@ -264,7 +502,6 @@ pub async fn jobs(om: &Omega, cmd: JobsCommand) -> Result<(), CliError> {
             catch_up,
         } => {
             let s = tasks
-                .schedules()
                 .schedule(&name, &cron, &tz, parse_params(&params)?, catch_up)
                 .await?;
             println!(
@@ -274,13 +511,13 @@ pub async fn jobs(om: &Omega, cmd: JobsCommand) -> Result<(), CliError> {
             Ok(())
         }
         JobsCommand::Unschedule { name } => {
-            tasks.schedules().unschedule(&name).await?;
+            tasks.unschedule(&name).await?;
             println!("unscheduled job {name}");
             Ok(())
         }
         JobsCommand::Schedules => {
             println!("job\tcron\ttz\tcatch_up\tparams");
-            for s in tasks.schedules().list().await? {
+            for s in tasks.schedules().await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     s.job,

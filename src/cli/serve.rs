@@ -95,6 +95,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         }
         limits.workers = w;
     }
+    let limits_workers = limits.workers;
     let config = ServeConfig {
         flight: address("flight", &args.flight)?,
         http: address("http", &args.http)?,
@@ -102,6 +103,11 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         tls: args.tls_cert.zip(args.tls_key),
         limits,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        runtime: crate::runtime::RuntimeOptions {
+            workers: limits_workers,
+            ..Default::default()
+        },
+        scheduler: true,
     };
     let tls = config.tls.is_some();
     let _ = tracing_subscriber::fmt()
@@ -112,15 +118,6 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    // the task runtime and the scheduler live as long as the server
-    let tasks = om
-        .start_runtime(crate::runtime::RuntimeOptions {
-            workers: config.limits.workers,
-            ..Default::default()
-        })
-        .await?;
-    let scheduler =
-        tokio::spawn(crate::runtime::Scheduler::new(tasks.runtime().clone()).run_forever());
     let running = crate::server::serve(om.clone(), config)
         .await
         .map_err(|e| CliError::Usage(e.message))?;
@@ -152,7 +149,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         "om serve: {}; root {}; scheduler on (runtime {}); {access}",
         listening.join(", "),
         om.root().url(),
-        tasks.runtime().owner()
+        running.runtime
     );
     if args.allow_anonymous.is_some() {
         eprintln!("om serve: {access}");
@@ -162,7 +159,6 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         "om serve: stopping; running requests get up to {}s",
         args.shutdown_timeout
     );
-    scheduler.abort();
     if !running.shutdown().await {
         eprintln!("om serve: some requests did not finish in time; exiting anyway");
     }

@@ -243,6 +243,10 @@ pub fn statements(job: &str, script: &SqlScript) -> Result<Vec<String>, RuntimeE
                 "':{param}' is not a declared parameter; declare it with `-- param {param} TYPE`"
             ),
         },
+        NamedError::Dollar(param) => RuntimeError::NotSql {
+            job: job.to_string(),
+            reason: format!("'${param}': job parameters are written ':{param}'"),
+        },
         NamedError::Syntax(reason) => RuntimeError::NotSql {
             job: job.to_string(),
             reason,

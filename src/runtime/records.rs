@@ -11,7 +11,14 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::store::name::{decode_segment, encode_segment};
 use crate::store::{Root, StoreError};
+
+/// A listed segment as the part it was written from (a segment this
+/// module did not write stays as it is).
+fn decoded(segment: &str) -> String {
+    decode_segment(segment).unwrap_or_else(|| segment.to_string())
+}
 
 const AREA: [&str; 2] = ["_system", "runtime"];
 
@@ -26,8 +33,16 @@ impl Records {
         Self { root }
     }
 
+    /// Each part is one segment, encoded like the store's names (`/` in a
+    /// job name is `=2F`): what [`Records::locations`] lists decodes back
+    /// to the parts it was written with.
     fn path(&self, parts: &[&str]) -> Path {
-        let all: Vec<&str> = AREA.iter().copied().chain(parts.iter().copied()).collect();
+        let encoded: Vec<String> = parts.iter().map(|p| encode_segment(p)).collect();
+        let all: Vec<&str> = AREA
+            .iter()
+            .copied()
+            .chain(encoded.iter().map(String::as_str))
+            .collect();
         self.root.path(&all)
     }
 
@@ -98,7 +113,7 @@ impl Records {
             .filter_map(|m| {
                 m.location
                     .prefix_match(&area)
-                    .map(|p| p.map(|part| part.as_ref().to_string()).collect())
+                    .map(|p| p.map(|part| decoded(part.as_ref())).collect())
             })
             .collect();
         out.sort();
@@ -118,7 +133,7 @@ impl Records {
         let mut out: Vec<String> = listed
             .common_prefixes
             .iter()
-            .filter_map(|p| p.filename().map(String::from))
+            .filter_map(|p| p.filename().map(decoded))
             .collect();
         out.sort();
         Ok(out)

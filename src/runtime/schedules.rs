@@ -151,6 +151,7 @@ impl Schedules {
     }
 
     pub async fn unschedule(&self, job: &str) -> Result<(), RuntimeError> {
+        crate::store::name::validate_name(job)?;
         let bucket = self.engine.bucket_name().to_string();
         let file = format!("{job}.json");
         let existing: Option<Schedule> = self
@@ -363,15 +364,18 @@ impl Scheduler {
         Ok(true)
     }
 
-    /// Ticks at every minute boundary (wall time) until the future is dropped.
+    /// Ticks at every minute boundary of the runtime's clock until the
+    /// future is dropped (a manual clock drives it in tests).
     pub async fn run_forever(self) {
+        let clock = self.rt.clock().clone();
         loop {
             if let Err(e) = self.tick().await {
                 tracing::warn!("scheduler: {e}");
             }
-            let now = Utc::now();
-            let next = 60 - (now.timestamp() % 60) as u64;
-            tokio::time::sleep(std::time::Duration::from_millis(next * 1000 + 50)).await;
+            let now = clock.now();
+            let next = now + chrono::Duration::seconds(60 - now.timestamp().rem_euclid(60))
+                - chrono::Duration::nanoseconds(now.timestamp_subsec_nanos() as i64);
+            clock.sleep_until(next).await;
         }
     }
 }

@@ -71,10 +71,15 @@ impl Columns {
     }
 }
 
-/// The buckets whose jobs `engine`'s identity may read.
+/// The buckets whose jobs `engine`'s identity may read (only its own
+/// when the session is bound to a bucket, as an API key's is).
 async fn readable_buckets(engine: &Engine) -> Result<Vec<String>, StoreError> {
+    let bound = super::tasks::Submitter::of(engine).bound_bucket;
     let mut out = Vec::new();
     for bucket in list_buckets(engine.root()).await? {
+        if !bound.is_empty() && bucket != bound {
+            continue;
+        }
         let Ok(b) = engine.bucket(&bucket) else {
             continue;
         };

@@ -580,12 +580,23 @@ impl Runtime {
     }
 
     /// Checks what can be checked before running (jobs: exists, parameters bind).
+    /// A submitted job is a manual run: what only the scheduler sets (the
+    /// claimed run record, its trigger and instant) is not taken from callers.
     async fn prepare(&self, engine: &Engine, spec: TaskSpec) -> Result<TaskSpec, RuntimeError> {
-        if let TaskSpec::Job { job, params, .. } = &spec {
-            let (meta, script) = Jobs::new(engine.clone()).get(job).await?;
-            jobs::bind(&meta.name, &script, params)?;
+        match spec {
+            TaskSpec::Job { job, params, .. } => {
+                let (meta, script) = Jobs::new(engine.clone()).get(&job).await?;
+                jobs::bind(&meta.name, &script, &params)?;
+                Ok(TaskSpec::Job {
+                    job,
+                    params,
+                    run: None,
+                    trigger: None,
+                    instant: None,
+                })
+            }
+            other => Ok(other),
         }
-        Ok(spec)
     }
 
     /// Writes the queued record and starts the task; `run` is a claimed
@@ -849,8 +860,30 @@ async fn run_task(
             })),
             _ => None,
         };
-        let (outcome, wrote) =
-            recording_writes(execute(&rt, &engine, &mut record, run, stop.clone())).await;
+        // progress a verb reports is saved as it comes (the newest wins);
+        // the saver is stopped before the final record is written
+        let (progress, mut reported) = watch::channel(None::<String>);
+        let saver = {
+            let mut current = record.clone();
+            let records = records.clone();
+            tokio::spawn(async move {
+                while reported.changed().await.is_ok() {
+                    current.progress = reported.borrow_and_update().clone();
+                    let _ = current.save(&records).await;
+                }
+            })
+        };
+        let (outcome, wrote) = recording_writes(execute(
+            &rt,
+            &engine,
+            &mut record,
+            run,
+            stop.clone(),
+            progress,
+        ))
+        .await;
+        saver.abort();
+        let _ = saver.await;
         if let Some(t) = timer {
             t.abort();
         }
@@ -910,6 +943,7 @@ async fn execute(
     record: &mut TaskRecord,
     run: Option<JobRun>,
     mut stop: watch::Receiver<Option<Stop>>,
+    progress: watch::Sender<Option<String>>,
 ) -> Result<Value, RuntimeError> {
     let models = crate::models::Models::new(engine);
     match record.spec.clone() {
@@ -1056,7 +1090,9 @@ async fn execute(
             let outcome = async {
                 let values = jobs::bind(&meta.name, &script, &params)?;
                 let statements = jobs::statements(&meta.name, &script)?;
-                let progress = |p: String| tracing::debug!(task = %record.id, "{p}");
+                let progress = |p: String| {
+                    progress.send_replace(Some(p));
+                };
                 jobs::run_statements(
                     engine, &records, &mut run, statements, values, stop, progress,
                 )

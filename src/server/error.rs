@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::models::ModelError;
+use crate::runtime::RuntimeError;
 use crate::sql::SqlError;
 use crate::store::StoreError;
 use crate::store::keys::KeyError;
@@ -188,6 +189,23 @@ impl From<KeyError> for ServerError {
             KeyError::NotFound(_) => ErrorKind::NotFound,
             KeyError::Invalid { .. } => ErrorKind::BadRequest,
             KeyError::Store(s) => store_kind(s),
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<RuntimeError> for ServerError {
+    fn from(e: RuntimeError) -> Self {
+        let kind = match e {
+            RuntimeError::Store(s) => return s.into(),
+            RuntimeError::Sql(s) => return s.into(),
+            RuntimeError::Model(m) => return m.into(),
+            RuntimeError::UnknownJob { .. }
+            | RuntimeError::UnknownTask(_)
+            | RuntimeError::NotScheduled { .. } => ErrorKind::NotFound,
+            RuntimeError::NotAJob { .. } | RuntimeError::NotSql { .. } => ErrorKind::Unprocessable,
+            RuntimeError::Cancelled | RuntimeError::TimedOut(_) => ErrorKind::Conflict,
+            _ => ErrorKind::BadRequest,
         };
         Self::new(kind, e.to_string())
     }

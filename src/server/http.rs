@@ -31,6 +31,7 @@ use super::ServerState;
 use super::auth::Identity;
 use super::encode::{Format, body};
 use super::error::{ErrorKind, ServerError};
+use super::runtime_api;
 use crate::models::{Input, TrainingData};
 use crate::store::{Data, FileFormat, GetOptions, ListOptions, Object, PutMode, PutOptions};
 
@@ -47,7 +48,7 @@ type HttpResult = Result<Response, ServerError>;
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    components(schemas(ErrorBody, ErrorDetail, SqlRequest, FitRequest))
+    components(schemas(ErrorBody, ErrorDetail, SqlRequest, FitRequest, runtime_api::JobRequest, runtime_api::RunRequest, runtime_api::ScheduleRequest))
 )]
 struct ApiDoc;
 
@@ -67,7 +68,7 @@ impl utoipa::Modify for BearerAuth {
 /// What every error response carries.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // documentation of ServerError's JSON form
-struct ErrorBody {
+pub(super) struct ErrorBody {
     error: ErrorDetail,
 }
 
@@ -99,6 +100,17 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(model_metadata))
         .routes(routes!(predict))
         .routes(routes!(fit))
+        .routes(routes!(runtime_api::submit_task, runtime_api::list_tasks))
+        .routes(routes!(runtime_api::get_task, runtime_api::cancel_task))
+        .routes(routes!(runtime_api::list_jobs))
+        .routes(routes!(runtime_api::put_job, runtime_api::get_job))
+        .routes(routes!(runtime_api::run_job))
+        .routes(routes!(runtime_api::job_runs))
+        .routes(routes!(runtime_api::list_schedules))
+        .routes(routes!(
+            runtime_api::schedule_job,
+            runtime_api::unschedule_job
+        ))
         .split_for_parts();
     let api = Arc::new(api);
     router
@@ -111,7 +123,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async {
             ServerError::not_found(
-                "no such route; the API lives under /api/v1 (datasets, sql, models; openapi.json)",
+                "no such route; the API lives under /api/v1 (datasets, sql, models, tasks, jobs, schedules; openapi.json)",
             )
         })
         .with_state(state)
@@ -557,7 +569,7 @@ async fn sql(
     respond(&state, df, format).await
 }
 
-fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ServerError {
+pub(super) fn json_rejection(e: axum::extract::rejection::JsonRejection) -> ServerError {
     use axum::extract::rejection::JsonRejection as J;
     let kind = match &e {
         J::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => ErrorKind::TooLarge,

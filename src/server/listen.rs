@@ -29,8 +29,11 @@ pub struct Running {
     /// Where Flight SQL listens (the bound port when 0 was asked for).
     pub flight: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    /// The id of the task runtime this server started (its lease's name).
+    pub runtime: String,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
     timeout: Duration,
 }
 
@@ -38,6 +41,9 @@ impl Running {
     /// Stops accepting connections; running requests go on.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+        if let Some(s) = &self.scheduler {
+            s.abort();
+        }
     }
 
     /// Stops and waits for running requests, at most the shutdown timeout.
@@ -56,6 +62,11 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
             "both listeners are off; give --flight ADDR or --http ADDR",
         ));
     }
+    // the task runtime and the scheduler live as long as the server
+    let runtime = om.start_runtime(config.runtime.clone()).await?;
+    let scheduler = config.scheduler.then(|| {
+        tokio::spawn(crate::runtime::Scheduler::new(runtime.runtime().clone()).run_forever())
+    });
     let state = Arc::new(ServerState::new(om, &config)?);
     let tls = match &config.tls {
         Some((cert, key)) => Some(load_tls(cert, key)?),
@@ -66,8 +77,10 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
     let mut running = Running {
         flight: None,
         http: None,
+        runtime: runtime.runtime().owner().to_string(),
         stop,
         tasks: Vec::new(),
+        scheduler,
         timeout: config.shutdown_timeout,
     };
     if let Some(addr) = config.flight {

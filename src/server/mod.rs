@@ -7,7 +7,9 @@
 //! security boundary. Errors are classified once ([`error`]); prepared
 //! statements and tickets are bounded and expire ([`expiring`]); [`guard`]
 //! logs each request and turns a panic into an error for that request;
-//! [`listen`] runs the listeners (TLS, graceful shutdown).
+//! [`listen`] runs the listeners (TLS, graceful shutdown) and the task
+//! runtime with its scheduler; [`runtime_api`] is the HTTP face of tasks,
+//! jobs and schedules.
 
 pub mod auth;
 pub mod encode;
@@ -17,6 +19,7 @@ pub mod flight;
 pub mod guard;
 pub mod http;
 pub mod listen;
+pub mod runtime_api;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Omega;
+use crate::runtime::RuntimeOptions;
 use auth::Authenticator;
 use error::{ErrorKind, ServerError};
 use expiring::Expiring;
@@ -83,6 +87,11 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// How long running requests may take to finish after SIGINT/SIGTERM.
     pub shutdown_timeout: Duration,
+    /// The task runtime the server starts (workers, timeout, clock).
+    pub runtime: RuntimeOptions,
+    /// Whether this process runs the root's schedules (several may: each
+    /// instant runs once).
+    pub scheduler: bool,
 }
 
 impl Default for ServeConfig {
@@ -94,6 +103,8 @@ impl Default for ServeConfig {
             tls: None,
             limits: Limits::default(),
             shutdown_timeout: Duration::from_secs(30),
+            runtime: RuntimeOptions::default(),
+            scheduler: true,
         }
     }
 }

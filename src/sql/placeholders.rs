@@ -68,6 +68,17 @@ pub fn number_named(sql: &str, names: &[String]) -> Result<String, NamedError> {
         .map_err(|e| NamedError::Syntax(e.to_string()))?;
     // (line, column) of each ':' that starts a placeholder, with its name
     let mut marks = Vec::new();
+    // `$name` is not a parameter here (only `$1`-style numbers are SQL's own)
+    if let Some(dollar) = tokens.iter().find_map(|t| match &t.token {
+        Token::Placeholder(p)
+            if p.starts_with('$') && !p[1..].chars().all(|c| c.is_ascii_digit()) =>
+        {
+            Some(p[1..].to_string())
+        }
+        _ => None,
+    }) {
+        return Err(NamedError::Dollar(dollar));
+    }
     for w in tokens.windows(3) {
         let (before, colon, word) = (&w[0].token, &w[1], &w[2]);
         if colon.token != Token::Colon || matches!(before, Token::Colon | Token::DoubleColon) {
@@ -121,6 +132,8 @@ pub enum NamedError {
     Syntax(String),
     /// A `:name` that is not declared.
     Unknown(String),
+    /// A `$name`: named parameters are written `:name`.
+    Dollar(String),
 }
 
 #[cfg(test)]
@@ -139,6 +152,11 @@ mod tests {
             number_named("SELECT :nope", &names),
             Err(NamedError::Unknown(n)) if n == "nope"
         ));
+        assert!(matches!(
+            number_named("SELECT $day", &["day".to_string()]),
+            Err(NamedError::Dollar(n)) if n == "day"
+        ));
+        assert!(number_named("SELECT $1", &[]).is_ok());
     }
 
     #[test]

@@ -773,6 +773,20 @@ impl Mixin for BucketIsolationMixin {
             if let LogicalPlan::TableScan(scan) = node {
                 let schema = match &scan.table_name {
                     TableReference::Bare { .. } => Some(cx.bucket.clone()),
+                    // omega.system.*: each system table shows only what the
+                    // identity may see (a bound session: its own bucket)
+                    TableReference::Partial { schema, .. }
+                        if schema.as_ref() == super::catalog::SYSTEM_SCHEMA =>
+                    {
+                        None
+                    }
+                    TableReference::Full {
+                        catalog, schema, ..
+                    } if catalog.as_ref() == crate::store::CATALOG_NAME
+                        && schema.as_ref() == super::catalog::SYSTEM_SCHEMA =>
+                    {
+                        None
+                    }
                     TableReference::Partial { schema, .. }
                     | TableReference::Full { schema, .. } => Some(schema.to_string()),
                 };
