@@ -397,6 +397,27 @@ async fn tasks_and_jobs_over_http_run_as_the_key_and_refuse_bad_input() {
     assert_eq!(status, 404);
     assert_eq!(common::scalar(&s.om, "SELECT count(*) FROM t").await, 50);
 
+    // a job that retrains a model runs in a worker (whose stack is small)
+    let (status, v) = call(&s, &s.writer, reqwest::Method::PUT, "/api/v1/jobs/retrain",
+        Some(json!({"sql": "CREATE OR REPLACE MODEL lin OPTIONS (type = 'linear_regression', label = 'y') AS SELECT x, y FROM t;"}))).await;
+    assert_eq!(status, 201, "{v}");
+    let (_, v) = call(
+        &s,
+        &s.writer,
+        post.clone(),
+        "/api/v1/jobs/retrain/run",
+        None,
+    )
+    .await;
+    let (_, done) = get(
+        &s,
+        &s.writer,
+        &format!("/api/v1/tasks/{}?wait=30", v["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["wrote"], json!(["default/models/lin@2"]));
+
     // a job run over HTTP, then its run record
     let (status, v) = call(
         &s,

@@ -95,6 +95,9 @@ pub enum SubmitCommand {
         dataset: String,
         #[arg(long)]
         label: Option<String>,
+        /// Comma-separated feature columns (default: every column but the label).
+        #[arg(long, value_delimiter = ',')]
+        features: Option<Vec<String>>,
     },
     /// Predictions of MODEL for every row of a dataset, stored as --into.
     Predict {
@@ -365,12 +368,13 @@ pub async fn tasks(
                     model,
                     dataset,
                     label,
+                    features,
                 } => TaskSpec::Fit {
                     model,
                     dataset: Some(dataset),
                     sql: None,
                     label,
-                    features: None,
+                    features,
                 },
                 SubmitCommand::Predict {
                     model,

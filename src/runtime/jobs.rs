@@ -428,9 +428,11 @@ pub(crate) async fn run_statements(
     let n = statements.len();
     for (i, text) in statements.into_iter().enumerate() {
         progress(format!("statement {} of {n}", i + 1));
-        let work = super::tasks::recording_writes(async {
-            let df = crate::sql::execute::run(engine, &text, &params).await?;
-            let batches = df.collect().await?;
+        let work = Box::pin(super::tasks::recording_writes(async {
+            // boxed: a statement's future (a whole fit, for CREATE MODEL)
+            // is large, and worker threads have small stacks
+            let df = Box::pin(crate::sql::execute::run(engine, &text, &params)).await?;
+            let batches = Box::pin(df.collect()).await?;
             let returned: usize = batches.iter().map(|b| b.num_rows()).sum();
             // a write answers with one row: the count it wrote
             let count = match batches.first().map(|b| b.schema()) {
@@ -449,7 +451,7 @@ pub(crate) async fn run_statements(
                 _ => returned as u64,
             };
             Ok::<_, RuntimeError>(count)
-        });
+        }));
         let outcome = tokio::select! {
             r = work => Some(r),
             _ = stop.wait_for(|s| s.is_some()) => None,

@@ -873,14 +873,14 @@ async fn run_task(
                 }
             })
         };
-        let (outcome, wrote) = recording_writes(execute(
+        let (outcome, wrote) = Box::pin(recording_writes(execute(
             &rt,
             &engine,
             &mut record,
             run,
             stop.clone(),
             progress,
-        ))
+        )))
         .await;
         saver.abort();
         let _ = saver.await;
@@ -950,8 +950,8 @@ async fn execute(
         TaskSpec::Sql { sql } => {
             stoppable(
                 async {
-                    let df = crate::sql::execute::run(engine, &sql, &[]).await?;
-                    let batches = df.collect().await?;
+                    let df = Box::pin(crate::sql::execute::run(engine, &sql, &[])).await?;
+                    let batches = Box::pin(df.collect()).await?;
                     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
                     Ok(json!({ "rows": rows }))
                 },
