@@ -305,94 +305,103 @@ async fn tasks_and_jobs_over_http_run_as_the_key_and_refuse_bad_input() {
     let (_, failed) = get(&s, &s.reader, &format!("/api/v1/tasks/{rid}?wait=30")).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(!s.om.datasets().exists("sneaky").await.unwrap());
-    // nor may it schedule or store jobs
-    let (status, v) = call(
-        &s,
-        &s.reader,
-        reqwest::Method::PUT,
-        "/api/v1/jobs/j",
-        Some(json!({"sql": "SELECT 1"})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (403, "forbidden"), "{v}");
-
-    // bad input: unknown verb, unknown job, missing and mistyped parameters,
-    // an invalid cron expression, a script that is not SQL, a hostile id
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        post.clone(),
-        "/api/v1/tasks",
-        Some(json!({"verb": "format_disk"})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (422, "unprocessable"), "{v}");
-    let (status, v) = call(&s, &s.writer, post.clone(), "/api/v1/jobs/nope/run", None).await;
-    assert_eq!((status, code(&v)), (404, "not_found"), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("nope"));
+    // nor may it store jobs; bad input: unknown verb, unknown job, missing
+    // and hostile parameters, an invalid cron expression, a script that is
+    // not SQL, `$name` for `:name`, a hostile id. The daily job exists.
     let (status, v) = call(&s, &s.writer, reqwest::Method::PUT, "/api/v1/jobs/daily",
         Some(json!({"sql": "-- param day DATE\nCREATE OR REPLACE TABLE recent AS SELECT * FROM t WHERE :day > DATE '2026-01-01'"}))).await;
     assert_eq!(status, 201, "{v}");
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        post.clone(),
+    let (put, tasks, daily) = (
+        reqwest::Method::PUT,
+        "/api/v1/tasks",
         "/api/v1/jobs/daily/run",
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (400, "bad_request"), "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("day"),
-        "{v}"
     );
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        post.clone(),
-        "/api/v1/jobs/daily/run",
-        Some(json!({"params": {"day": "'; DROP TABLE t; --"}})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (400, "bad_request"), "{v}");
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        reqwest::Method::PUT,
-        "/api/v1/jobs/daily/schedule",
-        Some(json!({"cron": "61 * * * *"})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (400, "bad_request"), "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("61 * * * *"),
-        "{v}"
-    );
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        reqwest::Method::PUT,
-        "/api/v1/jobs/prose",
-        Some(json!({"sql": "this is not sql at all"})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (422, "unprocessable"), "{v}");
-    let (status, v) = call(
-        &s,
-        &s.writer,
-        reqwest::Method::PUT,
-        "/api/v1/jobs/dollar",
-        Some(json!({"sql": "-- param day DATE\nSELECT $day"})),
-    )
-    .await;
-    assert_eq!((status, code(&v)), (422, "unprocessable"), "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("':day'"),
-        "{v}"
-    );
+    let refused = [
+        (
+            &s.reader,
+            put.clone(),
+            "/api/v1/jobs/j",
+            Some(json!({"sql": "SELECT 1"})),
+            403,
+            "forbidden",
+            "",
+        ),
+        (
+            &s.writer,
+            post.clone(),
+            tasks,
+            Some(json!({"verb": "format_disk"})),
+            422,
+            "unprocessable",
+            "",
+        ),
+        (
+            &s.writer,
+            post.clone(),
+            "/api/v1/jobs/nope/run",
+            None,
+            404,
+            "not_found",
+            "nope",
+        ),
+        (
+            &s.writer,
+            post.clone(),
+            daily,
+            Some(json!({})),
+            400,
+            "bad_request",
+            "day",
+        ),
+        (
+            &s.writer,
+            post.clone(),
+            daily,
+            Some(json!({"params": {"day": "'; DROP TABLE t; --"}})),
+            400,
+            "bad_request",
+            "",
+        ),
+        (
+            &s.writer,
+            put.clone(),
+            "/api/v1/jobs/daily/schedule",
+            Some(json!({"cron": "61 * * * *"})),
+            400,
+            "bad_request",
+            "61 * * * *",
+        ),
+        (
+            &s.writer,
+            put.clone(),
+            "/api/v1/jobs/prose",
+            Some(json!({"sql": "this is not sql at all"})),
+            422,
+            "unprocessable",
+            "",
+        ),
+        (
+            &s.writer,
+            put.clone(),
+            "/api/v1/jobs/dollar",
+            Some(json!({"sql": "-- param day DATE\nSELECT $day"})),
+            422,
+            "unprocessable",
+            "':day'",
+        ),
+    ];
+    for (key, method, path, body, status_wanted, code_wanted, names) in refused {
+        let (status, v) = call(&s, key, method, path, body).await;
+        assert_eq!(
+            (status, code(&v)),
+            (status_wanted, code_wanted),
+            "{path}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(names),
+            "{path}: {v}"
+        );
+    }
     let (status, _) = get(&s, &s.writer, "/api/v1/tasks/..%2F..%2Fkeys").await;
     assert_eq!(status, 404);
     assert_eq!(common::scalar(&s.om, "SELECT count(*) FROM t").await, 50);
@@ -459,16 +468,6 @@ fn om_remote(s: &Served, dir: &std::path::Path) -> std::process::Command {
     c
 }
 
-fn run_ok(c: &mut std::process::Command) -> String {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{c:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The CLI against a server: jobs stored, run and scheduled there, tasks
 /// submitted, waited for and cancelled there (the cancel crosses from one
 /// process to another); the client's directory holds no store afterwards.
@@ -483,18 +482,20 @@ async fn the_cli_drives_a_server_with_server_and_key() {
         "-- param below BIGINT = 10\nCREATE OR REPLACE TABLE small AS SELECT * FROM t WHERE x < :below;\n",
     )
     .unwrap();
-    let out = run_ok(
+    let out = common::run_ok(
         om_remote(&s, cwd.path())
             .args(["jobs", "put", "copy"])
             .arg(&script),
     );
     assert!(out.contains("stored job copy@1"), "{out}");
-    let out = run_ok(om_remote(&s, cwd.path()).args(["jobs", "run", "copy", "--param", "below=5"]));
+    let out = common::run_ok(
+        om_remote(&s, cwd.path()).args(["jobs", "run", "copy", "--param", "below=5"]),
+    );
     let run: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["statements"][0]["rows"], 4);
     assert_eq!(common::scalar(&s.om, "SELECT count(*) FROM small").await, 4);
-    let out = run_ok(om_remote(&s, cwd.path()).args([
+    let out = common::run_ok(om_remote(&s, cwd.path()).args([
         "jobs",
         "schedule",
         "copy",
@@ -503,20 +504,20 @@ async fn the_cli_drives_a_server_with_server_and_key() {
         "Europe/Zurich",
     ]));
     assert!(out.contains("scheduled job copy"), "{out}");
-    let out = run_ok(om_remote(&s, cwd.path()).args(["jobs", "schedules"]));
+    let out = common::run_ok(om_remote(&s, cwd.path()).args(["jobs", "schedules"]));
     assert!(out.contains("copy\t0 6 * * *\tEurope/Zurich"), "{out}");
-    let out = run_ok(om_remote(&s, cwd.path()).args(["jobs", "history", "copy"]));
+    let out = common::run_ok(om_remote(&s, cwd.path()).args(["jobs", "history", "copy"]));
     assert!(out.contains("copy@1\tmanual\tsucceeded"), "{out}");
 
     // a long task, detached; cancelled by another process through the store
-    let id = run_ok(om_remote(&s, cwd.path()).args([
+    let id = common::run_ok(om_remote(&s, cwd.path()).args([
         "tasks", "submit", "--detach", "sql",
         "CREATE TABLE big AS SELECT a.value AS v FROM generate_series(1, 100000) a CROSS JOIN generate_series(1, 100000) b",
     ]));
     let id = id.trim().to_string();
     let mut running = false;
     for _ in 0..200 {
-        let status: Value = serde_json::from_str(&run_ok(
+        let status: Value = serde_json::from_str(&common::run_ok(
             om_remote(&s, cwd.path()).args(["tasks", "status", &id]),
         ))
         .unwrap();
@@ -529,15 +530,7 @@ async fn the_cli_drives_a_server_with_server_and_key() {
     assert!(running);
     // the local CLI on the same root writes the cancel marker; the server's
     // process polls it and stops the task
-    let out = common::om(&s.root)
-        .args(["tasks", "cancel", &id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(common::om(&s.root).args(["tasks", "cancel", &id]));
     let out = om_remote(&s, cwd.path())
         .args(["tasks", "wait", &id])
         .output()
@@ -546,7 +539,7 @@ async fn the_cli_drives_a_server_with_server_and_key() {
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "cancelled", "{record}");
     assert!(!s.om.datasets().exists("big").await.unwrap());
-    let out = run_ok(om_remote(&s, cwd.path()).args(["tasks", "list"]));
+    let out = common::run_ok(om_remote(&s, cwd.path()).args(["tasks", "list"]));
     assert!(out.contains(&format!("{id}\tsql\tcancelled\tw")), "{out}");
 
     // errors from the server are one line naming the object

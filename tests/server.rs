@@ -760,6 +760,7 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{name}",
         "GET /api/v1/jobs/{name}/runs",
+        "GET /api/v1/jobs/{name}/runs/{run}",
         "GET /api/v1/models",
         "GET /api/v1/models/{name}",
         "GET /api/v1/schedules",
@@ -785,7 +786,8 @@ async fn the_openapi_document_describes_exactly_the_routes_served() {
         let (method, path) = op.split_once(' ').unwrap();
         let path = path
             .replace("{name}", "nothing-here")
-            .replace("{id}", "nothing-here");
+            .replace("{id}", "nothing-here")
+            .replace("{run}", "nothing-here");
         let headers = [
             ("Authorization", bearer.as_str()),
             ("Content-Type", "application/json"),

@@ -264,6 +264,13 @@ impl Runner {
         }
     }
 
+    async fn run_record(&self, name: &str, key: &str) -> Result<JobRun, CliError> {
+        match self {
+            Runner::Local(t) => Ok(t.jobs().run(name, key).await?),
+            Runner::Remote(r) => r.get(&["jobs", name, "runs", key]).await,
+        }
+    }
+
     async fn history(&self, name: &str) -> Result<Vec<JobRun>, CliError> {
         match self {
             Runner::Local(t) => Ok(t.jobs().history(name).await?),
@@ -339,11 +346,15 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
 /// Prints the record; a task that did not succeed is an error (exit 1).
 fn finish(record: &TaskRecord) -> Result<(), CliError> {
     print_json(record)?;
+    succeeded(&format!("task {}", record.id), record)
+}
+
+/// An error (exit 1) naming `what` unless `record` succeeded.
+fn succeeded(what: &str, record: &TaskRecord) -> Result<(), CliError> {
     match record.status {
         TaskStatus::Succeeded => Ok(()),
         s => Err(CliError::Usage(format!(
-            "task {} {}: {}",
-            record.id,
+            "{what} {}: {}",
             s.as_str(),
             record.error.as_deref().unwrap_or("-")
         ))),
@@ -460,19 +471,9 @@ pub async fn jobs(
             let submitted = tasks.run_job(&name, parse_params(&params)?).await?;
             let record = tasks.wait(&submitted.id).await?;
             if let Some(run) = record.result.get("run").and_then(|r| r.as_str()) {
-                let history = tasks.history(&name).await?;
-                if let Some(r) = history.iter().find(|r| r.key == run) {
-                    print_json(r)?;
-                }
+                print_json(&tasks.run_record(&name, run).await?)?;
             }
-            match record.status {
-                TaskStatus::Succeeded => Ok(()),
-                s => Err(CliError::Usage(format!(
-                    "job {name} {}: {}",
-                    s.as_str(),
-                    record.error.as_deref().unwrap_or("-")
-                ))),
-            }
+            succeeded(&format!("job {name}"), &record)
         }
         JobsCommand::List => {
             println!("name\tversion\tparams\tmodified");

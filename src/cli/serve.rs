@@ -95,20 +95,17 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         }
         limits.workers = w;
     }
-    let limits_workers = limits.workers;
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         flight: address("flight", &args.flight)?,
         http: address("http", &args.http)?,
         allow_anonymous: args.allow_anonymous.clone(),
         tls: args.tls_cert.zip(args.tls_key),
         limits,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        runtime: crate::runtime::RuntimeOptions {
-            workers: limits_workers,
-            ..Default::default()
-        },
-        scheduler: true,
+        ..ServeConfig::default()
     };
+    // tasks get as many workers as requests
+    config.runtime.workers = config.limits.workers;
     let tls = config.tls.is_some();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

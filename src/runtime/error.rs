@@ -23,6 +23,8 @@ pub enum RuntimeError {
     },
     #[error("no task '{0}' visible to this identity; list tasks with `om tasks list`")]
     UnknownTask(String),
+    #[error("job '{job}' has no run '{run}'; list its runs with `om jobs history {job}`")]
+    UnknownRun { job: String, run: String },
     #[error("job '{job}' is not scheduled; see `om jobs schedules`")]
     NotScheduled { job: String },
     #[error(

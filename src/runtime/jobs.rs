@@ -390,6 +390,19 @@ impl Jobs {
             .collect())
     }
 
+    /// Run `key` of job `name` (the key a job task's result names).
+    pub async fn run(&self, name: &str, key: &str) -> Result<JobRun, RuntimeError> {
+        let (meta, _) = self.get(name).await?;
+        let records = Records::new(self.engine.root().clone());
+        records
+            .get(&run_path(&meta.bucket, &meta.name, key))
+            .await?
+            .ok_or_else(|| RuntimeError::UnknownRun {
+                job: meta.name.clone(),
+                run: key.to_string(),
+            })
+    }
+
     /// The runs of job `name`, oldest first.
     pub async fn history(&self, name: &str) -> Result<Vec<JobRun>, RuntimeError> {
         let (meta, _) = self.get(name).await?;

@@ -74,7 +74,9 @@ impl Columns {
 /// The buckets whose jobs `engine`'s identity may read (only its own
 /// when the session is bound to a bucket, as an API key's is).
 async fn readable_buckets(engine: &Engine) -> Result<Vec<String>, StoreError> {
-    let bound = super::tasks::Submitter::of(engine).bound_bucket;
+    let bound = crate::sql::options_of(engine.session())
+        .bound_bucket
+        .clone();
     let mut out = Vec::new();
     for bucket in list_buckets(engine.root()).await? {
         if !bound.is_empty() && bucket != bound {

@@ -202,6 +202,7 @@ impl From<RuntimeError> for ServerError {
             RuntimeError::Model(m) => return m.into(),
             RuntimeError::UnknownJob { .. }
             | RuntimeError::UnknownTask(_)
+            | RuntimeError::UnknownRun { .. }
             | RuntimeError::NotScheduled { .. } => ErrorKind::NotFound,
             RuntimeError::NotAJob { .. } | RuntimeError::NotSql { .. } => ErrorKind::Unprocessable,
             RuntimeError::Cancelled | RuntimeError::TimedOut(_) => ErrorKind::Conflict,

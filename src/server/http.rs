@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runtime_api::put_job, runtime_api::get_job))
         .routes(routes!(runtime_api::run_job))
         .routes(routes!(runtime_api::job_runs))
+        .routes(routes!(runtime_api::job_run))
         .routes(routes!(runtime_api::list_schedules))
         .routes(routes!(
             runtime_api::schedule_job,

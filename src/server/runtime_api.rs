@@ -152,6 +152,12 @@ pub async fn job_runs(caller: Caller, Path(name): Path<String>) -> HttpResult {
     Ok(Json(tasks_of(&caller).await?.jobs().history(&name).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/runs/{run}", tag = "jobs", params(("name" = String, Path, description = "Job name"), ("run" = String, Path, description = "Run key, as a job task's `result.run` names it")),
+    responses((status = 200, description = "The run record", body = Object), (status = 401, description = "No valid API key", body = ErrorBody), (status = 404, description = "No such job or run", body = ErrorBody)))]
+pub async fn job_run(caller: Caller, Path((name, run)): Path<(String, String)>) -> HttpResult {
+    Ok(Json(tasks_of(&caller).await?.jobs().run(&name, &run).await?).into_response())
+}
+
 /// When a job runs: a 5-field cron expression in a time zone.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRequest {

@@ -195,6 +195,17 @@ pub fn om_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_om"))
 }
 
+/// Runs `c`, which must succeed (else its stderr is the failure); its stdout.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// An `om` command on `root`.
 pub fn om(root: &TestRoot) -> Command {
     let mut c = Command::new(om_bin());
