@@ -154,6 +154,11 @@ def ops_peers(args, omega):
         _, t = timed(polars_q[name], args.runs)
         peers[name]["polars"] = t
 
+    # om's queries on its memory-cached tables, against DuckDB on Parquet
+    for name in QUERIES:
+        peers[name + "_cached"] = {"duckdb": peers[name]["duckdb"]}
+        answers[name + "_cached"] = answers[name]
+
     # models, on the same leading rows as `om bench ops`
     m = pq.read_table(data / "ops.parquet").slice(0, args.model_rows).to_pandas()
     f = pq.read_table(data / "ops.parquet").slice(0, args.forest_rows).to_pandas()

@@ -82,7 +82,9 @@ impl Omega {
             mixins,
             policies,
             system_tables: Default::default(),
+            memory_cache: Default::default(),
         };
+        crate::sql::cache_table::register(&parts.system_tables);
         crate::runtime::tables::register(&parts.system_tables);
         let engine = open_engine(&parts, OmegaOptions::default());
         Ok(Self {
@@ -90,6 +92,13 @@ impl Omega {
             parts,
             runtime: Default::default(),
         })
+    }
+
+    /// The memory cache of hot tables, shared by every session of this
+    /// store in this process (off until given a budget: see
+    /// [`MemoryCache`](crate::backends::memory_cache::MemoryCache)).
+    pub fn memory_cache(&self) -> &Arc<crate::backends::memory_cache::MemoryCache> {
+        &self.parts.memory_cache
     }
 
     /// The engine this `Omega` runs on (what the SQL and model layers use).

@@ -759,7 +759,7 @@ async fn a_sort_order_is_written_kept_and_followed_by_appends() {
     };
     let e = om.datasets().put(batch(3), "s", bad).await.unwrap_err();
     assert!(
-        e.to_string().contains("cannot sort by 'nope'") && e.to_string().contains("g, v"),
+        e.to_string().contains("'nope' cannot be a sort key") && e.to_string().contains("g, v"),
         "{e}"
     );
     assert_eq!(om.datasets().metadata("s").await.unwrap().version, 2);
@@ -792,4 +792,171 @@ async fn a_sort_order_is_written_kept_and_followed_by_appends() {
     common::exec(&om, "CREATE TABLE d AS SELECT v FROM s ORDER BY v DESC").await;
     let meta = om.datasets().metadata("d").await.unwrap();
     assert!(meta.kind_meta.get("sort_by").is_none());
+}
+
+/// The `(pruned, matched)` counts of a pruning metric of the Parquet scan
+/// in `EXPLAIN ANALYZE` of `sql` (summed over partitions).
+async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
+    let batches = om
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let at = text
+        .find(&format!("{metric}="))
+        .unwrap_or_else(|| panic!("no {metric} in {text}"));
+    // "<metric>=N total → M matched", counts like 100.0 K
+    let text = &text[at + metric.len() + 1..];
+    let text = &text[..text.find(" matched").unwrap()];
+    let (total, matched) = text.split_once(" total → ").unwrap();
+    let count = |s: &str| -> u64 {
+        let (n, unit) = s.trim().split_once(' ').unwrap_or((s.trim(), ""));
+        let factor = match unit {
+            "K" => 1e3,
+            "M" => 1e6,
+            _ => 1.0,
+        };
+        (n.parse::<f64>().unwrap() * factor).round() as u64
+    };
+    let (total, matched) = (count(total), count(matched));
+    (total - matched, matched)
+}
+
+/// What the writer lays out shows in the scan: a stored sort order lets a
+/// lookup skip pages by their statistics, Bloom filters let an equality
+/// filter skip row groups that min/max cannot rule out; without them
+/// nothing is skipped. The answers are the same.
+#[tokio::test]
+async fn sort_order_and_bloom_filters_skip_data() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    // ids and keys spread over the whole range in every put
+    let batch = |part: i64| {
+        let ids: Vec<i64> = (0..25_000).map(|i| (i * 7919 + part) % 100_000).collect();
+        let keys: Vec<String> = ids.iter().map(|i| format!("key-{i:06}")).collect();
+        RecordBatch::try_from_iter(vec![
+            (
+                "id",
+                Arc::new(Int64Array::from(ids)) as arrow::array::ArrayRef,
+            ),
+            ("key", Arc::new(arrow::array::StringArray::from(keys)) as _),
+        ])
+        .unwrap()
+    };
+    for (name, opts) in [
+        ("plain", PutOptions::default()),
+        (
+            "laid_out",
+            PutOptions {
+                sort_by: vec!["id".into()],
+                bloom_filters: vec!["key".into()],
+                ..Default::default()
+            },
+        ),
+    ] {
+        om.datasets().put(batch(0), name, opts).await.unwrap();
+        for part in 1..4 {
+            // appends follow the table's order and Bloom filter columns
+            let meta = om
+                .datasets()
+                .put(batch(part), name, PutOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(meta.version, part as u64 + 1);
+        }
+    }
+    let meta = om.datasets().metadata("laid_out").await.unwrap();
+    assert_eq!(meta.kind_meta["bloom_filters"], json!(["key"]));
+
+    // a key inside every file's min/max that no file holds
+    let absent = "SELECT count(*) FROM {t} WHERE key = 'key-050000x'";
+    for t in ["plain", "laid_out"] {
+        assert_eq!(common::scalar(&om, &absent.replace("{t}", t)).await, 0);
+    }
+    let (pruned, matched) = pruning(
+        &om,
+        &absent.replace("{t}", "laid_out"),
+        "row_groups_pruned_bloom_filter",
+    )
+    .await;
+    assert_eq!(
+        (pruned, matched),
+        (4, 0),
+        "every row group skipped by its Bloom filter"
+    );
+    let (pruned, _) = pruning(
+        &om,
+        &absent.replace("{t}", "plain"),
+        "row_groups_pruned_bloom_filter",
+    )
+    .await;
+    assert_eq!(pruned, 0, "no Bloom filters, nothing skipped");
+
+    // a lookup by id: pages of a sorted file hold narrow id ranges
+    let (meta, _) = om
+        .datasets()
+        .change_table(
+            "laid_out",
+            omegastore::store::TableChange::Sort(vec!["id".into()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        meta.kind_meta["bloom_filters"],
+        json!(["key"]),
+        "a rewrite keeps them"
+    );
+    let lookup = "SELECT key FROM {t} WHERE id = 42424";
+    let (sorted_pruned, sorted_matched) = pruning(
+        &om,
+        &lookup.replace("{t}", "laid_out"),
+        "page_index_rows_pruned",
+    )
+    .await;
+    let (plain_pruned, plain_matched) = pruning(
+        &om,
+        &lookup.replace("{t}", "plain"),
+        "page_index_rows_pruned",
+    )
+    .await;
+    assert!(
+        sorted_pruned > 3 * sorted_matched && plain_matched > 3 * plain_pruned,
+        "sorted: {sorted_pruned} rows skipped, {sorted_matched} read; \
+         unsorted: {plain_pruned} skipped, {plain_matched} read"
+    );
+    assert_eq!(
+        common::scalar(&om, "SELECT count(*) FROM laid_out WHERE id = 42424").await,
+        common::scalar(&om, "SELECT count(*) FROM plain WHERE id = 42424").await,
+    );
+
+    // an unknown Bloom filter column is refused; nothing committed
+    let bad = PutOptions {
+        bloom_filters: vec!["nope".into()],
+        ..Default::default()
+    };
+    let e = om
+        .datasets()
+        .put(batch(9), "laid_out", bad)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("'nope' cannot be a Bloom filter column"),
+        "{e}"
+    );
+    assert_eq!(om.datasets().metadata("laid_out").await.unwrap().version, 5);
+    // a DELETE rewrites files with the table's Bloom filters
+    common::exec(&om, "DELETE FROM laid_out WHERE id < 10").await;
+    let (pruned, matched) = pruning(
+        &om,
+        &absent.replace("{t}", "laid_out"),
+        "row_groups_pruned_bloom_filter",
+    )
+    .await;
+    assert_eq!(matched, 0, "{pruned} pruned after the delete");
 }

@@ -257,3 +257,45 @@ async fn unqualified_names_resolve_in_the_chosen_bucket() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "n\n2");
 }
+
+/// Tables are read by DataFusion's Parquet scan; a registered table backend
+/// with `TableScan::DeltaRs` reads them with delta-rs's provider instead
+/// (what the SQL suite's second pass runs on), with the same answers.
+#[tokio::test]
+async fn the_table_scan_is_chosen_by_the_registered_backend() {
+    use omegastore::backends::table::{DeltaTableBackend, TableScan};
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    om.datasets()
+        .put(sample_batch(0, 100), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let explain = |om: Omega| async move {
+        let b = om
+            .sql("EXPLAIN SELECT name FROM t WHERE id > 10")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        arrow::util::pretty::pretty_format_batches(&b)
+            .unwrap()
+            .to_string()
+    };
+    let plain = explain(om.clone()).await;
+    assert!(
+        plain.contains("DataSourceExec") && !plain.contains("DeltaScan"),
+        "{plain}"
+    );
+    let expected = count(&om, "SELECT sum(id) FROM t WHERE id > 10").await;
+    let other = Omega::open(&root.url).await.unwrap();
+    other.register_backend(std::sync::Arc::new(DeltaTableBackend::with_scan(
+        TableScan::DeltaRs,
+    )));
+    let delta_rs = explain(other.clone()).await;
+    assert!(delta_rs.contains("DeltaScan"), "{delta_rs}");
+    assert_eq!(
+        count(&other, "SELECT sum(id) FROM t WHERE id > 10").await,
+        expected
+    );
+}

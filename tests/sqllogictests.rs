@@ -1,17 +1,47 @@
-//! Runs every `sql/*.slt` file with sqllogictest, each on a fresh local store.
-//! `REOPEN` as a statement reopens the store (proves persistence). Roles for
-//! mixin tests are set with `SET omega.roles = '…'`.
+//! Runs every `sql/*.slt` file with sqllogictest, each on a fresh local store,
+//! three times: reading tables with the plain Parquet scan, with delta-rs's
+//! provider, and with every table held in the memory cache (the answers must
+//! not change). `REOPEN` as a
+//! statement reopens the store (proves persistence). Roles for mixin tests
+//! are set with `SET omega.roles = '…'`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
+use omegastore::backends::table::{DeltaTableBackend, TableScan};
 use omegastore::{Omega, SqlError};
 use sqllogictest::{DBOutput, DefaultColumnType};
 
 struct OmegaDb {
     url: String,
     om: Omega,
+    mode: Mode,
+}
+
+/// How the tables of a run are read.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    PlainScan,
+    DeltaRs,
+    MemoryCache,
+}
+
+/// `url` opened, reading tables as `mode` says.
+async fn open(url: &str, mode: Mode) -> Result<Omega, SqlError> {
+    let om = Omega::open(url).await?;
+    match mode {
+        Mode::PlainScan => {}
+        Mode::DeltaRs => {
+            om.register_backend(Arc::new(DeltaTableBackend::with_scan(TableScan::DeltaRs)))
+        }
+        Mode::MemoryCache => {
+            om.memory_cache().set_budget(1 << 30);
+            om.memory_cache().set_all_tables(true);
+        }
+    }
+    Ok(om)
 }
 
 #[async_trait]
@@ -21,7 +51,7 @@ impl sqllogictest::AsyncDB for OmegaDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         if sql.trim().eq_ignore_ascii_case("reopen") {
-            self.om = Omega::open(&self.url).await?;
+            self.om = open(&self.url, self.mode).await?;
             return Ok(DBOutput::StatementComplete(0));
         }
         let df = self.om.sql(sql).await?;
@@ -84,14 +114,16 @@ fn main() {
         .collect();
     files.sort();
     let (mut passed, mut failed) = (0, 0);
-    for file in files {
+    let modes = [Mode::PlainScan, Mode::DeltaRs, Mode::MemoryCache];
+    for (file, mode) in files.iter().flat_map(|f| modes.map(|m| (f.clone(), m))) {
         let tmp = tempfile::tempdir().unwrap();
         let url = tmp.path().join("store").display().to_string();
         let result = runtime.block_on(async {
-            let om = Omega::open(&url).await.unwrap();
+            let om = open(&url, mode).await.unwrap();
             let mut db = Some(OmegaDb {
                 url: url.clone(),
                 om,
+                mode,
             });
             let mut runner = sqllogictest::Runner::new(move || {
                 let db = db.take();
@@ -100,14 +132,15 @@ fn main() {
             runner.with_column_validator(|_, _| true);
             runner.run_file_async(&file).await
         });
+        let how = format!(" ({mode:?})");
         match result {
             Ok(()) => {
                 passed += 1;
-                println!("test {} ... ok", file.display());
+                println!("test {}{how} ... ok", file.display());
             }
             Err(e) => {
                 failed += 1;
-                println!("test {} ... FAILED\n{e}", file.display());
+                println!("test {}{how} ... FAILED\n{e}", file.display());
             }
         }
     }

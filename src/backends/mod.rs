@@ -20,6 +20,7 @@ pub mod document;
 pub mod external;
 pub mod file;
 pub mod ingest;
+pub mod memory_cache;
 pub mod script;
 pub mod staged;
 pub mod table;
@@ -32,7 +33,7 @@ use crate::store::DataBackend;
 /// The built-in backends, in the order `put` tries them.
 pub fn builtin() -> Vec<Arc<dyn DataBackend>> {
     vec![
-        Arc::new(table::DeltaTableBackend),
+        Arc::new(table::DeltaTableBackend::default()),
         Arc::new(document::DocumentBackend),
         Arc::new(file::RawFileBackend),
         Arc::new(external::ExternalTableBackend),

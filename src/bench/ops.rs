@@ -326,6 +326,34 @@ pub async fn run(
         out.push(Timing::new(name, n as u64, times, Some(answer_of(&b, col))));
     }
 
+    // the same queries on tables held in the memory cache (as `om serve` holds them)
+    progress("memory cache");
+    let budget = om.memory_cache().budget();
+    om.memory_cache()
+        .set_budget(proc_meminfo_bytes("MemAvailable").map_or(4 << 30, |b| b / 2));
+    for table in ["ops", "customers"] {
+        crate::sql::table_settings::set_cache(om.engine(), table, true).await?;
+    }
+    for (name, q, col) in QUERIES {
+        progress(&format!("{name} (memory cache)"));
+        let (b, times) = measure(opts.runs, true, || async {
+            om.sql(q).await?.collect().await.map_err(SqlError::from)
+        })
+        .await?;
+        let n: usize = b.iter().map(RecordBatch::num_rows).sum();
+        let cached = format!("{name}_cached");
+        out.push(Timing::new(
+            &cached,
+            n as u64,
+            times,
+            Some(answer_of(&b, col)),
+        ));
+    }
+    for table in ["ops", "customers"] {
+        crate::sql::table_settings::set_cache(om.engine(), table, false).await?;
+    }
+    om.memory_cache().set_budget(budget);
+
     // models: fitted on the first model_rows / forest_rows rows
     let models = om.models();
     let train = |n: usize| format!("SELECT * FROM ops WHERE id < {n}");
@@ -430,7 +458,17 @@ pub fn peak_rss() -> Option<u64> {
 /// A memory figure of this process from /proc/self/status (`VmRSS:`,
 /// `VmHWM:`, …), in bytes (Linux).
 pub fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    proc_kb_field("/proc/self/status", field)
+}
+
+/// A figure of the machine's memory from /proc/meminfo (`MemAvailable`, …), in bytes.
+fn proc_meminfo_bytes(field: &str) -> Option<u64> {
+    proc_kb_field("/proc/meminfo", &format!("{field}:"))
+}
+
+/// The `<field> <n> kB` line of a /proc file, in bytes.
+fn proc_kb_field(file: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(file).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)

@@ -36,6 +36,10 @@ pub enum DatasetsCommand {
         /// sort order (appends follow it), so filters on them skip row groups and files.
         #[arg(long, value_delimiter = ',', value_name = "COL,...")]
         sort_by: Vec<String>,
+        /// Tables: write Bloom filters for these columns (appends keep them), so
+        /// `col = value` lookups skip row groups that do not hold the value.
+        #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+        bloom: Vec<String>,
     },
     /// Read a dataset: NAME, NAME@VERSION or NAME@TAG.
     Get {
@@ -93,6 +97,13 @@ pub enum DatasetsCommand {
         /// table's sort order (appends follow it).
         #[arg(long, value_delimiter = ',', value_name = "COL,...")]
         sort_by: Vec<String>,
+    },
+    /// Keep a table's latest version in memory in long-lived processes (om serve
+    /// --cache-memory, an application with a cache budget); --off to stop.
+    Cache {
+        name: String,
+        #[arg(long)]
+        off: bool,
     },
     /// Remove old versions of a dataset, keeping the newest N (records first, then data only they used).
     Vacuum {
@@ -166,6 +177,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
             attributes,
             kind,
             sort_by,
+            bloom,
         } => {
             let format = format
                 .or_else(|| FileFormat::from_path(&file))
@@ -185,6 +197,7 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 progress: Some(pb.clone()),
                 if_head: None,
                 sort_by,
+                bloom_filters: bloom,
             };
             let obj = Object::File {
                 path: file,
@@ -382,6 +395,17 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 println!(
                     "compacted {removed} files of {name} into {} (version {} -> {})",
                     meta.kind_meta["files"], before.version, meta.version
+                );
+            }
+        }
+        DatasetsCommand::Cache { name, off } => {
+            let meta = crate::sql::table_settings::set_cache(om.engine(), &name, !off).await?;
+            if off {
+                println!("{name}: memory cache off (version {})", meta.version);
+            } else {
+                println!(
+                    "{name}: cached in memory by long-lived processes (om serve --cache-memory) from now on (version {})",
+                    meta.version
                 );
             }
         }

@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet stream all).
     #[arg(long)]
     max_result_rows: Option<usize>,
+    /// Memory for tables marked `cache = 'memory'` (decoded batches, least
+    /// recently read dropped first), e.g. 4GiB; 0 turns the cache off.
+    #[arg(long, default_value = "1GiB")]
+    cache_memory: String,
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -106,6 +110,11 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
     };
     // tasks get as many workers as requests
     config.runtime.workers = config.limits.workers;
+    let cache_bytes = match args.cache_memory.trim() {
+        "0" => 0,
+        text => parse_size("cache-memory", text)?,
+    };
+    om.memory_cache().set_budget(cache_bytes);
     let tls = config.tls.is_some();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -143,10 +152,15 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         None => "API key required".into(),
     };
     println!(
-        "om serve: {}; root {}; scheduler on (runtime {}); {access}",
+        "om serve: {}; root {}; scheduler on (runtime {}); memory cache {}; {access}",
         listening.join(", "),
         om.root().url(),
-        running.runtime
+        running.runtime,
+        match cache_bytes {
+            0 => "off".to_string(),
+            b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+            b => format!("{} MiB", b >> 20),
+        }
     );
     if args.allow_anonymous.is_some() {
         eprintln!("om serve: {access}");

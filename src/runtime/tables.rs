@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,57 +17,8 @@ use super::tasks::{Submitter, TaskRecord};
 use crate::backends::script::{KIND, SqlScript};
 use crate::engine::Engine;
 use crate::sql::SystemTable;
+use crate::sql::system::Columns;
 use crate::store::{ListOptions, StoreError, list_buckets};
-
-/// Columns, built row by row.
-struct Columns {
-    fields: Vec<Field>,
-    arrays: Vec<ArrayRef>,
-}
-
-impl Columns {
-    fn new() -> Self {
-        Self {
-            fields: vec![],
-            arrays: vec![],
-        }
-    }
-    fn text(mut self, name: &str, v: Vec<Option<String>>) -> Self {
-        self.fields.push(Field::new(name, DataType::Utf8, true));
-        self.arrays.push(Arc::new(StringArray::from(v)));
-        self
-    }
-    fn int(mut self, name: &str, v: Vec<Option<u64>>) -> Self {
-        self.fields.push(Field::new(name, DataType::UInt64, true));
-        self.arrays.push(Arc::new(UInt64Array::from(v)));
-        self
-    }
-    fn flag(mut self, name: &str, v: Vec<bool>) -> Self {
-        self.fields.push(Field::new(name, DataType::Boolean, false));
-        self.arrays.push(Arc::new(BooleanArray::from(v)));
-        self
-    }
-    fn time(mut self, name: &str, v: Vec<Option<DateTime<Utc>>>) -> Self {
-        self.fields.push(Field::new(
-            name,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            true,
-        ));
-        self.arrays.push(Arc::new(
-            TimestampMicrosecondArray::from(
-                v.into_iter()
-                    .map(|t| t.map(|t| t.timestamp_micros()))
-                    .collect::<Vec<_>>(),
-            )
-            .with_timezone("UTC"),
-        ));
-        self
-    }
-    fn batch(self, table: &str) -> Result<RecordBatch, StoreError> {
-        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
-            .map_err(|e| StoreError::table(table, e))
-    }
-}
 
 /// The buckets whose jobs `engine`'s identity may read (only its own
 /// when the session is bound to a bucket, as an API key's is).

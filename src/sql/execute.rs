@@ -217,7 +217,7 @@ pub(super) fn count_frame(engine: &Engine, count: u64) -> Result<DataFrame, SqlE
 /// `(bucket, name)` of a table reference in a write statement.
 /// The engine and name a write statement writes to, after checking that the
 /// session may write there (before anything is read of it).
-async fn write_target(
+pub(super) async fn write_target(
     engine: &Engine,
     table: &TableReference,
 ) -> Result<(Engine, String), SqlError> {
@@ -285,6 +285,10 @@ async fn run_one(
     let statement = parsed
         .pop_front()
         .ok_or_else(|| SqlError::Usage("empty statement".into()))?;
+    if let Some(settings) = super::table_settings::parse(&statement)? {
+        read_only_check(engine, "changing table settings")?;
+        return super::table_settings::apply(engine, settings).await;
+    }
     // The query text of CREATE VIEW, kept as the view's definition.
     let view_sql = match &statement {
         DFStatement::Statement(s) => match s.as_ref() {

@@ -13,8 +13,11 @@
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
 //! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
+//! | `table_settings.rs` | `ALTER TABLE … SET (cache = 'memory')`: table options kept in the record |
+//! | `cache_table.rs` | `omega.system.cache`: what the memory cache holds |
 //! | `system.rs` | `omega.system.*` tables contributed by the layers above (`SystemTable`) |
 
+pub mod cache_table;
 pub mod catalog;
 pub mod execute;
 pub mod mixins;
@@ -26,6 +29,7 @@ pub mod policies;
 pub mod policy_sql;
 pub mod session;
 pub mod system;
+pub mod table_settings;
 
 use datafusion::error::DataFusionError;
 use thiserror::Error;

@@ -19,6 +19,7 @@ use super::mixins::MixinRule;
 use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
 use super::policies::{POLICY_STORE, Policies, PolicyCache, SETTINGS_STORE};
+use crate::backends::memory_cache::MemoryCache;
 use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
 use crate::models::Models;
 use crate::store::{BackendRegistry, CATALOG_NAME, Hooks, Root};
@@ -33,6 +34,8 @@ pub struct SessionParts {
     pub policies: Arc<PolicyCache>,
     /// `omega.system.*` tables of the layers above.
     pub system_tables: Arc<super::system::SystemTables>,
+    /// Hot tables' batches, held for every session of the store.
+    pub memory_cache: Arc<MemoryCache>,
 }
 
 /// A new engine (one DataFusion session) over `parts` with `options`.
@@ -82,6 +85,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_option_extension(options)
         .with_extension(parts.policies.clone())
         .with_extension(parts.system_tables.clone())
+        .with_extension(parts.memory_cache.clone())
         .with_extension(models.clone());
     // Parquet scans evaluate filters while decoding (rows that fail are not
     // materialised), cheapest filters first; delta-rs's scan did the same.

@@ -4,8 +4,11 @@
 
 use std::sync::{Arc, RwLock};
 
+use arrow::array::{ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::engine::Engine;
 use crate::store::StoreError;
@@ -50,5 +53,53 @@ impl SystemTables {
             .iter()
             .find(|t| t.name() == name)
             .cloned()
+    }
+}
+
+/// Columns, built row by row.
+#[derive(Default)]
+pub struct Columns {
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
+}
+
+impl Columns {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn text(mut self, name: &str, v: Vec<Option<String>>) -> Self {
+        self.fields.push(Field::new(name, DataType::Utf8, true));
+        self.arrays.push(Arc::new(StringArray::from(v)));
+        self
+    }
+    pub fn int(mut self, name: &str, v: Vec<Option<u64>>) -> Self {
+        self.fields.push(Field::new(name, DataType::UInt64, true));
+        self.arrays.push(Arc::new(UInt64Array::from(v)));
+        self
+    }
+    pub fn flag(mut self, name: &str, v: Vec<bool>) -> Self {
+        self.fields.push(Field::new(name, DataType::Boolean, false));
+        self.arrays.push(Arc::new(BooleanArray::from(v)));
+        self
+    }
+    pub fn time(mut self, name: &str, v: Vec<Option<DateTime<Utc>>>) -> Self {
+        self.fields.push(Field::new(
+            name,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ));
+        self.arrays.push(Arc::new(
+            TimestampMicrosecondArray::from(
+                v.into_iter()
+                    .map(|t| t.map(|t| t.timestamp_micros()))
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ));
+        self
+    }
+    pub fn batch(self, table: &str) -> Result<RecordBatch, StoreError> {
+        RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.arrays)
+            .map_err(|e| StoreError::table(table, e))
     }
 }

@@ -218,6 +218,11 @@ pub struct PutOptions {
     /// prune them. The order rows are written in, not an order of query
     /// results (use `ORDER BY`).
     pub sort_by: Vec<String>,
+    /// Tables: write a Bloom filter for each of these columns in every row
+    /// group, kept for later appends without their own (like `sort_by`). An
+    /// equality filter (`WHERE col = v`, `IN`) then skips row groups that
+    /// do not hold `v` even where min/max statistics cannot tell.
+    pub bloom_filters: Vec<String>,
 }
 
 /// Options of a get (tables).

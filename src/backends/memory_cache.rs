@@ -1,0 +1,382 @@
+//! Hot tables in memory: the decoded Arrow batches of a table's latest
+//! version, held by a process that lives long (`om serve`, an embedding
+//! application) so that its queries skip Parquet decoding altogether.
+//!
+//! Contract:
+//! - **What is cached**: tables whose record carries the attribute
+//!   `cache = "memory"` (`ALTER TABLE t SET (cache = 'memory')`,
+//!   `om datasets cache t`), or every table when
+//!   [`MemoryCache::set_all_tables`] is on. The mark is an attribute, so it
+//!   stays with the dataset across new versions.
+//! - **Never stale**: an entry is keyed by the dataset and valid only for
+//!   the Delta version it was loaded from (a Delta version never changes). A
+//!   query that resolves a newer version loads that one (a commit in this
+//!   process starts the load at once); an older entry is never served.
+//! - **Bounded**: the entries' decoded sizes never exceed the budget; the
+//!   least recently read entries are dropped to make room. A version larger
+//!   than the whole budget is remembered as "too large" and read from
+//!   Parquet as if unmarked (no load is retried until the version changes or
+//!   the budget grows). The load stops as soon as it passes the budget.
+//! - **Same answers**: the cache holds the rows of the version exactly as
+//!   the Parquet scan returns them (row filters, masks and access checks
+//!   apply above it, per query, as they do to the scan).
+//! - A budget of 0 (the library's default: a short-lived process would only
+//!   pay for a load it never reuses) turns the cache off.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+
+use crate::store::Metadata;
+use crate::store::error::{Result, StoreError};
+
+/// The attribute that marks a table for the cache, and its one value that
+/// does.
+pub const CACHE_ATTRIBUTE: &str = "cache";
+pub const CACHE_MEMORY: &str = "memory";
+
+/// True when `meta`'s attributes ask for the memory cache.
+pub fn marked(meta: &Metadata) -> bool {
+    meta.attributes
+        .get(CACHE_ATTRIBUTE)
+        .and_then(|v| v.as_str())
+        .is_some_and(|v| v == CACHE_MEMORY)
+}
+
+/// A dataset: bucket, store prefix, name.
+type Key = (String, String, String);
+
+/// The data an entry was loaded from: the Delta table's URL and version.
+pub(crate) type Source = (String, u64);
+
+#[derive(Debug)]
+struct Entry {
+    source: Source,
+    /// The store version that was read when loading (for display).
+    version: u64,
+    /// `None`: the version did not fit in the budget.
+    table: Option<Arc<CachedTable>>,
+    rows: u64,
+    bytes: u64,
+    loaded: DateTime<Utc>,
+    hits: u64,
+    last_used: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<Key, Entry>,
+    /// Bytes held by entries with a table.
+    used: u64,
+    /// A counter for least-recently-used order.
+    tick: u64,
+}
+
+impl State {
+    fn remove(&mut self, key: &Key) {
+        if let Some(e) = self.entries.remove(key)
+            && e.table.is_some()
+        {
+            self.used -= e.bytes;
+        }
+    }
+
+    /// Drops the least recently read entries until `bytes` more fit in `budget`.
+    fn make_room(&mut self, bytes: u64, budget: u64) {
+        while self.used + bytes > budget {
+            let oldest = self
+                .entries
+                .iter()
+                .filter(|(_, e)| e.table.is_some())
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.remove(&k),
+                None => break,
+            }
+        }
+    }
+}
+
+/// One entry as `omega.system.cache` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntryInfo {
+    pub bucket: String,
+    pub name: String,
+    pub version: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// `held`, or `too large` (the version exceeds the budget; read from Parquet).
+    pub state: &'static str,
+    pub loaded: DateTime<Utc>,
+    pub hits: u64,
+}
+
+/// The memory cache of one store in this process (shared by every session
+/// opened on it). See the module doc for its contract.
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    budget: AtomicU64,
+    all_tables: AtomicBool,
+    state: Mutex<State>,
+    /// One load at a time per dataset: concurrent first readers wait for it.
+    loading: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl MemoryCache {
+    /// A cache holding at most `budget` bytes of decoded batches (0: off).
+    pub fn new(budget: u64) -> Self {
+        let cache = Self::default();
+        cache.budget.store(budget, Ordering::Relaxed);
+        cache
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Changes the budget; entries beyond a smaller one are dropped (least
+    /// recently read first), and "too large" verdicts are forgotten.
+    pub fn set_budget(&self, bytes: u64) {
+        self.budget.store(bytes, Ordering::Relaxed);
+        let mut s = self.lock();
+        s.entries.retain(|_, e| e.table.is_some());
+        s.make_room(0, bytes);
+    }
+
+    /// Caches every table read, marked or not (for a process that serves a
+    /// working set that fits in memory).
+    pub fn set_all_tables(&self, on: bool) {
+        self.all_tables.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether reads of `meta` go through the cache.
+    pub fn wants(&self, meta: &Metadata) -> bool {
+        self.budget() > 0 && (self.all_tables.load(Ordering::Relaxed) || marked(meta))
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    /// What the cache holds (and the versions it refused), by bucket and name.
+    pub fn entries(&self) -> Vec<CacheEntryInfo> {
+        let s = self.lock();
+        let mut out: Vec<_> = s
+            .entries
+            .iter()
+            .map(|((bucket, _, name), e)| CacheEntryInfo {
+                bucket: bucket.clone(),
+                name: name.clone(),
+                version: e.version,
+                rows: e.rows,
+                bytes: e.bytes,
+                state: if e.table.is_some() {
+                    "held"
+                } else {
+                    "too large"
+                },
+                loaded: e.loaded,
+                hits: e.hits,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.bucket, &a.name).cmp(&(&b.bucket, &b.name)));
+        out
+    }
+
+    /// Drops what is held for `meta`'s dataset (it was unmarked).
+    pub fn forget(&self, meta: &Metadata) {
+        self.lock().remove(&key(meta));
+    }
+
+    /// Drops the entry of `meta`'s dataset if it holds `source` (that
+    /// version's data is being deleted).
+    pub(crate) fn forget_source(&self, meta: &Metadata, source: &Source) {
+        let key = key(meta);
+        let mut s = self.lock();
+        if s.entries.get(&key).is_some_and(|e| &e.source == source) {
+            s.remove(&key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entry for `key` if it was loaded from `source`: its table, or
+    /// `Some(None)` when that version was too large.
+    fn lookup(&self, key: &Key, source: &Source) -> Option<Option<Arc<CachedTable>>> {
+        let mut s = self.lock();
+        s.tick += 1;
+        let tick = s.tick;
+        let e = s.entries.get_mut(key).filter(|e| &e.source == source)?;
+        if e.table.is_some() {
+            e.hits += 1;
+            e.last_used = tick;
+        }
+        Some(e.table.clone())
+    }
+
+    /// The provider a query of `meta` (whose Delta data is `source`, read by
+    /// `scan`) should use: the cached batches, loaded now if needed, or
+    /// `scan` itself when the version does not fit.
+    pub(crate) async fn provider(
+        &self,
+        meta: &Metadata,
+        source: Source,
+        scan: Arc<dyn TableProvider>,
+        session: &SessionContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let key = key(meta);
+        if let Some(hit) = self.lookup(&key, &source) {
+            return Ok(hit.map(|t| t as _).unwrap_or(scan));
+        }
+        let gate = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _loading = gate.lock().await;
+        // another reader may have loaded it while this one waited
+        if let Some(hit) = self.lookup(&key, &source) {
+            return Ok(hit.map(|t| t as _).unwrap_or(scan));
+        }
+        let budget = self.budget();
+        let loaded = load(&meta.name, &scan, session, budget).await?;
+        let mut s = self.lock();
+        s.remove(&key);
+        s.tick += 1;
+        let mut entry = Entry {
+            source,
+            version: meta.version,
+            table: None,
+            rows: 0,
+            bytes: 0,
+            loaded: Utc::now(),
+            hits: 0,
+            last_used: s.tick,
+        };
+        let provider = match loaded {
+            Some((partitions, rows, bytes)) => {
+                let table = Arc::new(CachedTable::new(scan.schema(), partitions, &meta.name)?);
+                s.make_room(bytes, budget);
+                s.used += bytes;
+                entry.table = Some(table.clone());
+                entry.rows = rows;
+                entry.bytes = bytes;
+                table as Arc<dyn TableProvider>
+            }
+            None => scan,
+        };
+        s.entries.insert(key, entry);
+        Ok(provider)
+    }
+}
+
+fn key(meta: &Metadata) -> Key {
+    (meta.bucket.clone(), meta.prefix.clone(), meta.name.clone())
+}
+
+/// Partitions of batches, their rows and decoded bytes: every partition of
+/// the scan read concurrently; `None` as soon as the bytes pass `budget`.
+async fn load(
+    name: &str,
+    scan: &Arc<dyn TableProvider>,
+    session: &SessionContext,
+    budget: u64,
+) -> Result<Option<(Vec<Vec<RecordBatch>>, u64, u64)>> {
+    let failed = |e: datafusion::error::DataFusionError| StoreError::table(name, e);
+    let state = session.state();
+    let plan = scan.scan(&state, None, &[], None).await.map_err(failed)?;
+    let task = session.task_ctx();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let over = Arc::new(AtomicBool::new(false));
+    let reads = (0..plan.properties().partitioning.partition_count()).map(|i| {
+        let (plan, task, bytes, over) = (plan.clone(), task.clone(), bytes.clone(), over.clone());
+        async move {
+            let mut stream = plan.execute(i, task)?;
+            let mut batches = Vec::new();
+            while let Some(b) = stream.try_next().await? {
+                let size = b.get_array_memory_size() as u64;
+                if bytes.fetch_add(size, Ordering::Relaxed) + size > budget {
+                    over.store(true, Ordering::Relaxed);
+                }
+                if over.load(Ordering::Relaxed) {
+                    break;
+                }
+                batches.push(b);
+            }
+            Ok::<_, datafusion::error::DataFusionError>(batches)
+        }
+    });
+    let partitions = futures::future::try_join_all(reads).await.map_err(failed)?;
+    if over.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let rows = partitions
+        .iter()
+        .flatten()
+        .map(|b| b.num_rows() as u64)
+        .sum();
+    Ok(Some((partitions, rows, bytes.load(Ordering::Relaxed))))
+}
+
+/// A version's batches as a read-only table (a `MemTable` that refuses
+/// inserts: writes go through the store).
+#[derive(Debug)]
+pub(crate) struct CachedTable {
+    inner: MemTable,
+}
+
+impl CachedTable {
+    fn new(schema: SchemaRef, partitions: Vec<Vec<RecordBatch>>, name: &str) -> Result<Self> {
+        let inner =
+            MemTable::try_new(schema, partitions).map_err(|e| StoreError::table(name, e))?;
+        Ok(Self { inner })
+    }
+}
+
+#[async_trait]
+impl TableProvider for CachedTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+}
+
+/// The cache registered on `session` (a session extension), if any.
+pub fn of(session: &SessionContext) -> Option<Arc<MemoryCache>> {
+    session
+        .state_ref()
+        .read()
+        .config()
+        .get_extension::<MemoryCache>()
+}
