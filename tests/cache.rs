@@ -155,6 +155,12 @@ async fn a_new_version_replaces_the_cached_one() {
         held(&om).await,
         vec![("trips".to_string(), 3, "held".to_string(), 20001)]
     );
+    // a read of an older version is served from Parquet and keeps the latest held
+    assert_eq!(scalar(&om, "SELECT count(*) FROM \"trips@1\"").await, 20000);
+    assert_eq!(
+        held(&om).await,
+        vec![("trips".to_string(), 3, "held".to_string(), 20001)]
+    );
     // the mark stays with the dataset across versions
     let meta = om.datasets().metadata("trips").await.unwrap();
     assert_eq!(meta.attributes["cache"], "memory");

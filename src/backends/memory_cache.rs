@@ -217,12 +217,16 @@ impl MemoryCache {
     }
 
     /// The entry for `key` if it was loaded from `source`: its table, or
-    /// `Some(None)` when that version was too large.
-    fn lookup(&self, key: &Key, source: &Source) -> Option<Option<Arc<CachedTable>>> {
+    /// `Some(None)` when that version was too large or is older than the
+    /// one held (a time-travel read does not displace the latest version).
+    fn lookup(&self, key: &Key, source: &Source, version: u64) -> Option<Option<Arc<CachedTable>>> {
         let mut s = self.lock();
         s.tick += 1;
         let tick = s.tick;
-        let e = s.entries.get_mut(key).filter(|e| &e.source == source)?;
+        let e = s.entries.get_mut(key)?;
+        if &e.source != source {
+            return (version < e.version).then_some(None);
+        }
         if e.table.is_some() {
             e.hits += 1;
             e.last_used = tick;
@@ -241,7 +245,7 @@ impl MemoryCache {
         session: &SessionContext,
     ) -> Result<Arc<dyn TableProvider>> {
         let key = key(meta);
-        if let Some(hit) = self.lookup(&key, &source) {
+        if let Some(hit) = self.lookup(&key, &source, meta.version) {
             return Ok(hit.map(|t| t as _).unwrap_or(scan));
         }
         let gate = self
@@ -253,7 +257,7 @@ impl MemoryCache {
             .clone();
         let _loading = gate.lock().await;
         // another reader may have loaded it while this one waited
-        if let Some(hit) = self.lookup(&key, &source) {
+        if let Some(hit) = self.lookup(&key, &source, meta.version) {
             return Ok(hit.map(|t| t as _).unwrap_or(scan));
         }
         let budget = self.budget();
