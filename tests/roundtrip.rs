@@ -960,3 +960,87 @@ async fn sort_order_and_bloom_filters_skip_data() {
     .await;
     assert_eq!(matched, 0, "{pruned} pruned after the delete");
 }
+
+/// `optimize --zorder x,y` clusters the rows so that pages hold narrow
+/// ranges of both columns: a filter on either skips pages, where a sort by
+/// x leaves y's pages spanning everything. Same rows, a new version, typed
+/// errors for bad columns.
+#[tokio::test]
+async fn z_order_lets_filters_on_every_column_skip_data() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let batch = |part: i64| {
+        let n = 50_000i64;
+        let x: Vec<i64> = (0..n).map(|i| (i * 7919 + part * 13) % 1000).collect();
+        let y: Vec<i64> = (0..n).map(|i| (i * 104_729 + part * 31) % 1000).collect();
+        RecordBatch::try_from_iter(vec![
+            ("x", Arc::new(Int64Array::from(x)) as arrow::array::ArrayRef),
+            ("y", Arc::new(Int64Array::from(y)) as _),
+        ])
+        .unwrap()
+    };
+    for name in ["z", "s"] {
+        for part in 0..4 {
+            om.datasets()
+                .put(batch(part), name, PutOptions::default())
+                .await
+                .unwrap();
+        }
+    }
+    let sum = "SELECT sum(x * 1000 + y) FROM {t}";
+    let before = common::scalar(&om, &sum.replace("{t}", "z")).await;
+    let (meta, rows) = om
+        .datasets()
+        .change_table(
+            "z",
+            omegastore::store::TableChange::ZOrder(vec!["x".into(), "y".into()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((meta.version, rows), (5, 200_000));
+    assert_eq!(meta.kind_meta["zorder"], json!(["x", "y"]));
+    assert_eq!(common::scalar(&om, &sum.replace("{t}", "z")).await, before);
+    om.datasets()
+        .change_table("s", omegastore::store::TableChange::Sort(vec!["x".into()]))
+        .await
+        .unwrap();
+
+    let skipped = |t: &'static str, col: &'static str| {
+        let om = om.clone();
+        async move {
+            let q = format!("SELECT count(*) FROM {t} WHERE {col} = 500");
+            let (pruned, matched) = pruning(&om, &q, "page_index_rows_pruned").await;
+            pruned as f64 / (pruned + matched) as f64
+        }
+    };
+    let (zx, zy, sx, sy) = (
+        skipped("z", "x").await,
+        skipped("z", "y").await,
+        skipped("s", "x").await,
+        skipped("s", "y").await,
+    );
+    assert!(
+        zx > 0.3 && zy > 0.3,
+        "z-order skips on both: x {zx:.2}, y {zy:.2}"
+    );
+    assert!(
+        sx > 0.8 && sy < 0.05,
+        "a sort by x skips on x only: x {sx:.2}, y {sy:.2}"
+    );
+
+    for (columns, says) in [
+        (
+            vec!["nope".to_string()],
+            "'nope' cannot be a Z-order column",
+        ),
+        (vec![], "at least one column"),
+    ] {
+        let e = om
+            .datasets()
+            .change_table("z", omegastore::store::TableChange::ZOrder(columns))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{e}");
+    }
+    assert_eq!(om.datasets().metadata("z").await.unwrap().version, 5);
+}

@@ -1039,7 +1039,7 @@ impl DeltaTableBackend {
         // rewritten files are written as the version's own were
         let properties = writer_properties(&recorded_columns(meta, "bloom_filters"));
         // a compaction concatenates files: the rows are no longer in the stored order
-        let keeps_order = !matches!(change, TableChange::Compact);
+        let keeps_order = !matches!(change, TableChange::Compact | TableChange::ZOrder(_));
         let (table, rows) = match change {
             TableChange::Delete { predicate } => {
                 let mut b = table
@@ -1102,6 +1102,35 @@ impl DeltaTableBackend {
                     .await
                     .map_err(|e| delta_err(name, e))?;
                 (t, m.num_files_removed)
+            }
+            TableChange::ZOrder(columns) => {
+                let schema = table
+                    .snapshot()
+                    .map_err(|e| delta_err(name, e))?
+                    .snapshot()
+                    .arrow_schema();
+                if columns.is_empty() {
+                    return Err(StoreError::invalid_input(
+                        name,
+                        "Z-order needs at least one column",
+                    ));
+                }
+                check_columns(name, &schema, &columns, "a Z-order column")?;
+                let (t, _) = table
+                    .optimize()
+                    .with_type(deltalake::operations::optimize::OptimizeType::ZOrder(
+                        columns.clone(),
+                    ))
+                    .with_writer_properties(properties)
+                    .with_session_state(session)
+                    .with_commit_properties(staged_commit(&write_id))
+                    .await
+                    .map_err(|e| delta_err(name, e))?;
+                let mut written = finish_stage(cx.root, &dir, &t, &staging, &write_id).await?;
+                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, false);
+                written.kind_meta["zorder"] = json!(columns);
+                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
+                return Ok((written, rows));
             }
         };
         let mut written = finish_stage(cx.root, &dir, &table, &staging, &write_id).await?;

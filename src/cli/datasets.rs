@@ -95,8 +95,17 @@ pub enum DatasetsCommand {
         name: String,
         /// Rewrite the rows sorted by these columns instead, and keep that as the
         /// table's sort order (appends follow it).
-        #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "COL,...",
+            conflicts_with = "zorder"
+        )]
         sort_by: Vec<String>,
+        /// Rewrite the rows clustered along a Z-order curve of these columns, so
+        /// filters on any of them skip files (appends do not follow it).
+        #[arg(long, value_delimiter = ',', value_name = "COL,...")]
+        zorder: Vec<String>,
     },
     /// Keep a table's latest version in memory in long-lived processes (om serve
     /// --cache-memory, an application with a cache budget); --off to stop.
@@ -371,7 +380,20 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 meta.name, meta.version, meta.uri
             );
         }
-        DatasetsCommand::Optimize { name, sort_by } if !sort_by.is_empty() => {
+        DatasetsCommand::Optimize { name, zorder, .. } if !zorder.is_empty() => {
+            let before = store.metadata(&name).await?;
+            let (meta, rows) = store
+                .change_table(&name, crate::store::TableChange::ZOrder(zorder.clone()))
+                .await?;
+            println!(
+                "Z-ordered {rows} rows of {name} by {} into {} files (version {} -> {})",
+                zorder.join(", "),
+                meta.kind_meta["files"],
+                before.version,
+                meta.version
+            );
+        }
+        DatasetsCommand::Optimize { name, sort_by, .. } if !sort_by.is_empty() => {
             let before = store.metadata(&name).await?;
             let (meta, rows) = store
                 .change_table(&name, crate::store::TableChange::Sort(sort_by.clone()))

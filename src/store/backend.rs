@@ -420,6 +420,12 @@ pub enum TableChange {
     /// table's sort order (see [`PutOptions::sort_by`]); the rows are
     /// unchanged. Reports the rows written.
     Sort(Vec<String>),
+    /// Rewrite the rows clustered along a Z-order curve of these columns
+    /// (delta-rs's Z-order optimize): each file then holds narrow ranges of
+    /// every one of them, so filters on any of them skip files, where a sort
+    /// helps mostly its leading column. Drops a stored sort order; appends do
+    /// not follow it. Reports the rows written.
+    ZOrder(Vec<String>),
 }
 
 /// The relative paths `meta` records at the `kind_meta` keys given (for
