@@ -681,12 +681,8 @@ impl DataBackend for DeltaTableBackend {
         meta: &Metadata,
         opts: &GetOptions,
     ) -> Result<Data> {
-        let mut provider = table_provider(cx.root, cx.session, meta, self.scan).await?;
-        if let Some(cache) = super::memory_cache::of(cx.session).filter(|c| c.wants(meta))
-            && let Some(source) = snapshot_key(cx.root, meta)?
-        {
-            provider = cache.provider(meta, source, provider, cx.session).await?;
-        }
+        let provider = table_provider(cx.root, cx.session, meta, self.scan).await?;
+        let provider = through_cache(cx.root, cx.session, meta, provider).await?;
         let df = cx.named_scan(provider)?;
         // Options are applied by the store, above the named scan.
         let _ = opts;
@@ -790,14 +786,12 @@ impl DataBackend for DeltaTableBackend {
         // best effort: a reader or the next writer rolls it forward
         let _ = publish(cx.root, meta).await;
         // A cached table's new version is loaded now, not by its next reader.
-        if let Some(cache) = super::memory_cache::of(cx.session).filter(|c| c.wants(meta))
-            && let Ok(Some(source)) = snapshot_key(cx.root, meta)
-        {
+        if super::memory_cache::of(cx.session).is_some_and(|c| c.wants(meta)) {
             let (root, session, meta) = (cx.root.clone(), cx.session.clone(), meta.clone());
             let how = self.scan;
             tokio::spawn(async move {
                 if let Ok(scan) = table_provider(&root, &session, &meta, how).await {
-                    let _ = cache.provider(&meta, source, scan, &session).await;
+                    let _ = through_cache(&root, &session, &meta, scan).await;
                 }
             });
         }
@@ -1040,6 +1034,10 @@ impl DeltaTableBackend {
         let properties = writer_properties(&recorded_columns(meta, "bloom_filters"));
         // a compaction concatenates files: the rows are no longer in the stored order
         let keeps_order = !matches!(change, TableChange::Compact | TableChange::ZOrder(_));
+        let zorder = match &change {
+            TableChange::ZOrder(columns) => Some(columns.clone()),
+            _ => None,
+        };
         let (table, rows) = match change {
             TableChange::Delete { predicate } => {
                 let mut b = table
@@ -1126,15 +1124,17 @@ impl DeltaTableBackend {
                     .with_commit_properties(staged_commit(&write_id))
                     .await
                     .map_err(|e| delta_err(name, e))?;
-                let mut written = finish_stage(cx.root, &dir, &t, &staging, &write_id).await?;
-                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, false);
-                written.kind_meta["zorder"] = json!(columns);
-                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
-                return Ok((written, rows));
+                (t, 0)
             }
         };
         let mut written = finish_stage(cx.root, &dir, &table, &staging, &write_id).await?;
         carry_table_meta(&meta.kind_meta, &mut written.kind_meta, keeps_order);
+        if let Some(columns) = zorder {
+            // a Z-order reports the rows written, as a sort does
+            written.kind_meta["zorder"] = json!(columns);
+            let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
+            return Ok((written, rows));
+        }
         Ok((written, rows))
     }
 }
@@ -1339,6 +1339,24 @@ pub(crate) async fn table_provider(
         provider_cache::put(k, table, provider.clone());
     }
     Ok(provider)
+}
+
+/// `provider` (the scan of `meta`'s version), or the memory cache's batches
+/// of that version when the session's cache holds the table (loaded now if
+/// needed; see [`super::memory_cache`]).
+async fn through_cache(
+    root: &Root,
+    session: &SessionContext,
+    meta: &Metadata,
+    provider: Arc<dyn datafusion::catalog::TableProvider>,
+) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    match super::memory_cache::of(session).filter(|c| c.wants(meta)) {
+        Some(cache) => match snapshot_key(root, meta)? {
+            Some(source) => cache.provider(meta, source, provider, session).await,
+            None => Ok(provider),
+        },
+        None => Ok(provider),
+    }
 }
 
 /// The Delta table URL and version a record pins, when it pins one: what

@@ -380,27 +380,30 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 meta.name, meta.version, meta.uri
             );
         }
-        DatasetsCommand::Optimize { name, zorder, .. } if !zorder.is_empty() => {
+        DatasetsCommand::Optimize {
+            name,
+            sort_by,
+            zorder,
+        } if !sort_by.is_empty() || !zorder.is_empty() => {
+            // clap lets at most one of the two be given
+            let (change, verb, columns) = if zorder.is_empty() {
+                (
+                    crate::store::TableChange::Sort(sort_by.clone()),
+                    "sorted",
+                    sort_by,
+                )
+            } else {
+                (
+                    crate::store::TableChange::ZOrder(zorder.clone()),
+                    "Z-ordered",
+                    zorder,
+                )
+            };
             let before = store.metadata(&name).await?;
-            let (meta, rows) = store
-                .change_table(&name, crate::store::TableChange::ZOrder(zorder.clone()))
-                .await?;
+            let (meta, rows) = store.change_table(&name, change).await?;
             println!(
-                "Z-ordered {rows} rows of {name} by {} into {} files (version {} -> {})",
-                zorder.join(", "),
-                meta.kind_meta["files"],
-                before.version,
-                meta.version
-            );
-        }
-        DatasetsCommand::Optimize { name, sort_by, .. } if !sort_by.is_empty() => {
-            let before = store.metadata(&name).await?;
-            let (meta, rows) = store
-                .change_table(&name, crate::store::TableChange::Sort(sort_by.clone()))
-                .await?;
-            println!(
-                "sorted {rows} rows of {name} by {} into {} files (version {} -> {})",
-                sort_by.join(", "),
+                "{verb} {rows} rows of {name} by {} into {} files (version {} -> {})",
+                columns.join(", "),
                 meta.kind_meta["files"],
                 before.version,
                 meta.version
