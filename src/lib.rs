@@ -31,6 +31,7 @@
 pub mod backends;
 pub mod bench;
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod models;
 pub mod omega;

@@ -83,6 +83,8 @@ impl Omega {
             policies,
             system_tables: Default::default(),
             memory_cache: Default::default(),
+            planner: None,
+            options: Vec::new(),
         };
         crate::sql::cache_table::register(&parts.system_tables);
         crate::runtime::tables::register(&parts.system_tables);
@@ -178,6 +180,36 @@ impl Omega {
         Ok(Self {
             engine,
             parts: self.parts.clone(),
+            runtime: self.runtime.clone(),
+        })
+    }
+
+    /// The same session, with its queries' file scans run on the Ballista
+    /// cluster at `url` (`df://HOST:PORT`, started with `om cluster`).
+    /// Queries are still planned here, with this session's identity: mixins
+    /// rewrite the plan before any part of it is sent, and table and model
+    /// versions are pinned here. Every session derived from the returned one
+    /// (`with_identity`, `bucket`, …) uses the cluster too. Fails with
+    /// [`ClusterError::Unreachable`](crate::cluster::ClusterError) when the
+    /// scheduler does not answer within
+    /// [`CONNECT_TIMEOUT`](crate::cluster::CONNECT_TIMEOUT).
+    pub async fn with_cluster(&self, url: &str) -> Result<Self, crate::cluster::ClusterError> {
+        let scheduler = crate::cluster::connect(url, crate::cluster::CONNECT_TIMEOUT).await?;
+        let mut parts = self.parts.clone();
+        parts.planner = Some(crate::cluster::planner(
+            crate::sql::session::local_planner(),
+            scheduler,
+            &parts.root,
+        ));
+        parts.options.extend(
+            crate::cluster::SESSION_OPTIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let engine = open_engine(&parts, self.options()).bucket(self.bucket_name())?;
+        Ok(Self {
+            engine,
+            parts,
             runtime: self.runtime.clone(),
         })
     }

@@ -43,6 +43,9 @@ pub enum BenchCommand {
         /// Generate the tables again even if the store has them.
         #[arg(long)]
         regenerate: bool,
+        /// Run the queries on this Ballista cluster (df://HOST:PORT; see `om cluster`).
+        #[arg(long, env = "OMEGA_CLUSTER")]
+        cluster: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -126,6 +129,7 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             answers,
             export,
             regenerate,
+            cluster,
             common,
         } => {
             if !(sf > 0.0 && sf <= 1000.0) {
@@ -138,6 +142,10 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
                     "--queries: {q} is not a TPC-H query (1-22)"
                 )));
             }
+            let om = match &cluster {
+                Some(url) => om.with_cluster(url).await?,
+                None => om.clone(),
+            };
             let om = om.bucket(&tpch::bucket(sf))?;
             let opts = tpch::TpchOptions {
                 scale_factor: sf,
@@ -150,7 +158,11 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             let mut timings = tpch::load(&om, &opts, &say).await?;
             timings.extend(tpch::run(&om, &opts, &say).await?);
             pb.finish_and_clear();
-            report(&format!("TPC-H sf {sf}"), &timings, common.format)?;
+            let title = match &cluster {
+                Some(url) => format!("TPC-H sf {sf} on cluster {url}"),
+                None => format!("TPC-H sf {sf}"),
+            };
+            report(&title, &timings, common.format)?;
         }
         BenchCommand::Serve {
             clients,

@@ -2,6 +2,7 @@
 //! report. Each command group lives in its own file.
 
 pub mod bench;
+pub mod cluster;
 pub mod datasets;
 pub mod gc;
 pub mod keys;
@@ -32,7 +33,7 @@ pub enum CliError {
     #[error(transparent)]
     Model(#[from] crate::models::ModelError),
     #[error("query failed: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(datafusion::error::DataFusionError),
     #[error("cannot write the output: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("cannot write Parquet: {0}")]
@@ -45,8 +46,29 @@ pub enum CliError {
     },
     #[error(transparent)]
     Key(#[from] crate::store::keys::KeyError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("{0}")]
     Usage(String),
+}
+
+impl From<datafusion::error::DataFusionError> for CliError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        // a cluster's error keeps its own (typed, one-line) message
+        match e {
+            datafusion::error::DataFusionError::External(inner)
+                if inner.is::<crate::cluster::ClusterError>() =>
+            {
+                match inner.downcast::<crate::cluster::ClusterError>() {
+                    Ok(c) => CliError::Cluster(*c),
+                    Err(other) => {
+                        CliError::DataFusion(datafusion::error::DataFusionError::External(other))
+                    }
+                }
+            }
+            e => CliError::DataFusion(e),
+        }
+    }
 }
 
 impl CliError {
@@ -96,6 +118,9 @@ pub enum Command {
     Jobs(runtime::JobsArgs),
     /// Serve the store: Flight SQL and an HTTP API, with API keys.
     Serve(serve::ServeArgs),
+    /// Run a Ballista cluster for `--cluster df://…`: a scheduler, executors.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Create a local store with a sample dataset and show what omegastore does.
     Quickstart {
         /// Where to write the sample CSV (default: a temporary directory).
@@ -111,6 +136,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Tasks(args) => return runtime::tasks(args, open).await,
         Command::Jobs(args) => return runtime::jobs(args, open).await,
+        Command::Cluster(cmd) => return cluster::run(&cli.root, cmd).await,
         _ => {}
     }
     let om = open().await?;
@@ -121,7 +147,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sql(args) => sql::run(&om, args).await,
         Command::Gc(args) => gc::run(&om, args).await,
         Command::Keys(cmd) => keys::run(&om, cmd).await,
-        Command::Tasks(_) | Command::Jobs(_) => Ok(()), // handled above
+        Command::Tasks(_) | Command::Jobs(_) | Command::Cluster(_) => Ok(()), // handled above
         Command::Serve(args) => serve::run(&om, args).await,
         Command::Quickstart { sample } => quickstart::run(&om, sample).await,
     }

@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// recently read dropped first), e.g. 4GiB; 0 turns the cache off.
     #[arg(long, default_value = "1GiB")]
     cache_memory: String,
+    /// Run queries' scans on this Ballista cluster (df://HOST:PORT; see `om cluster`).
+    #[arg(long, env = "OMEGA_CLUSTER")]
+    cluster: Option<String>,
     /// Seconds running requests get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 30)]
     shutdown_timeout: u64,
@@ -115,6 +118,14 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         text => parse_size("cache-memory", text)?,
     };
     om.memory_cache().set_budget(cache_bytes);
+    let clustered;
+    let om = match &args.cluster {
+        Some(url) => {
+            clustered = om.with_cluster(url).await?;
+            &clustered
+        }
+        None => om,
+    };
     let tls = config.tls.is_some();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -152,9 +163,13 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         None => "API key required".into(),
     };
     println!(
-        "om serve: {}; root {}; scheduler on (runtime {}); memory cache {}; {access}",
+        "om serve: {}; root {}{}; scheduler on (runtime {}); memory cache {}; {access}",
         listening.join(", "),
         om.root().url(),
+        match &args.cluster {
+            Some(url) => format!("; queries on cluster {url}"),
+            None => String::new(),
+        },
         running.runtime,
         match cache_bytes {
             0 => "off".to_string(),

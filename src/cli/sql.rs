@@ -38,6 +38,9 @@ pub struct SqlArgs {
     pub user: Option<String>,
     #[arg(long = "role")]
     pub roles: Vec<String>,
+    /// Run the queries' scans on this Ballista cluster (df://HOST:PORT; see `om cluster`).
+    #[arg(long, env = "OMEGA_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 /// `42` → Int64, `4.2` → Float64, `true` → Boolean, anything else → Utf8.
@@ -54,6 +57,14 @@ pub fn parse_param(s: &str) -> ScalarValue {
 }
 
 pub async fn run(om: &Omega, args: SqlArgs) -> Result<(), CliError> {
+    let clustered;
+    let om = match &args.cluster {
+        Some(url) => {
+            clustered = om.with_cluster(url).await?;
+            &clustered
+        }
+        None => om,
+    };
     let om = if args.user.is_some() || !args.roles.is_empty() || args.read_only {
         let roles: Vec<&str> = args.roles.iter().map(String::as_str).collect();
         om.with_identity(args.user.as_deref().unwrap_or(""), &roles, args.read_only)?
@@ -126,6 +137,7 @@ async fn shell(om: &Omega, args: &SqlArgs) -> Result<(), CliError> {
         read_only: args.read_only,
         user: args.user.clone(),
         roles: args.roles.clone(),
+        cluster: None, // the shell's session already uses it
     };
     let mut buffer = String::new();
     loop {

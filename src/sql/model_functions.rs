@@ -311,6 +311,16 @@ impl PredictUdf {
         }
     }
 
+    /// The model version this call was pinned to at analysis, if any.
+    pub fn pinned_model(&self) -> Option<&Arc<LoadedModel>> {
+        self.pinned.as_ref()
+    }
+
+    /// `predict_proba` rather than `predict`.
+    pub fn is_proba(&self) -> bool {
+        self.proba
+    }
+
     fn fname(&self) -> &'static str {
         if self.proba {
             "predict_proba"
@@ -452,41 +462,53 @@ impl ScalarUDFImpl for PredictUdf {
             _ => None,
         };
         let m = self.model_of(name.as_ref())?;
-        let f = m
-            .fitted()
-            .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
-        let n = args.number_rows;
-        let inputs = args.args[1..]
-            .iter()
-            .map(|a| a.to_array(n).map(|a| vec![a]))
-            .collect::<DfResult<Vec<_>>>()?;
-        let x = match f.features.encode(&inputs, n) {
-            Ok(x) => x,
-            Err(e) => return exec_err!("{}('{}'): {e}", self.fname(), m.label()),
+        predict_batch(&m, self.proba, args)
+    }
+}
+
+/// One batch of `predict(model, features…)` (or `predict_proba`): the
+/// features encoded as the model was trained, then its predictions. Shared by
+/// the session's UDF and the one a cluster executor decodes.
+pub fn predict_batch(
+    m: &LoadedModel,
+    proba: bool,
+    args: ScalarFunctionArgs,
+) -> DfResult<ColumnarValue> {
+    let fname = if proba { "predict_proba" } else { "predict" };
+    let f = m
+        .fitted()
+        .map_err(|e| datafusion::error::DataFusionError::Execution(e.to_string()))?;
+    let n = args.number_rows;
+    let inputs = args.args[1..]
+        .iter()
+        .map(|a| a.to_array(n).map(|a| vec![a]))
+        .collect::<DfResult<Vec<_>>>()?;
+    let x = match f.features.encode(&inputs, n) {
+        Ok(x) => x,
+        Err(e) => return exec_err!("{fname}('{}'): {e}", m.label()),
+    };
+    if proba {
+        let p = match m.proba(&x) {
+            Ok(p) => p,
+            Err(e) => return exec_err!("{e}"),
         };
-        if self.proba {
-            let p = match m.proba(&x) {
-                Ok(p) => p,
-                Err(e) => return exec_err!("{e}"),
-            };
-            let DataType::Struct(fields) = args.return_field.data_type().clone() else {
-                return exec_err!("predict_proba planned with a non-struct type");
-            };
-            let cols: Vec<ArrayRef> = (0..p.cols)
-                .map(|c| Arc::new(Float64Array::from(p.column(c).to_vec())) as ArrayRef)
-                .collect();
-            return Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
-                fields, cols, None,
-            )?)));
-        }
-        let out = match f.estimator.predict(&x) {
-            Ok(o) => o,
-            Err(e) => return exec_err!("predict('{}'): {e}", m.label()),
+        let DataType::Struct(fields) = args.return_field.data_type().clone() else {
+            return exec_err!("predict_proba planned with a non-struct type");
         };
-        match output_array(&m, out) {
-            Ok(a) => Ok(ColumnarValue::Array(a)),
-            Err(e) => exec_err!("predict('{}'): {e}", m.label()),
-        }
+        let cols: Vec<ArrayRef> = (0..p.cols)
+            .map(|c| Arc::new(Float64Array::from(p.column(c).to_vec())) as ArrayRef)
+            .collect();
+        return Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
+            fields, cols, None,
+        )?)));
+    }
+    let out = match f.estimator.predict(&x) {
+        Ok(o) => o,
+        Err(e) => return exec_err!("predict('{}'): {e}", m.label()),
+    };
+    match output_array(m, out) {
+        Ok(a) => Ok(ColumnarValue::Array(a)),
+        Err(e) => exec_err!("predict('{}'): {e}", m.label()),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::context::SessionContext;
+use datafusion::execution::context::{QueryPlanner, SessionContext};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::optimizer::{Analyzer, AnalyzerRule};
@@ -36,6 +36,18 @@ pub struct SessionParts {
     pub system_tables: Arc<super::system::SystemTables>,
     /// Hot tables' batches, held for every session of the store.
     pub memory_cache: Arc<MemoryCache>,
+    /// The query planner of the sessions (a cluster's); Delta's planner
+    /// ([`local_planner`]) when `None`.
+    pub planner: Option<Arc<dyn QueryPlanner + Send + Sync>>,
+    /// DataFusion options every session sets (`key`, `value`), after the
+    /// defaults (a cluster turns off what its plans cannot carry).
+    pub options: Vec<(String, String)>,
+}
+
+/// The planner of a session that runs everything in this process: Delta's
+/// (Delta writes plan their own nodes).
+pub fn local_planner() -> Arc<dyn QueryPlanner + Send + Sync> {
+    deltalake::delta_datafusion::planner::DeltaPlanner::new()
 }
 
 /// A new engine (one DataFusion session) over `parts` with `options`.
@@ -92,6 +104,11 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     let parquet = &mut config.options_mut().execution.parquet;
     parquet.pushdown_filters = true;
     parquet.reorder_filters = true;
+    for (k, v) in &parts.options {
+        if let Err(e) = config.options_mut().set(k, v) {
+            tracing::warn!("session option {k} = {v} ignored: {e}");
+        }
+    }
     let mut rules: Vec<Arc<dyn AnalyzerRule + Send + Sync>> =
         vec![Arc::new(SharedMixinRule(parts.mixins.clone()))];
     rules.extend(Analyzer::new().rules);
@@ -100,7 +117,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_default_features()
         .with_config(config)
         .with_analyzer_rules(rules)
-        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
         .build();
     let session = SessionContext::new_with_state(state);
     session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(

@@ -1,0 +1,120 @@
+//! `om cluster scheduler` and `om cluster executor`: the processes of a
+//! Ballista cluster that runs omegastore's queries (see `crate::cluster`).
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use super::CliError;
+use crate::Omega;
+use crate::cluster::{ExecutorOptions, ModelRef, StoreModels, run_executor, run_scheduler};
+use crate::store::Root;
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Run a scheduler: clients send queries here (`--cluster df://HOST:PORT`).
+    Scheduler {
+        /// Address to listen on (loopback unless you mean to expose it:
+        /// the scheduler has no authentication).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: String,
+    },
+    /// Run an executor over the store root (--root / OMEGA_ROOT): it reads the
+    /// store's Parquet files and models directly.
+    Executor {
+        /// The scheduler, as HOST:PORT or df://HOST:PORT.
+        #[arg(long, env = "OMEGA_CLUSTER")]
+        scheduler: String,
+        /// Address to bind and advertise to the scheduler and clients.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind_host: String,
+        /// Arrow Flight port (results and shuffle reads).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// gRPC port of the executor.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks run at once (default: the cores of this machine).
+        #[arg(long)]
+        vcores: Option<usize>,
+        /// Directory for shuffle files (default: a temporary directory).
+        #[arg(long)]
+        work_dir: Option<String>,
+    },
+}
+
+/// A cluster URL from `HOST:PORT` or `df://HOST:PORT`.
+fn cluster_url(s: &str) -> String {
+    if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("df://{s}")
+    }
+}
+
+pub async fn run(root: &str, cmd: ClusterCommand) -> Result<(), CliError> {
+    // Ballista logs through `log`; OMEGA_LOG=info shows its task events
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match cmd {
+        ClusterCommand::Scheduler { bind } => {
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|e| CliError::io(&bind, e))?;
+            let addr = listener.local_addr().map_err(|e| CliError::io(&bind, e))?;
+            eprintln!(
+                "om cluster scheduler: listening on df://{addr} (om {}); start executors with `om cluster executor --scheduler {addr}`",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(run_scheduler(listener).await?)
+        }
+        ClusterCommand::Executor {
+            scheduler,
+            bind_host,
+            port,
+            grpc_port,
+            vcores,
+            work_dir,
+        } => {
+            let scheduler = crate::cluster::scheduler_url(&cluster_url(&scheduler))?;
+            let root = Root::open(root)?;
+            root.check().await?;
+            let root_url = root.url().to_string();
+            let models = StoreModels::new(Arc::new(move |r: ModelRef| {
+                let root_url = root_url.clone();
+                Box::pin(async move {
+                    let om = Omega::open(&root_url)
+                        .await
+                        .and_then(|om| om.bucket(&r.bucket))
+                        .map_err(|e| e.to_string())?;
+                    om.models()
+                        .load(&format!("{}@{}", r.name, r.version))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }))
+            .map_err(|e| CliError::io("model loader runtime", e))?;
+            let vcores = vcores
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            eprintln!(
+                "om cluster executor: serving {} to {scheduler} on {bind_host}:{port} with {vcores} task slots (om {})",
+                root.url(),
+                env!("CARGO_PKG_VERSION")
+            );
+            let options = ExecutorOptions {
+                scheduler,
+                bind_host,
+                port,
+                grpc_port,
+                vcores,
+                work_dir,
+            };
+            Ok(run_executor(options, root, Arc::new(models)).await?)
+        }
+    }
+}

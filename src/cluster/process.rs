@@ -1,0 +1,195 @@
+//! The cluster's processes, as `om cluster scheduler` and `om cluster
+//! executor` run them: Ballista's scheduler and executor (as libraries) with
+//! omegastore's codecs, its session options, and on executors the store's
+//! object store (so they read the snapshot's Parquet files directly) and
+//! its models.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::utils::default_session_builder;
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use datafusion::execution::SessionState;
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use object_store::ObjectStore;
+use object_store::memory::InMemory;
+use tokio::net::TcpListener;
+use url::Url;
+
+use super::ClusterError;
+use super::codec::{OmegaPhysicalCodec, logical_codec};
+use super::models::ModelSource;
+use crate::sql::OmegaOptions;
+use crate::store::Root;
+
+/// The session configuration scheduler and executors start from: Ballista's,
+/// knowing omegastore's options (clients send them with every query).
+fn session_config() -> SessionConfig {
+    SessionConfig::new_with_ballista().with_option_extension(OmegaOptions::default())
+}
+
+/// The scheduler's object stores: it decodes plans that name the store's
+/// files but reads none of them, so any URL gets an empty store (a read
+/// there would find nothing, never another store's data).
+#[derive(Debug, Default)]
+struct NoDataStores {
+    known: DefaultObjectStoreRegistry,
+}
+
+impl ObjectStoreRegistry for NoDataStores {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        Ok(self
+            .known
+            .get_store(url)
+            .unwrap_or_else(|_| Arc::new(InMemory::new())))
+    }
+}
+
+/// The scheduler's sessions: Ballista's, over [`NoDataStores`].
+fn scheduler_session(config: SessionConfig) -> datafusion::error::Result<SessionState> {
+    let state = default_session_builder(config)?;
+    let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+        .with_object_store_registry(Arc::new(NoDataStores::default()))
+        .build()?;
+    Ok(SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(Arc::new(runtime))
+        .build())
+}
+
+/// Runs a scheduler on `listener` until the process ends.
+pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClusterError::start("scheduler", e))?;
+    let config = SchedulerConfig {
+        bind_host: addr.ip().to_string(),
+        bind_port: addr.port(),
+        external_host: addr.ip().to_string(),
+        override_physical_codec: Some(Arc::new(OmegaPhysicalCodec::new(None, None))),
+        override_logical_codec: Some(logical_codec()),
+        override_config_producer: Some(Arc::new(session_config)),
+        override_session_builder: Some(Arc::new(scheduler_session)),
+        // executors beat every 5 s: one silent for 20 s is dead, its tasks
+        // rescheduled on the others (Ballista's defaults wait 3 minutes)
+        executor_timeout_seconds: 20,
+        expire_dead_executor_interval_seconds: 5,
+        min_ready_executors: 1,
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| ClusterError::start("scheduler", e))?;
+    let scheduler =
+        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+            .await
+            .map_err(|e| ClusterError::start("scheduler", e))?;
+    tokio::spawn(fail_jobs_without_executors(scheduler.clone()));
+    start_grpc_service_with_listener(listener, scheduler)
+        .await
+        .map_err(|e| ClusterError::start("scheduler", e))
+}
+
+/// How long jobs wait while no executor is alive before they are cancelled.
+pub const NO_EXECUTORS_GRACE: Duration = Duration::from_secs(30);
+
+/// Ballista keeps a job queued for as long as no executor is alive: a client
+/// would wait forever. Jobs that have waited [`NO_EXECUTORS_GRACE`] with no
+/// live executor are cancelled, so the client's query fails (an executor
+/// that registers within the grace period picks them up instead).
+async fn fail_jobs_without_executors(
+    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+) {
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let jobs = scheduler.state.task_manager.get_running_job_cache();
+        if scheduler.is_ready() || jobs.is_empty() {
+            waiting_since = None;
+            continue;
+        }
+        let since = *waiting_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < NO_EXECUTORS_GRACE {
+            continue;
+        }
+        for job in jobs.keys() {
+            tracing::warn!("cancelling job {job}: no executor alive for {NO_EXECUTORS_GRACE:?}");
+            let _ = scheduler.cancel_job(job.clone()).await;
+        }
+        waiting_since = None;
+    }
+}
+
+/// Where an executor listens and whom it serves.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// `http://host:port` of the scheduler (see [`super::scheduler_url`]).
+    pub scheduler: String,
+    /// Address the executor binds and advertises (loopback unless told).
+    pub bind_host: String,
+    /// Arrow Flight port (results and shuffle reads).
+    pub port: u16,
+    /// gRPC port (push scheduling; unused with the default pull policy).
+    pub grpc_port: u16,
+    /// Tasks run at once.
+    pub vcores: usize,
+    /// Shuffle files; a temporary directory when `None`.
+    pub work_dir: Option<String>,
+}
+
+/// Runs an executor over `root` until the process ends.
+pub async fn run_executor(
+    options: ExecutorOptions,
+    root: Root,
+    models: Arc<dyn ModelSource>,
+) -> Result<(), ClusterError> {
+    let url = url::Url::parse(&options.scheduler)
+        .map_err(|e| ClusterError::bad_url(&options.scheduler, e))?;
+    let base = root.base.clone();
+    let store = root.object_store();
+    let runtime = Arc::new(move |_: &SessionConfig| {
+        let env = RuntimeEnvBuilder::new().build()?;
+        env.register_object_store(&base, store.clone());
+        Ok(Arc::new(env))
+    });
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind_host.clone(),
+        external_host: Some(options.bind_host.clone()),
+        port: options.port,
+        grpc_port: options.grpc_port,
+        scheduler_host: url.host_str().unwrap_or("localhost").to_string(),
+        scheduler_port: url.port().unwrap_or(super::DEFAULT_PORT),
+        scheduler_connect_timeout_seconds: 10,
+        vcores: options.vcores.max(1),
+        work_dir: options.work_dir.clone(),
+        print_thread_info: false,
+        executor_heartbeat_interval_seconds: 5,
+        override_physical_codec: Some(Arc::new(OmegaPhysicalCodec::new(
+            Some(root.url().to_string()),
+            Some(models),
+        ))),
+        override_logical_codec: Some(logical_codec()),
+        override_runtime_producer: Some(runtime),
+        override_config_producer: Some(Arc::new(session_config)),
+        ..Default::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| ClusterError::start("executor", e))
+}
