@@ -182,7 +182,7 @@ def main():
         name = f"q{q:02}"
         sql = (REPO / "sql/tpch" / f"{name}.sql").read_text()
         same = norm(work / "local" / f"{name}.csv") == norm(work / "cluster" / f"{name}.csv")
-        bucket = ["--bucket", "tpch_sf" + str(a.sf).replace(".", "_")]
+        bucket = ["--bucket", "tpch_sf" + ("%g" % a.sf).replace(".", "_")]  # as om names it
         r0 = requests(moto_log)
         subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", f"EXPLAIN {sql}"], env=env, check=True, capture_output=True)
         r1 = requests(moto_log)

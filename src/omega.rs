@@ -214,6 +214,24 @@ impl Omega {
         })
     }
 
+    /// The models of the store at `root` as a cluster executor loads them:
+    /// the versions `predict()` calls were pinned to, each loaded once.
+    pub fn executor_models(root: Root) -> std::io::Result<crate::cluster::StoreModels> {
+        crate::cluster::StoreModels::new(Arc::new(move |r: crate::cluster::ModelRef| {
+            let root = root.clone();
+            Box::pin(async move {
+                let om = Omega::open_root(root)
+                    .await
+                    .and_then(|om| om.bucket(&r.bucket))
+                    .map_err(|e| e.to_string())?;
+                om.models()
+                    .load(&format!("{}@{}", r.name, r.version))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        }))
+    }
+
     /// The session's omegastore options (identity, limits).
     pub fn options(&self) -> OmegaOptions {
         self.engine.options()

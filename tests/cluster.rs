@@ -12,20 +12,16 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use omegastore::cluster::{
-    ClusterError, ExecutorOptions, ModelRef, StoreModels, run_executor, run_scheduler,
-};
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use omegastore::cluster::{ClusterError, ExecutorOptions, run_executor, run_scheduler};
+use omegastore::server::{ServeConfig, serve};
+use omegastore::store::keys::Keys;
 use omegastore::{Omega, PutOptions};
+use std::net::SocketAddr;
+use tonic::transport::Channel;
 
-use common::{exec, local, sample_batch};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{exec, free_port, local, sample_batch};
 
 /// A scheduler and two executors over the store at `root`; the cluster URL.
 async fn start_cluster(root: &str) -> String {
@@ -33,20 +29,7 @@ async fn start_cluster(root: &str) -> String {
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(run_scheduler(listener));
     for _ in 0..2 {
-        let r = root.to_string();
-        let models = StoreModels::new(Arc::new(move |m: ModelRef| {
-            let r = r.clone();
-            Box::pin(async move {
-                let om = Omega::open(&r).await.map_err(|e| e.to_string())?;
-                om.bucket(&m.bucket)
-                    .map_err(|e| e.to_string())?
-                    .models()
-                    .load(&format!("{}@{}", m.name, m.version))
-                    .await
-                    .map_err(|e| e.to_string())
-            })
-        }))
-        .unwrap();
+        let models = Omega::executor_models(omegastore::store::Root::open(root).unwrap()).unwrap();
         let options = ExecutorOptions {
             scheduler: format!("http://127.0.0.1:{port}"),
             bind_host: "127.0.0.1".into(),
@@ -68,6 +51,54 @@ async fn rows(om: &Omega, sql: &str) -> String {
 
 async fn explain(om: &Omega, sql: &str) -> String {
     rows(om, &format!("EXPLAIN {sql}")).await
+}
+
+/// The physical plan of `sql` as (the lines run here, the lines sent to the
+/// cluster: those under a `ClusterExec`).
+async fn split_plan(om: &Omega, sql: &str) -> (String, String) {
+    let batches = om
+        .sql(&format!("EXPLAIN {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut plan = String::new();
+    for b in &batches {
+        let kind = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let text = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
+        let (kind, text) = (
+            kind.as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap(),
+            text.as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            if kind.value(i) == "physical_plan" {
+                plan = text.value(i).to_string();
+            }
+        }
+    }
+    let (mut here, mut shipped) = (String::new(), String::new());
+    let mut under: Option<usize> = None;
+    for line in plan.lines() {
+        let depth = line.len() - line.trim_start().len();
+        if under.is_some_and(|d| depth <= d) {
+            under = None;
+        }
+        match under {
+            Some(_) => shipped.push_str(line),
+            None => here.push_str(line),
+        }
+        if line.trim_start().starts_with("ClusterExec") {
+            under = Some(depth);
+        }
+        here.push('\n');
+        shipped.push('\n');
+    }
+    (here, shipped)
 }
 
 /// A store with `t` (2,000 rows), `u` (50 rows) and a model fitted on `t`.
@@ -110,6 +141,87 @@ async fn queries_on_the_cluster_answer_as_local_ones() {
         assert!(!explain(&om, q).await.contains("ClusterExec"));
         assert_eq!(rows(&remote, q).await, rows(&om, q).await, "{q}");
     }
+    // what holds no files runs here: system tables, information_schema, VALUES
+    for q in [
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'default' ORDER BY 1",
+        "SELECT * FROM (VALUES (1), (2)) v(x)",
+    ] {
+        assert!(!explain(&remote, q).await.contains("ClusterExec"), "{q}");
+        assert_eq!(rows(&remote, q).await, rows(&om, q).await, "{q}");
+    }
+    // EXPLAIN ANALYZE is refused by name, with the way out
+    let e = remote
+        .sql("EXPLAIN ANALYZE SELECT count(*) FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not available on a cluster") && e.contains("without --cluster"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_table_held_in_memory_is_read_here_and_the_rest_on_the_cluster() {
+    let (root, om) = store().await;
+    om.memory_cache().set_budget(64 << 20);
+    exec(&om, "ALTER TABLE u SET (cache = 'memory')").await;
+    let url = start_cluster(&root.url).await;
+    let remote = om.with_cluster(&url).await.unwrap();
+    let q = "SELECT u.name, count(*) AS n, sum(t.score) AS s FROM t JOIN u ON t.id % 50 = u.id GROUP BY u.name ORDER BY u.name";
+    // t's files are scanned on the cluster; u's cached batches never leave
+    let (here, shipped) = split_plan(&remote, q).await;
+    assert!(shipped.contains("file_groups"), "{shipped}");
+    assert!(!shipped.contains("partition_sizes"), "{shipped}");
+    assert!(here.contains("partition_sizes"), "{here}");
+    assert_eq!(rows(&remote, q).await, rows(&om, q).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn om_serve_runs_its_queries_on_the_cluster_with_the_keys_identity() {
+    let (root, om) = store().await;
+    exec(&om, "CREATE POLICY low ON t TO analyst USING (id < 4)").await;
+    exec(&om, "GRANT read ON BUCKET default TO analyst").await;
+    let url = start_cluster(&root.url).await;
+    let config = ServeConfig {
+        flight: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        shutdown_timeout: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let running = serve(om.with_cluster(&url).await.unwrap(), config)
+        .await
+        .unwrap();
+    let key = Keys::new(om.root().clone())
+        .create("default", "analyst", None, None)
+        .await
+        .unwrap()
+        .0;
+    let channel = Channel::from_shared(format!("http://{}", running.flight.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.set_token(key);
+    for (sql, expect) in [
+        ("SELECT count(*) AS n FROM t", "| 4 "),
+        ("EXPLAIN SELECT id FROM t WHERE score > 1", "ClusterExec"),
+    ] {
+        let info = client.execute(sql.to_string(), None).await.unwrap();
+        let mut out = Vec::new();
+        for e in info.endpoint {
+            let mut s = client.do_get(e.ticket.unwrap()).await.unwrap();
+            while let Some(b) = s.try_next().await.unwrap() {
+                out.push(b);
+            }
+        }
+        let text = pretty_format_batches(&out).unwrap().to_string();
+        assert!(text.contains(expect), "{sql}: {text}");
+    }
+    running.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestRoot, om, run_ok, s3};
+use common::{TestRoot, free_port, om, run_ok, s3};
 
 /// A child process killed when dropped.
 struct Proc {
@@ -60,14 +60,6 @@ impl Proc {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn executor(root: &TestRoot, dir: &Path, name: &str, scheduler: u16) -> Proc {

@@ -142,11 +142,9 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
                     "--queries: {q} is not a TPC-H query (1-22)"
                 )));
             }
-            let om = match &cluster {
-                Some(url) => om.with_cluster(url).await?,
-                None => om.clone(),
-            };
-            let om = om.bucket(&tpch::bucket(sf))?;
+            let om = super::cluster::on_cluster(om, cluster.as_deref())
+                .await?
+                .bucket(&tpch::bucket(sf))?;
             let opts = tpch::TpchOptions {
                 scale_factor: sf,
                 runs: common.runs,

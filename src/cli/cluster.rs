@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::CliError;
 use crate::Omega;
-use crate::cluster::{ExecutorOptions, ModelRef, StoreModels, run_executor, run_scheduler};
+use crate::cluster::{ExecutorOptions, run_executor, run_scheduler};
 use crate::store::Root;
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +41,14 @@ pub enum ClusterCommand {
         #[arg(long)]
         work_dir: Option<String>,
     },
+}
+
+/// `om` on the cluster at `url` when one is given (`--cluster`, `OMEGA_CLUSTER`).
+pub async fn on_cluster(om: &Omega, url: Option<&str>) -> Result<Omega, CliError> {
+    Ok(match url {
+        Some(url) => om.with_cluster(url).await?,
+        None => om.clone(),
+    })
 }
 
 /// A cluster URL from `HOST:PORT` or `df://HOST:PORT`.
@@ -84,21 +92,8 @@ pub async fn run(root: &str, cmd: ClusterCommand) -> Result<(), CliError> {
             let scheduler = crate::cluster::scheduler_url(&cluster_url(&scheduler))?;
             let root = Root::open(root)?;
             root.check().await?;
-            let root_url = root.url().to_string();
-            let models = StoreModels::new(Arc::new(move |r: ModelRef| {
-                let root_url = root_url.clone();
-                Box::pin(async move {
-                    let om = Omega::open(&root_url)
-                        .await
-                        .and_then(|om| om.bucket(&r.bucket))
-                        .map_err(|e| e.to_string())?;
-                    om.models()
-                        .load(&format!("{}@{}", r.name, r.version))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            }))
-            .map_err(|e| CliError::io("model loader runtime", e))?;
+            let models = Omega::executor_models(root.clone())
+                .map_err(|e| CliError::io("model loader runtime", e))?;
             let vcores = vcores
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             eprintln!(

@@ -118,14 +118,8 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         text => parse_size("cache-memory", text)?,
     };
     om.memory_cache().set_budget(cache_bytes);
-    let clustered;
-    let om = match &args.cluster {
-        Some(url) => {
-            clustered = om.with_cluster(url).await?;
-            &clustered
-        }
-        None => om,
-    };
+    let clustered = super::cluster::on_cluster(om, args.cluster.as_deref()).await?;
+    let om = &clustered;
     let tls = config.tls.is_some();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

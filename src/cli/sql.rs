@@ -57,14 +57,8 @@ pub fn parse_param(s: &str) -> ScalarValue {
 }
 
 pub async fn run(om: &Omega, args: SqlArgs) -> Result<(), CliError> {
-    let clustered;
-    let om = match &args.cluster {
-        Some(url) => {
-            clustered = om.with_cluster(url).await?;
-            &clustered
-        }
-        None => om,
-    };
+    let clustered = super::cluster::on_cluster(om, args.cluster.as_deref()).await?;
+    let om = &clustered;
     let om = if args.user.is_some() || !args.roles.is_empty() || args.read_only {
         let roles: Vec<&str> = args.roles.iter().map(String::as_str).collect();
         om.with_identity(args.user.as_deref().unwrap_or(""), &roles, args.read_only)?

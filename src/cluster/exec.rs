@@ -28,6 +28,19 @@ use futures::{StreamExt, TryStreamExt};
 use super::ClusterError;
 use super::codec::Header;
 
+/// The one child a node of this file takes.
+fn one_child(
+    node: &str,
+    children: &mut Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    match (children.pop(), children.is_empty()) {
+        (Some(c), true) => Ok(c),
+        _ => Err(DataFusionError::Internal(format!(
+            "{node} takes exactly one input"
+        ))),
+    }
+}
+
 /// A pass-through node at the root of a plan sent to a cluster.
 #[derive(Debug)]
 pub struct PlanHeaderExec {
@@ -79,12 +92,8 @@ impl ExecutionPlan for PlanHeaderExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(PlanHeaderExec::new(self.header.clone(), input))),
-            _ => Err(DataFusionError::Internal(
-                "OmegaPlanHeader takes exactly one input".into(),
-            )),
-        }
+        let input = one_child(self.name(), &mut children)?;
+        Ok(Arc::new(PlanHeaderExec::new(self.header.clone(), input)))
     }
 
     fn execute(
@@ -162,16 +171,12 @@ impl ExecutionPlan for ClusterExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(plan), true) => Ok(Arc::new(ClusterExec::new(
-                self.scheduler.clone(),
-                plan,
-                self.codec.clone(),
-            ))),
-            _ => Err(DataFusionError::Internal(
-                "ClusterExec takes exactly one input".into(),
-            )),
-        }
+        let plan = one_child(self.name(), &mut children)?;
+        Ok(Arc::new(ClusterExec::new(
+            self.scheduler.clone(),
+            plan,
+            self.codec.clone(),
+        )))
     }
 
     fn execute(

@@ -261,3 +261,12 @@ pub async fn scalar(om: &omegastore::Omega, sql: &str) -> i64 {
         .unwrap()
         .value(0)
 }
+
+/// A loopback port free a moment ago (for servers a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
