@@ -85,7 +85,7 @@ def wait_for(log, text, proc, seconds=30):
 
 def requests(moto_log):
     # one access-log line per request: ... "GET /bucket/key HTTP/1.1" 200 -
-    return sum(1 for line in Path(moto_log).read_text(errors="replace").splitlines() if 'HTTP/1.1"' in line)
+    return sum(1 for line in Path(moto_log).read_text(errors="replace").splitlines() if 'HTTP/1.1' in line)
 
 
 def tree_bytes(dirs):
@@ -187,7 +187,8 @@ def main():
         subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", f"EXPLAIN {sql}"], env=env, check=True, capture_output=True)
         r1 = requests(moto_log)
         before = tree_bytes(workdirs)
-        subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", sql], env=env, check=True, capture_output=True)
+        subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", "--file", str(REPO / "sql/tpch" / f"{name}.sql")],
+                       env=env, check=True, capture_output=True)
         r2 = requests(moto_log)
         after = tree_bytes(workdirs)
         shuffled = sum(size for p, size in after.items() if p not in before)
@@ -204,7 +205,7 @@ def main():
     print("| --- | ---: | ---: | ---: | --- | ---: | ---: |")
     for r in rows:
         print(f"| {r['query']} | {r['local_ms']:.0f} | {r['cluster_ms']:.0f} | {r['cluster_ms'] / r['local_ms']:.2f}× | "
-              f"{'yes' if r['same_answer'] else 'NO'} | {r['planning_requests']} / {r['query_requests']} | {r['shuffled_bytes'] / 1e6:.1f} MB |")
+              f"{'yes' if r['same_answer'] else 'NO'} | {r['planning_requests']} / {r['query_requests']} | {r['shuffled_bytes'] / 1e6:.2f} MB |")
     tl = sum(r["local_ms"] for r in rows)
     tc = sum(r["cluster_ms"] for r in rows)
     print(f"| sum | {tl:.0f} | {tc:.0f} | {tc / tl:.2f}× | | | {sum(r['shuffled_bytes'] for r in rows) / 1e6:.1f} MB |")
