@@ -186,12 +186,22 @@ def main():
         r0 = requests(moto_log)
         subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", f"EXPLAIN {sql}"], env=env, check=True, capture_output=True)
         r1 = requests(moto_log)
+        # Ballista deletes a job's shuffle files when it ends: watch the work
+        # directories while the query runs and keep the largest size each
+        # new file reached
         before = tree_bytes(workdirs)
-        subprocess.run([om, *bucket, "sql", "--cluster", url, "--format", "csv", "--file", str(REPO / "sql/tpch" / f"{name}.sql")],
-                       env=env, check=True, capture_output=True)
+        seen = {}
+        q = subprocess.Popen([om, *bucket, "sql", "--cluster", url, "--format", "csv", "--file", str(REPO / "sql/tpch" / f"{name}.sql")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while q.poll() is None:
+            for p, size in tree_bytes(workdirs).items():
+                if p not in before:
+                    seen[p] = max(size, seen.get(p, 0))
+            time.sleep(0.05)
+        if q.returncode != 0:
+            sys.exit(f"{name} failed on the cluster: {q.stderr.read().decode()}")
         r2 = requests(moto_log)
-        after = tree_bytes(workdirs)
-        shuffled = sum(size for p, size in after.items() if p not in before)
+        shuffled = sum(seen.values())
         rows.append({
             "query": name,
             "local_ms": local[name]["median"] * 1e3,
