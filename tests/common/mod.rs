@@ -71,44 +71,59 @@ fn moto() -> Option<&'static Moto> {
     static MOTO: OnceLock<Option<Moto>> = OnceLock::new();
     MOTO.get_or_init(|| {
         let bin = moto_binary()?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        // A watchdog shell ends the server when this test process is gone.
-        let script = format!(
-            "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & M=$!; \
-             while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $M",
-            bin.display(),
-            std::process::id()
-        );
-        Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?;
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if start.elapsed() > Duration::from_secs(30) {
-                panic!("moto_server did not start on port {port}");
+        // A port free a moment ago can be taken by another server a parallel
+        // test starts before moto binds it: then start again on another.
+        for _ in 0..3 {
+            if let Some(m) = start_moto(&bin) {
+                return Some(m);
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        let resp = http(
-            port,
-            &format!("PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-        )
-        .expect("create bucket");
-        assert!(resp.starts_with("HTTP/1.1 200"), "bucket creation failed: {resp}");
-        Some(Moto {
-            endpoint: format!("http://127.0.0.1:{port}"),
-        })
+        panic!("moto_server did not start (three ports tried)");
     })
     .as_ref()
+}
+
+/// One attempt: moto on a free port, with the test bucket created.
+fn start_moto(bin: &std::path::Path) -> Option<Moto> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    // A watchdog shell ends the server when this test process is gone.
+    let script = format!(
+        "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & M=$!; \
+         while kill -0 {} 2>/dev/null; do sleep 0.5; done; kill $M",
+        bin.display(),
+        std::process::id()
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = http(
+        port,
+        &format!("PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+    )
+    .ok()?;
+    // anything but moto's answer means another server holds the port
+    if !resp.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(Moto {
+        endpoint: format!("http://127.0.0.1:{port}"),
+    })
 }
 
 /// A fresh prefix on the moto S3 server, or `None` when moto is not
