@@ -256,6 +256,11 @@ async fn row_filters_and_masks_hold_on_the_cluster() {
     );
     let count = rows(&ana, "SELECT count(*) AS n FROM t").await;
     assert!(count.contains("| 4 "), "{count}");
+    // a session derived for an identity keeps the cluster's DataFusion
+    // options: a scalar subquery (planned as a join there) still runs
+    let q = "SELECT id FROM t WHERE score >= (SELECT avg(score) FROM t) ORDER BY id";
+    assert!(explain(&ana, q).await.contains("ClusterExec"));
+    assert_eq!(rows(&ana, q).await, rows(&local_ana, q).await, "{q}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1038,7 +1038,8 @@ impl DeltaTableBackend {
             TableChange::ZOrder(columns) => Some(columns.clone()),
             _ => None,
         };
-        let (table, rows) = match change {
+        // rows the change touched; `None`: the rows written (a Z-order reports them, as a sort does)
+        let (table, rows): (_, Option<u64>) = match change {
             TableChange::Delete { predicate } => {
                 let mut b = table
                     .delete()
@@ -1049,7 +1050,7 @@ impl DeltaTableBackend {
                     b = b.with_predicate(p);
                 }
                 let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-                (t, m.num_deleted_rows.unwrap_or(0) as u64)
+                (t, Some(m.num_deleted_rows.unwrap_or(0) as u64))
             }
             TableChange::Update {
                 predicate,
@@ -1067,7 +1068,7 @@ impl DeltaTableBackend {
                     b = b.with_update(col, expr);
                 }
                 let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
-                (t, m.num_updated_rows as u64)
+                (t, Some(m.num_updated_rows as u64))
             }
             TableChange::Sort(columns) => {
                 // the version's own rows, as stored, in the new order: one overwrite commit
@@ -1099,7 +1100,7 @@ impl DeltaTableBackend {
                     .with_commit_properties(staged_commit(&write_id))
                     .await
                     .map_err(|e| delta_err(name, e))?;
-                (t, m.num_files_removed)
+                (t, Some(m.num_files_removed))
             }
             TableChange::ZOrder(columns) => {
                 let schema = table
@@ -1124,17 +1125,15 @@ impl DeltaTableBackend {
                     .with_commit_properties(staged_commit(&write_id))
                     .await
                     .map_err(|e| delta_err(name, e))?;
-                (t, 0)
+                (t, None)
             }
         };
         let mut written = finish_stage(cx.root, &dir, &table, &staging, &write_id).await?;
         carry_table_meta(&meta.kind_meta, &mut written.kind_meta, keeps_order);
         if let Some(columns) = zorder {
-            // a Z-order reports the rows written, as a sort does
             written.kind_meta["zorder"] = json!(columns);
-            let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
-            return Ok((written, rows));
         }
+        let rows = rows.unwrap_or_else(|| written.kind_meta["rows"].as_u64().unwrap_or(0));
         Ok((written, rows))
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::CliError;
 use crate::Omega;
@@ -21,26 +21,45 @@ pub enum ClusterCommand {
     },
     /// Run an executor over the store root (--root / OMEGA_ROOT): it reads the
     /// store's Parquet files and models directly.
-    Executor {
-        /// The scheduler, as HOST:PORT or df://HOST:PORT.
-        #[arg(long, env = "OMEGA_CLUSTER")]
-        scheduler: String,
-        /// Address to bind and advertise to the scheduler and clients.
-        #[arg(long, default_value = "127.0.0.1")]
-        bind_host: String,
-        /// Arrow Flight port (results and shuffle reads).
-        #[arg(long, default_value_t = 50051)]
-        port: u16,
-        /// gRPC port of the executor.
-        #[arg(long, default_value_t = 50052)]
-        grpc_port: u16,
-        /// Tasks run at once (default: the cores of this machine).
-        #[arg(long)]
-        vcores: Option<usize>,
-        /// Directory for shuffle files (default: a temporary directory).
-        #[arg(long)]
-        work_dir: Option<String>,
-    },
+    Executor(ExecutorArgs),
+}
+
+/// Options of `om cluster executor`.
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler, as HOST:PORT or df://HOST:PORT.
+    #[arg(long, env = "OMEGA_CLUSTER")]
+    scheduler: String,
+    /// Address to bind and advertise to the scheduler and clients.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_host: String,
+    /// Arrow Flight port (results and shuffle reads).
+    #[arg(long, default_value_t = 50051)]
+    port: u16,
+    /// gRPC port of the executor.
+    #[arg(long, default_value_t = 50052)]
+    grpc_port: u16,
+    /// Tasks run at once (default: the cores of this machine).
+    #[arg(long)]
+    vcores: Option<usize>,
+    /// Directory for shuffle files (default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<String>,
+}
+
+impl ExecutorArgs {
+    fn into_options(self) -> Result<ExecutorOptions, CliError> {
+        Ok(ExecutorOptions {
+            scheduler: crate::cluster::scheduler_url(&cluster_url(&self.scheduler))?,
+            bind_host: self.bind_host,
+            port: self.port,
+            grpc_port: self.grpc_port,
+            vcores: self
+                .vcores
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            work_dir: self.work_dir,
+        })
+    }
 }
 
 /// `om` on the cluster at `url` when one is given (`--cluster`, `OMEGA_CLUSTER`).
@@ -81,34 +100,21 @@ pub async fn run(root: &str, cmd: ClusterCommand) -> Result<(), CliError> {
             );
             Ok(run_scheduler(listener).await?)
         }
-        ClusterCommand::Executor {
-            scheduler,
-            bind_host,
-            port,
-            grpc_port,
-            vcores,
-            work_dir,
-        } => {
-            let scheduler = crate::cluster::scheduler_url(&cluster_url(&scheduler))?;
+        ClusterCommand::Executor(args) => {
+            let options = args.into_options()?;
             let root = Root::open(root)?;
             root.check().await?;
             let models = Omega::executor_models(root.clone())
                 .map_err(|e| CliError::io("model loader runtime", e))?;
-            let vcores = vcores
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             eprintln!(
-                "om cluster executor: serving {} to {scheduler} on {bind_host}:{port} with {vcores} task slots (om {})",
+                "om cluster executor: serving {} to {} on {}:{} with {} task slots (om {})",
                 root.url(),
+                options.scheduler,
+                options.bind_host,
+                options.port,
+                options.vcores,
                 env!("CARGO_PKG_VERSION")
             );
-            let options = ExecutorOptions {
-                scheduler,
-                bind_host,
-                port,
-                grpc_port,
-                vcores,
-                work_dir,
-            };
             Ok(run_executor(options, root, Arc::new(models)).await?)
         }
     }

@@ -98,21 +98,19 @@ impl ClusterError {
 
     /// A query's failure on the cluster (kept as it is when it already is one).
     pub(crate) fn query(scheduler: &str, e: DataFusionError) -> Self {
-        if let DataFusionError::External(inner) = &e
-            && inner.is::<ClusterError>()
-        {
-            if let DataFusionError::External(inner) = e
-                && let Ok(c) = inner.downcast::<ClusterError>()
-            {
-                return *c;
-            }
-            unreachable!("checked above");
-        }
+        let e = match e {
+            DataFusionError::External(inner) => match inner.downcast::<ClusterError>() {
+                Ok(c) => return *c,
+                Err(inner) => DataFusionError::External(inner),
+            },
+            e => e,
+        };
         let mut message = one_line(&e.strip_backtrace());
         if message.ends_with("Cancelled") {
-            message.push_str(
-                " (a scheduler cancels queries that wait 30 s with no executor alive: start one with `om cluster executor`)",
-            );
+            message.push_str(&format!(
+                " (a scheduler cancels queries that wait {} s with no executor alive: start one with `om cluster executor`)",
+                process::NO_EXECUTORS_GRACE.as_secs()
+            ));
         }
         ClusterError::Query {
             scheduler: scheduler.to_string(),

@@ -14,6 +14,7 @@ use datafusion::catalog::Session;
 use datafusion::common::plan_err;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::context::QueryPlanner;
@@ -87,6 +88,8 @@ impl ClusterPlanner {
             plan.clone()
         };
         let sent: Arc<dyn ExecutionPlan> = Arc::new(PlanHeaderExec::new(self.codec.header(), body));
+        // encoded once here to know it can travel, and again by Ballista's
+        // client when it runs (`execute_physical_plan` takes a plan, not bytes)
         if PhysicalPlanNode::try_from_physical_plan(sent.clone(), self.codec.as_ref()).is_err() {
             return Ok(None);
         }
@@ -166,10 +169,11 @@ fn holds_data(plan: &Arc<dyn ExecutionPlan>) -> bool {
     here || plan.children().into_iter().any(holds_data)
 }
 
-/// Whether `plan` or a node under it writes (a sink, a Delta write): writes
-/// commit here.
+/// Whether `plan` or a node under it writes: writes commit here. The store's
+/// own writes never appear in a physical plan (`INSERT`, `UPDATE`, CTAS run
+/// their query and commit through the store); a `DataSinkExec` is
+/// DataFusion's only writing node, refused here should one ever be planned.
 fn writes(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    let name = plan.name();
-    let here = name.contains("Sink") || name.contains("Write") || name.contains("Delta");
+    let here = plan.downcast_ref::<DataSinkExec>().is_some();
     here || plan.children().into_iter().any(writes)
 }
