@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Requests executing at once (default: the number of cores).
+    /// Requests executing at once (default: 4 × the number of cores; queries
+    /// lose priority as they age, so short ones need not wait).
     #[arg(long)]
     workers: Option<usize>,
     /// Largest HTTP request body, e.g. 512MiB, 2GiB.
@@ -111,8 +112,8 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         ..ServeConfig::default()
     };
-    // tasks get as many workers as requests
-    config.runtime.workers = config.limits.workers;
+    // background tasks (fits, jobs): one per core unless --workers says
+    config.runtime.workers = args.workers.unwrap_or_else(crate::server::cores);
     let cache_bytes = match args.cache_memory.trim() {
         "0" => 0,
         text => parse_size("cache-memory", text)?,
@@ -157,7 +158,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         None => "API key required".into(),
     };
     println!(
-        "om serve: {}; root {}{}; scheduler on (runtime {}); memory cache {}; {access}",
+        "om serve: {}; root {}{}; scheduler on (runtime {}); {}; memory cache {}; {access}",
         listening.join(", "),
         om.root().url(),
         match &args.cluster {
@@ -165,6 +166,11 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
             None => String::new(),
         },
         running.runtime,
+        if running.query_aging {
+            "queries lose priority as they age"
+        } else {
+            "query aging off (needs CAP_SYS_NICE or `ulimit -e 20`)"
+        },
         match cache_bytes {
             0 => "off".to_string(),
             b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),

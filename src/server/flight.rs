@@ -35,8 +35,8 @@ use arrow_flight::{
 };
 use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::stream::{AbortHandle, Abortable};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -467,7 +467,11 @@ impl FlightSqlService for OmegaFlightSql {
         let handle = handle_text(&ticket.statement_handle)?;
         let planned = self.state.tickets.take(&id.key_id, &handle)?;
         let permit = self.state.worker().await?;
-        let stream = execute_stream(planned.plan, planned.ctx).map_err(ServerError::from)?;
+        let stream = self
+            .state
+            .lanes
+            .execute(planned.plan, planned.ctx)
+            .map_err(ServerError::from)?;
         let schema = planned.schema.clone();
         let batches = stream.map(move |batch| {
             let _held = &permit; // one worker for as long as the stream runs

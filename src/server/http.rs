@@ -180,7 +180,9 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ServerError> {
 /// A streamed result in the requested format.
 async fn respond(state: &ServerState, df: DataFrame, format: Format) -> HttpResult {
     let permit = state.worker().await?;
-    let stream = df.execute_stream().await?;
+    let context = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    let stream = state.lanes.execute(plan, context)?;
     let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
         datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
             stream.schema(),

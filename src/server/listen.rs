@@ -31,6 +31,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The id of the task runtime this server started (its lease's name).
     pub runtime: String,
+    /// Whether queries lose priority as they age (see [`super::lanes`]).
+    pub query_aging: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     scheduler: Option<JoinHandle<()>>,
@@ -78,6 +80,7 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
         flight: None,
         http: None,
         runtime: runtime.runtime().owner().to_string(),
+        query_aging: state.lanes.aging(),
         stop,
         tasks: Vec::new(),
         scheduler,

@@ -7,7 +7,8 @@
 //! security boundary. Errors are classified once ([`error`]); prepared
 //! statements and tickets are bounded and expire ([`expiring`]); [`guard`]
 //! logs each request and turns a panic into an error for that request;
-//! [`listen`] runs the listeners (TLS, graceful shutdown) and the task
+//! [`lanes`] runs each query on an executor of its own whose
+//! priority drops as the query ages; [`listen`] runs the listeners (TLS, graceful shutdown) and the task
 //! runtime with its scheduler; [`runtime_api`] is the HTTP face of tasks,
 //! jobs and schedules.
 
@@ -18,6 +19,7 @@ pub mod expiring;
 pub mod flight;
 pub mod guard;
 pub mod http;
+pub mod lanes;
 pub mod listen;
 pub mod runtime_api;
 
@@ -33,6 +35,7 @@ use crate::runtime::RuntimeOptions;
 use auth::Authenticator;
 use error::{ErrorKind, ServerError};
 use expiring::Expiring;
+use lanes::Lanes;
 
 pub use listen::{Running, serve};
 
@@ -48,7 +51,10 @@ pub struct Limits {
     /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet
     /// stream without a limit); `None`: no limit.
     pub result_rows: Option<usize>,
-    /// Requests executing at once; others wait for a worker.
+    /// Requests executing at once; others wait for a worker. Queries run
+    /// on executors of their own and lose priority as they age
+    /// ([`lanes`]), so more run at once than there are cores: a short one
+    /// starts at once instead of queueing behind long ones.
     pub workers: usize,
     /// Open prepared statements and tickets kept at most (per kind).
     pub open_handles: usize,
@@ -63,14 +69,19 @@ impl Default for Limits {
             message_bytes: 256 << 20,
             flight_data_bytes: 2 << 20,
             result_rows: None,
-            workers: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .max(2),
+            workers: 4 * cores(),
             open_handles: 10_000,
             handle_ttl: Duration::from_secs(600),
         }
     }
+}
+
+/// The cores of this machine (at least 2).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 /// What `om serve` was asked for.
@@ -115,6 +126,8 @@ pub struct ServerState {
     pub limits: Limits,
     pub statements: Expiring<flight::Prepared>,
     pub tickets: Expiring<flight::Planned>,
+    /// Where queries' batches are computed (see [`lanes`]).
+    pub lanes: Arc<Lanes>,
     workers: Arc<Semaphore>,
 }
 
@@ -126,6 +139,7 @@ impl ServerState {
             statements: Expiring::new("prepared statement", limits.handle_ttl, limits.open_handles),
             tickets: Expiring::new("ticket", limits.handle_ttl, limits.open_handles),
             workers: Arc::new(Semaphore::new(limits.workers.max(1))),
+            lanes: Arc::new(Lanes::new(cores())),
             limits,
         })
     }
