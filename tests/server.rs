@@ -564,6 +564,10 @@ async fn a_panicking_request_gets_an_internal_error_and_the_server_goes_on() {
     assert!(s.running.shutdown().await);
 }
 
+/// A query that runs past its youth (so it needs a worker), and its answer.
+const HEAVY: &str = "SELECT sum(a.value * b.value) AS s FROM generate_series(1, 3000) a, generate_series(1, 3000) b";
+const HEAVY_SUM: i64 = 4_501_500 * 4_501_500;
+
 #[tokio::test]
 async fn a_client_that_goes_away_stops_its_query() {
     // one worker: while a query streams, it holds it
@@ -586,14 +590,17 @@ async fn a_client_that_goes_away_stops_its_query() {
     let mut stream = c.do_get(ticket).await.unwrap();
     let first = stream.try_next().await.unwrap().expect("a first batch");
     assert!(first.num_rows() > 0);
+    // past its youth the query goes on only with the one worker
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.try_next().await.unwrap().expect("a later batch");
     drop(stream); // a trillion rows left: only cancellation frees the worker
     let mut other = s.client(Some(&writer)).await;
     let next = tokio::time::timeout(Duration::from_secs(30), async {
-        query(&mut other, "SELECT 41 + 1").await
+        query(&mut other, HEAVY).await
     })
     .await
     .expect("the worker was freed when the client went away");
-    assert_eq!(int(&next), 42);
+    assert_eq!(int(&next), HEAVY_SUM);
 
     // CancelFlightInfo stops a running stream: its reader sees CANCELLED
     let info = c
@@ -828,9 +835,13 @@ async fn an_http_client_that_goes_away_stops_its_query() {
     let mut first = vec![0u8; 64 * 1024];
     let n = stream.read(&mut first).await.unwrap();
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // past its youth the query goes on only with the one worker
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(stream.read(&mut first).await.unwrap() > 0);
     drop(stream); // a trillion rows left: only cancellation frees the worker
     let bearer = format!("Bearer {writer}");
-    let (status, _, _) = tokio::time::timeout(
+    let heavy = serde_json::json!({ "sql": HEAVY }).to_string();
+    let (status, _, body) = tokio::time::timeout(
         Duration::from_secs(30),
         http(
             addr,
@@ -840,11 +851,16 @@ async fn an_http_client_that_goes_away_stops_its_query() {
                 ("Authorization", &bearer),
                 ("Content-Type", "application/json"),
             ],
-            br#"{"sql": "SELECT 1"}"#,
+            heavy.as_bytes(),
         ),
     )
     .await
     .expect("the worker was freed when the client went away");
     assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains(&HEAVY_SUM.to_string()),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     assert!(s.running.shutdown().await);
 }

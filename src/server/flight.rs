@@ -424,7 +424,12 @@ impl FlightSqlService for OmegaFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let id = self.identify(&request).await?;
         let sql = crate::sql::number_question_marks(&query.query).map_err(ServerError::from)?;
-        let _permit = self.state.worker().await?;
+        // planning a query is short (its execution takes a worker when it
+        // ages); other statements run here, with a worker
+        let _permit = match crate::sql::is_single_query(&sql) {
+            true => None,
+            false => Some(self.state.worker().await?),
+        };
         let planned = plan(&id.om, &sql, &[]).await?;
         self.announce(&id, planned, request.into_inner())
     }
@@ -437,7 +442,10 @@ impl FlightSqlService for OmegaFlightSql {
         let id = self.identify(&request).await?;
         let handle = handle_text(&cmd.prepared_statement_handle)?;
         let prepared = self.state.statements.get(&id.key_id, &handle)?;
-        let _permit = self.state.worker().await?;
+        let _permit = match prepared.query {
+            true => None,
+            false => Some(self.state.worker().await?),
+        };
         let planned = if prepared.query {
             plan(&id.om, &prepared.sql, prepared.query_params()?).await?
         } else {
@@ -466,7 +474,7 @@ impl FlightSqlService for OmegaFlightSql {
         let id = self.identify(&request).await?;
         let handle = handle_text(&ticket.statement_handle)?;
         let planned = self.state.tickets.take(&id.key_id, &handle)?;
-        let permit = self.state.worker().await?;
+        // a worker is taken by the query itself once it is past its youth
         let stream = self
             .state
             .lanes
@@ -474,7 +482,6 @@ impl FlightSqlService for OmegaFlightSql {
             .map_err(ServerError::from)?;
         let schema = planned.schema.clone();
         let batches = stream.map(move |batch| {
-            let _held = &permit; // one worker for as long as the stream runs
             batch
                 .map_err(|e| FlightError::ExternalError(Box::new(e)))
                 .and_then(|b| conform(b, &schema).map_err(FlightError::from))

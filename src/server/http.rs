@@ -179,19 +179,10 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ServerError> {
 
 /// A streamed result in the requested format.
 async fn respond(state: &ServerState, df: DataFrame, format: Format) -> HttpResult {
-    let permit = state.worker().await?;
+    // a worker is taken by the query itself once it is past its youth
     let context = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let stream = state.lanes.execute(plan, context)?;
-    let stream: datafusion::execution::SendableRecordBatchStream = Box::pin(
-        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            stream.schema(),
-            stream.map(move |b| {
-                let _held = &permit;
-                b
-            }),
-        ),
-    );
     let body = body(stream, format, state.limits.result_rows);
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
@@ -566,7 +557,12 @@ async fn sql(
         .collect::<Result<Vec<_>, _>>()?;
     let sql = crate::sql::number_question_marks(&request.sql)?;
     let df = {
-        let _permit = state.worker().await?;
+        // planning a query is short (its execution takes a worker when it
+        // ages); other statements run here, with a worker
+        let _permit = match crate::sql::is_single_query(&sql) {
+            true => None,
+            false => Some(state.worker().await?),
+        };
         id.om.sql_with_params(&sql, &params).await?
     };
     respond(&state, df, format).await

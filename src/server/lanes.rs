@@ -10,6 +10,11 @@
 //! the CPU. This is the multi-level feedback idea of OS schedulers applied
 //! per query, without guessing a query's cost from its plan.
 //!
+//! A young query needs no worker: it starts at once. Past its first age a
+//! query goes on only with one of the server's workers (`--workers`), so at
+//! most that many old queries run (and hold memory) at once, while short
+//! ones never queue behind them.
+//!
 //! Executors are reused: when a query ends, its threads get their priority
 //! back and the executor waits for the next query. Giving a thread its
 //! priority back needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (`ulimit -e
@@ -27,6 +32,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// A query's age (time since it started executing) and the OS priority
@@ -39,6 +45,8 @@ pub const AGES: [(Duration, i32); 2] = [
 /// Executors for the server's queries (see the module doc).
 pub struct Lanes {
     idle: Mutex<Vec<Executor>>,
+    /// Workers: what a query past its first age holds while it goes on.
+    workers: Arc<Semaphore>,
     threads: usize,
     aging: bool,
     /// The process's own nice value: a young query's, and what ages add to.
@@ -49,9 +57,10 @@ impl Lanes {
     /// Executors of `threads` worker threads each, made as queries need
     /// them (as many as run at once, which the server's workers bound) and
     /// kept for the next ones.
-    pub fn new(threads: usize) -> Self {
+    pub fn new(threads: usize, workers: Arc<Semaphore>) -> Self {
         Lanes {
             idle: Mutex::new(Vec::new()),
+            workers,
             threads: threads.max(1),
             aging: priority::can_restore(),
             base: priority::this_process(),
@@ -73,6 +82,7 @@ impl Lanes {
         let executor = self.take()?;
         let schema = plan.schema();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let workers = self.workers.clone();
         let task = executor.runtime().spawn(async move {
             let mut stream = match execute_stream(plan, context) {
                 Ok(s) => s,
@@ -81,7 +91,30 @@ impl Lanes {
                     return;
                 }
             };
-            while let Some(batch) = stream.next().await {
+            let young_until = tokio::time::Instant::now() + AGES[0].0;
+            let mut worker = None;
+            loop {
+                let next = if worker.is_some() {
+                    stream.next().await
+                } else {
+                    tokio::select! {
+                        biased;
+                        _ = tokio::time::sleep_until(young_until) => {
+                            // no longer young: go on with a worker, waiting for one
+                            match workers.clone().acquire_owned().await {
+                                Ok(permit) => worker = Some(permit),
+                                Err(_) => {
+                                    let e = DataFusionError::Execution("the server is shutting down".into());
+                                    let _ = tx.send(Err(e)).await;
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        next = stream.next() => next,
+                    }
+                };
+                let Some(batch) = next else { return };
                 if tx.send(batch).await.is_err() {
                     return; // the client went away: dropping the stream cancels the query
                 }
@@ -375,7 +408,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_old_query_yields_the_cores_to_a_young_one_and_its_executor_comes_back_young() {
-        let lanes = Arc::new(Lanes::new(2));
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
         let base = lanes.base;
         let ctx = SessionContext::new().task_ctx();
         let (open_long, gate) = watch::channel(false);
@@ -417,7 +450,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_stream_cancels_its_query_and_retires_its_executor() {
-        let lanes = Arc::new(Lanes::new(2));
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
         let ctx = SessionContext::new().task_ctx();
         let (open, gate) = watch::channel(false);
         let stream = lanes.execute(gated(gate), ctx).unwrap();
@@ -428,5 +461,35 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), open.closed())
             .await
             .expect("the cancelled query still holds its gate");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn old_queries_go_on_one_per_worker_and_young_ones_start_at_once() {
+        let lanes = Arc::new(Lanes::new(1, Arc::new(Semaphore::new(1))));
+        let ctx = SessionContext::new().task_ctx();
+        let past_youth = AGES[0].0 + Duration::from_millis(50);
+        let (open_a, gate) = watch::channel(false);
+        let a = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        tokio::time::sleep(past_youth).await; // a holds the only worker
+        let (open_b, gate) = watch::channel(false);
+        let b = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        tokio::time::sleep(past_youth).await; // b waits for it
+        open_b.send(true).unwrap();
+        let b = tokio::spawn(answer(b));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!b.is_finished(), "an old query went on without a worker");
+        // a young query needs no worker
+        let (_open_c, gate) = watch::channel(true);
+        let c = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), answer(c))
+            .await
+            .expect("a young query waited for a worker");
+        // a ends, its worker goes to b
+        open_a.send(true).unwrap();
+        answer(a).await;
+        tokio::time::timeout(Duration::from_secs(5), b)
+            .await
+            .expect("b never got the worker a freed")
+            .unwrap();
     }
 }

@@ -51,10 +51,9 @@ pub struct Limits {
     /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet
     /// stream without a limit); `None`: no limit.
     pub result_rows: Option<usize>,
-    /// Requests executing at once; others wait for a worker. Queries run
-    /// on executors of their own and lose priority as they age
-    /// ([`lanes`]), so more run at once than there are cores: a short one
-    /// starts at once instead of queueing behind long ones.
+    /// Requests executing at once; others wait for a worker. A query needs
+    /// one only once it is past its first age ([`lanes`]): short queries
+    /// start at once instead of queueing behind long ones.
     pub workers: usize,
     /// Open prepared statements and tickets kept at most (per kind).
     pub open_handles: usize,
@@ -134,12 +133,13 @@ pub struct ServerState {
 impl ServerState {
     pub fn new(om: Omega, config: &ServeConfig) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
+        let workers = Arc::new(Semaphore::new(limits.workers.max(1)));
         Ok(Self {
             auth: Authenticator::new(om, config.allow_anonymous.as_deref())?,
             statements: Expiring::new("prepared statement", limits.handle_ttl, limits.open_handles),
             tickets: Expiring::new("ticket", limits.handle_ttl, limits.open_handles),
-            workers: Arc::new(Semaphore::new(limits.workers.max(1))),
-            lanes: Arc::new(Lanes::new(cores())),
+            workers: workers.clone(),
+            lanes: Arc::new(Lanes::new(cores(), workers)),
             limits,
         })
     }
