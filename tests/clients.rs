@@ -165,3 +165,45 @@ async fn adbc_pyarrow_and_urllib_clients_work_against_om_serve() {
     let status = server.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "om serve exits 0 after SIGTERM");
 }
+
+/// Request logs written to a file or a pipe are plain text: no terminal
+/// colour codes around the fields a log reader greps for.
+#[test]
+fn request_logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::{Read, Write};
+    let root = local();
+    let mut child = Command::new(om_bin())
+        .args(["--root", &root.url, "serve", "--flight", "off"])
+        .args(["--http", "127.0.0.1:0"])
+        .env("OMEGA_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("om serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(|w| w.trim_end_matches([',', ';']).to_string())
+        .unwrap_or_else(|| panic!("no HTTP address in the startup line: {line}"));
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // SIGTERM: a graceful stop that flushes the log
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("/healthz"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a piped log: {log:?}"
+    );
+}

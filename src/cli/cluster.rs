@@ -81,13 +81,7 @@ fn cluster_url(s: &str) -> String {
 
 pub async fn run(root: &str, cmd: ClusterCommand) -> Result<(), CliError> {
     // Ballista logs through `log`; OMEGA_LOG=info shows its task events
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::init_logs("warn");
     match cmd {
         ClusterCommand::Scheduler { bind } => {
             let listener = tokio::net::TcpListener::bind(&bind)

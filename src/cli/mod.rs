@@ -193,3 +193,17 @@ pub fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Logs to stderr, filtered by `OMEGA_LOG` (a `tracing` filter) or
+/// `default`; colours only on a terminal (not in log files).
+fn init_logs(default: &str) {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}

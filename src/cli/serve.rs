@@ -122,14 +122,8 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
     let clustered = super::cluster::on_cluster(om, args.cluster.as_deref()).await?;
     let om = &clustered;
     let tls = config.tls.is_some();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMEGA_LOG")
-                // requests at info; the libraries' own chatter only from warn
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,omegastore=info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    // requests at info; the libraries' own chatter only from warn
+    super::init_logs("warn,omegastore=info");
     let running = crate::server::serve(om.clone(), config)
         .await
         .map_err(|e| CliError::Usage(e.message))?;
