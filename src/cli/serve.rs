@@ -30,8 +30,9 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Requests executing at once (default: 4 × the number of cores; queries
-    /// lose priority as they age, so short ones need not wait).
+    /// Writes, and queries past their first 20 ms, executing at once
+    /// (default: 4 × the number of cores). Younger queries need no worker
+    /// and lose priority as they age, so short ones never wait.
     #[arg(long)]
     workers: Option<usize>,
     /// Largest HTTP request body, e.g. 512MiB, 2GiB.
