@@ -74,15 +74,17 @@ fn serve(root: &str) -> (Server, String, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = |scheme: &str| {
-        line.split_whitespace()
-            .find(|w| w.starts_with(scheme))
-            .map(|w| w.trim_end_matches([',', ';']).to_string())
-            .unwrap_or_else(|| panic!("no {scheme} address in the startup line: {line}"))
-    };
-    let (flight, http) = (url("grpc://"), url("http://"));
+    let (flight, http) = (address(&line, "grpc://"), address(&line, "http://"));
     assert!(line.contains("API key required"), "{line}");
     (Server(child), flight, http)
+}
+
+/// The URL with `scheme` in `om serve`'s startup line.
+fn address(line: &str, scheme: &str) -> String {
+    line.split_whitespace()
+        .find(|w| w.starts_with(scheme))
+        .map(|w| w.trim_end_matches([',', ';']).to_string())
+        .unwrap_or_else(|| panic!("no {scheme} address in the startup line: {line}"))
 }
 
 fn run_client(python: &Path, script: &str, env: &[(&str, &str)]) {
@@ -184,12 +186,9 @@ fn request_logs_to_a_pipe_carry_no_colour_codes() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http://"))
-        .map(|w| w.trim_end_matches([',', ';']).to_string())
-        .unwrap_or_else(|| panic!("no HTTP address in the startup line: {line}"));
-    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    let url = address(&line, "http://");
+    let addr = url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
