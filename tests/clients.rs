@@ -54,29 +54,33 @@ impl Drop for Server {
 /// Starts `om serve` on free ports; returns it with its Flight and HTTP URLs
 /// read from the startup line.
 fn serve(root: &str) -> (Server, String, String) {
+    let (child, line) = spawn_serve(
+        &["--root", root, "serve", "--flight", "127.0.0.1:0"],
+        &["--http", "127.0.0.1:0", "--max-body", "1MiB"],
+        "warn",
+        Stdio::inherit(),
+    );
+    let (flight, http) = (address(&line, "grpc://"), address(&line, "http://"));
+    assert!(line.contains("API key required"), "{line}");
+    (Server(child), flight, http)
+}
+
+/// `om <args> <more>` with `OMEGA_LOG=log` and stderr to `stderr`; the
+/// process and its startup line.
+fn spawn_serve(args: &[&str], more: &[&str], log: &str, stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(om_bin())
-        .args([
-            "--root",
-            root,
-            "serve",
-            "--flight",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args(["--max-body", "1MiB"])
-        .env("OMEGA_LOG", "warn")
+        .args(args)
+        .args(more)
+        .env("OMEGA_LOG", log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("om serve starts");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let (flight, http) = (address(&line, "grpc://"), address(&line, "http://"));
-    assert!(line.contains("API key required"), "{line}");
-    (Server(child), flight, http)
+    (child, line)
 }
 
 /// The URL with `scheme` in `om serve`'s startup line.
@@ -174,18 +178,12 @@ async fn adbc_pyarrow_and_urllib_clients_work_against_om_serve() {
 fn request_logs_to_a_pipe_carry_no_colour_codes() {
     use std::io::{Read, Write};
     let root = local();
-    let mut child = Command::new(om_bin())
-        .args(["--root", &root.url, "serve", "--flight", "off"])
-        .args(["--http", "127.0.0.1:0"])
-        .env("OMEGA_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("om serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = spawn_serve(
+        &["--root", &root.url, "serve", "--flight", "off"],
+        &["--http", "127.0.0.1:0"],
+        "info",
+        Stdio::piped(),
+    );
     let url = address(&line, "http://");
     let addr = url.trim_start_matches("http://");
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
@@ -194,7 +192,10 @@ fn request_logs_to_a_pipe_carry_no_colour_codes() {
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    // SIGTERM: a graceful stop that flushes the log
+    // the request is logged as its response ends: let the line be written
+    // before stopping (a lost line would read as a missing request)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SIGTERM: a graceful stop
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
