@@ -6,8 +6,9 @@
 //! 1. `SELECT 1` round trips over Flight SQL (GetFlightInfo + DoGet), one at a time;
 //! 2. N concurrent clients for a fixed time mixing HTTP point lookups (50%),
 //!    Flight aggregates (20%), Flight point lookups (20%) and HTTP appends
-//!    (10%): throughput, p50/p99 per operation, errors, resident memory at
-//!    start and end of the phase (this process: server and clients);
+//!    (10%), after a warm-up of the same load: throughput, p50/p99 per
+//!    operation, errors, resident memory idle, at the start of the measured
+//!    phase and at its end (this process: server and clients);
 //! 3. a large result streamed through Flight, against the same query written
 //!    to an Arrow IPC file in process (what `om sql … --format arrow` does).
 
@@ -58,6 +59,9 @@ pub struct ServeReport {
     pub requests_per_second: f64,
     pub errors: usize,
     pub ops: BTreeMap<String, OpStats>,
+    /// Before any load.
+    pub rss_idle_mib: f64,
+    /// After the warm-up, when the measured load starts.
     pub rss_start_mib: f64,
     pub rss_end_mib: f64,
     pub stream_rows: u64,
@@ -244,19 +248,109 @@ async fn run_in(
     }
     select1.sort_by(f64::total_cmp);
 
+    // The same load first as a warm-up (caches filled, executors and
+    // connections made), so that start and end memory compare steady states;
+    // the memory before it is reported too.
+    let rss_idle = rss_mib();
+    let warm_up = (bench.duration / 2).min(Duration::from_secs(10));
+    say(&format!(
+        "{} clients warming up for {warm_up:?}",
+        bench.clients
+    ));
+    load(bench.clients, flight, http, &key, bench.rows, warm_up).await?;
     say(&format!(
         "{} clients for {:?}",
         bench.clients, bench.duration
     ));
     let rss_start = rss_mib();
-    let deadline = Instant::now() + bench.duration;
     let began = Instant::now();
+    let samples = load(
+        bench.clients,
+        flight,
+        http,
+        &key,
+        bench.rows,
+        bench.duration,
+    )
+    .await?;
+    let mut by_op: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
+    let total = samples.len();
+    for (op, ms, ok) in samples {
+        let e = by_op.entry(op.to_string()).or_default();
+        e.0.push(ms);
+        if !ok {
+            e.1 += 1;
+        }
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let rss_end = rss_mib();
+    let mut ops = BTreeMap::new();
+    let mut errors = 0;
+    for (op, (mut ms, errs)) in by_op {
+        ms.sort_by(f64::total_cmp);
+        errors += errs;
+        ops.insert(
+            op,
+            OpStats {
+                count: ms.len(),
+                errors: errs,
+                p50_ms: percentile(&ms, 0.5),
+                p99_ms: percentile(&ms, 0.99),
+            },
+        );
+    }
+
+    say("streaming a large result");
+    let sql = format!(
+        "SELECT value, value * 2 AS twice FROM generate_series(1, {})",
+        bench.stream_rows
+    );
+    let t = Instant::now();
+    let streamed = flight_query(&mut client, &sql).await?;
+    let flight_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let local_rows = local_arrow(&om, &sql, &dir.join("result.arrow")).await?;
+    let local_secs = t.elapsed().as_secs_f64();
+    if local_rows != streamed {
+        return Err(format!("the stream gave {streamed} rows, the local run {local_rows}").into());
+    }
+    running.shutdown().await;
+    Ok(ServeReport {
+        select1_p50_ms: percentile(&select1, 0.5),
+        select1_p99_ms: percentile(&select1, 0.99),
+        clients: bench.clients,
+        seconds,
+        requests_per_second: total as f64 / seconds,
+        errors,
+        ops,
+        rss_idle_mib: rss_idle,
+        rss_start_mib: rss_start,
+        rss_end_mib: rss_end,
+        stream_rows: streamed,
+        flight_rows_per_second: streamed as f64 / flight_secs,
+        local_arrow_rows_per_second: local_rows as f64 / local_secs,
+    })
+}
+
+/// One sample: operation, milliseconds, answered correctly.
+type Sample = (&'static str, f64, bool);
+
+/// `clients` concurrent clients mixing the operations for `duration`.
+async fn load(
+    clients: usize,
+    flight: SocketAddr,
+    http: SocketAddr,
+    key: &str,
+    rows: usize,
+    duration: Duration,
+) -> Result<Vec<Sample>, BenchError> {
+    let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
-    for c in 0..bench.clients {
-        let key = key.clone();
-        let rows = bench.rows as u64;
+    for c in 0..clients {
+        let key = key.to_string();
+        let rows = rows as u64;
         tasks.push(tokio::spawn(async move {
-            let mut samples: Vec<(&'static str, f64, bool)> = Vec::new();
+            let mut samples: Vec<Sample> = Vec::new();
             let mut flight = flight_client(flight, &key).await?;
             let mut http = HttpClient::connect(http, &key).await?;
             let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (c as u64 + 1);
@@ -316,65 +410,11 @@ async fn run_in(
             Ok::<_, BenchError>(samples)
         }));
     }
-    let mut by_op: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
-    let mut total = 0usize;
+    let mut all = Vec::new();
     for t in tasks {
-        for (op, ms, ok) in t.await?? {
-            let e = by_op.entry(op.to_string()).or_default();
-            e.0.push(ms);
-            if !ok {
-                e.1 += 1;
-            }
-            total += 1;
-        }
+        all.extend(t.await??);
     }
-    let seconds = began.elapsed().as_secs_f64();
-    let rss_end = rss_mib();
-    let mut ops = BTreeMap::new();
-    let mut errors = 0;
-    for (op, (mut ms, errs)) in by_op {
-        ms.sort_by(f64::total_cmp);
-        errors += errs;
-        ops.insert(
-            op,
-            OpStats {
-                count: ms.len(),
-                errors: errs,
-                p50_ms: percentile(&ms, 0.5),
-                p99_ms: percentile(&ms, 0.99),
-            },
-        );
-    }
-
-    say("streaming a large result");
-    let sql = format!(
-        "SELECT value, value * 2 AS twice FROM generate_series(1, {})",
-        bench.stream_rows
-    );
-    let t = Instant::now();
-    let streamed = flight_query(&mut client, &sql).await?;
-    let flight_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let local_rows = local_arrow(&om, &sql, &dir.join("result.arrow")).await?;
-    let local_secs = t.elapsed().as_secs_f64();
-    if local_rows != streamed {
-        return Err(format!("the stream gave {streamed} rows, the local run {local_rows}").into());
-    }
-    running.shutdown().await;
-    Ok(ServeReport {
-        select1_p50_ms: percentile(&select1, 0.5),
-        select1_p99_ms: percentile(&select1, 0.99),
-        clients: bench.clients,
-        seconds,
-        requests_per_second: total as f64 / seconds,
-        errors,
-        ops,
-        rss_start_mib: rss_start,
-        rss_end_mib: rss_end,
-        stream_rows: streamed,
-        flight_rows_per_second: streamed as f64 / flight_secs,
-        local_arrow_rows_per_second: local_rows as f64 / local_secs,
-    })
+    Ok(all)
 }
 
 /// The query written to an Arrow IPC stream file in process.

@@ -238,8 +238,15 @@ fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Re
         r.select1_p50_ms, r.select1_p99_ms
     );
     println!(
-        "{} clients for {:.0} s: {:.0} requests/s, {} errors; resident memory {:.0} MiB at start, {:.0} MiB at end",
-        r.clients, r.seconds, r.requests_per_second, r.errors, r.rss_start_mib, r.rss_end_mib
+        "{} clients for {:.0} s: {:.0} requests/s, {} errors; resident memory {:.0} MiB idle, {:.0} MiB after warm-up (start), {:.0} MiB at end ({:+.0}%)",
+        r.clients,
+        r.seconds,
+        r.requests_per_second,
+        r.errors,
+        r.rss_idle_mib,
+        r.rss_start_mib,
+        r.rss_end_mib,
+        100.0 * (r.rss_end_mib / r.rss_start_mib - 1.0)
     );
     println!(
         "{:<24} {:>9} {:>7} {:>10} {:>10}",

@@ -424,12 +424,7 @@ impl FlightSqlService for OmegaFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let id = self.identify(&request).await?;
         let sql = crate::sql::number_question_marks(&query.query).map_err(ServerError::from)?;
-        // planning a query is short (its execution takes a worker when it
-        // ages); other statements run here, with a worker
-        let _permit = match crate::sql::is_single_query(&sql) {
-            true => None,
-            false => Some(self.state.worker().await?),
-        };
+        let _permit = self.state.worker_unless_query(&sql).await?;
         let planned = plan(&id.om, &sql, &[]).await?;
         self.announce(&id, planned, request.into_inner())
     }

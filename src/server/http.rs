@@ -557,12 +557,7 @@ async fn sql(
         .collect::<Result<Vec<_>, _>>()?;
     let sql = crate::sql::number_question_marks(&request.sql)?;
     let df = {
-        // planning a query is short (its execution takes a worker when it
-        // ages); other statements run here, with a worker
-        let _permit = match crate::sql::is_single_query(&sql) {
-            true => None,
-            false => Some(state.worker().await?),
-        };
+        let _permit = state.worker_unless_query(&sql).await?;
         id.om.sql_with_params(&sql, &params).await?
     };
     respond(&state, df, format).await

@@ -63,7 +63,7 @@ impl Lanes {
             workers,
             threads: threads.max(1),
             aging: priority::can_restore(),
-            base: priority::this_process(),
+            base: priority::current_nice(),
         }
     }
 
@@ -272,16 +272,16 @@ mod priority {
         0
     }
 
-    /// The nice value of the calling thread (the process's, for the thread
-    /// that starts the server).
+    /// The nice value of the calling thread (Linux nice is per thread; the
+    /// server's starting thread has the process's, which queries start at).
     #[cfg(target_os = "linux")]
-    pub fn this_process() -> i32 {
+    pub fn current_nice() -> i32 {
         // SAFETY: plain syscall; -1 is also a valid answer, taken as it is
         unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub fn this_process() -> i32 {
+    pub fn current_nice() -> i32 {
         0
     }
 
@@ -308,7 +308,7 @@ mod priority {
         if !cfg!(target_os = "linux") {
             return false;
         }
-        let base = this_process();
+        let base = current_nice();
         if base >= 19 {
             return false; // nothing lower to age to
         }

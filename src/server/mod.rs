@@ -152,4 +152,17 @@ impl ServerState {
             .await
             .map_err(|_| ServerError::new(ErrorKind::Unavailable, "the server is shutting down"))
     }
+
+    /// A worker for a statement that runs while it is planned (a write, a
+    /// script, a policy change); none for a single query, whose planning is
+    /// short and whose execution takes a worker itself once it ages.
+    pub async fn worker_unless_query(
+        &self,
+        sql: &str,
+    ) -> Result<Option<OwnedSemaphorePermit>, ServerError> {
+        match crate::sql::is_single_query(sql) {
+            true => Ok(None),
+            false => Ok(Some(self.worker().await?)),
+        }
+    }
 }
