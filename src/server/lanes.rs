@@ -3,12 +3,15 @@
 //! Each query the server streams runs on an executor of its own: a small
 //! tokio runtime whose threads (workers and blocking threads) carry only
 //! that query's operators. The query starts at the process's priority and
-//! loses OS priority as it ages ([`AGES`]): after 20 ms its threads are
-//! `nice 10`, after 200 ms `nice 19`. The kernel's scheduler then gives a
-//! young query (a point lookup, `SELECT 1`) the cores ahead of old ones,
-//! while an old query still runs at full speed when nothing younger wants
-//! the CPU. This is the multi-level feedback idea of OS schedulers applied
-//! per query, without guessing a query's cost from its plan.
+//! moves to older age classes as it runs ([`AGES`]: 20 ms, 200 ms). While a
+//! younger query runs, an older one's threads are `nice 10` (past 20 ms) or
+//! `nice 19` (past 200 ms), so the kernel's scheduler gives a young query (a
+//! point lookup, `SELECT 1`) the cores ahead of old ones. The youngest
+//! queries running always have the process's priority: an old query alone
+//! runs at full speed, also against other processes on the machine (a
+//! client on the same host). This is the multi-level feedback idea of OS
+//! schedulers applied per query, without guessing a query's cost from its
+//! plan.
 //!
 //! A young query needs no worker: it starts at once. Past its first age a
 //! query goes on only with one of the server's workers (`--workers`), so at
@@ -23,7 +26,7 @@
 //! [`Lanes::aging`] says so for the startup line. Elsewhere than Linux
 //! queries are not aged either.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 /// A query's age (time since it started executing) and the OS priority
-/// (`nice`) its threads get from then on.
+/// (`nice`) its threads get from then on while a younger query runs.
 pub const AGES: [(Duration, i32); 2] = [
     (Duration::from_millis(20), 10),
     (Duration::from_millis(200), 19),
@@ -45,6 +48,8 @@ pub const AGES: [(Duration, i32); 2] = [
 /// Executors for the server's queries (see the module doc).
 pub struct Lanes {
     idle: Mutex<Vec<Executor>>,
+    /// The queries running now, with their age classes.
+    running: Mutex<Vec<Arc<Aging>>>,
     /// Workers: what a query past its first age holds while it goes on.
     workers: Arc<Semaphore>,
     threads: usize,
@@ -60,6 +65,7 @@ impl Lanes {
     pub fn new(threads: usize, workers: Arc<Semaphore>) -> Self {
         Lanes {
             idle: Mutex::new(Vec::new()),
+            running: Mutex::new(Vec::new()),
             workers,
             threads: threads.max(1),
             aging: priority::can_restore(),
@@ -120,24 +126,33 @@ impl Lanes {
                 }
             }
         });
+        let aging = Arc::new(Aging {
+            class: AtomicUsize::new(0),
+            tids: executor.tids.clone(),
+            nice: executor.nice.clone(),
+        });
         let ager = self.aging.then(|| {
-            let nice = executor.nice.clone();
-            let tids = executor.tids.clone();
-            let base = self.base;
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(aging.clone());
+            self.rebalance();
+            let lanes = self.clone();
+            let aging = aging.clone();
             tokio::spawn(async move {
                 let mut waited = Duration::ZERO;
-                for (age, level) in AGES {
-                    tokio::time::sleep(age - waited).await;
-                    waited = age;
-                    let level = level.max(base);
-                    nice.store(level, Ordering::Relaxed);
-                    priority::set_all(&tids.lock().unwrap_or_else(|p| p.into_inner()), level);
+                for (class, (age, _)) in AGES.iter().enumerate() {
+                    tokio::time::sleep(*age - waited).await;
+                    waited = *age;
+                    aging.class.store(class + 1, Ordering::Relaxed);
+                    lanes.rebalance();
                 }
             })
         });
         let mut lease = Lease {
             lanes: self.clone(),
             executor: Some(executor),
+            aging,
             task,
             ager,
             ended: false,
@@ -153,6 +168,27 @@ impl Lanes {
             next
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    /// Gives each running query the priority of its age class when a
+    /// younger query runs, the process's own otherwise (see the module doc).
+    fn rebalance(&self) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let youngest = running
+            .iter()
+            .map(|a| a.class.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        for aging in running.iter() {
+            let class = aging.class.load(Ordering::Relaxed);
+            let nice = match class {
+                c if c > youngest => AGES[c - 1].1.max(self.base),
+                _ => self.base,
+            };
+            if aging.nice.swap(nice, Ordering::Relaxed) != nice {
+                priority::set_all(&aging.tids.lock().unwrap_or_else(|p| p.into_inner()), nice);
+            }
+        }
     }
 
     fn take(&self) -> DfResult<Executor> {
@@ -179,10 +215,19 @@ impl Lanes {
     }
 }
 
+/// A running query's age class and the threads it runs on.
+struct Aging {
+    /// 0: young; `i + 1`: past `AGES[i]`.
+    class: AtomicUsize,
+    tids: Arc<Mutex<Vec<i32>>>,
+    nice: Arc<AtomicI32>,
+}
+
 /// One query's hold on an executor.
 struct Lease {
     lanes: Arc<Lanes>,
     executor: Option<Executor>,
+    aging: Arc<Aging>,
     task: JoinHandle<()>,
     ager: Option<JoinHandle<()>>,
     /// The query sent its last batch (its task is done with the executor).
@@ -193,6 +238,13 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(ager) = &self.ager {
             ager.abort();
+            // no longer running: older queries may get their priority back
+            self.lanes
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|a| !Arc::ptr_eq(a, &self.aging));
+            self.lanes.rebalance();
         }
         let Some(executor) = self.executor.take() else {
             return;
@@ -406,36 +458,55 @@ mod tests {
         idle.len()
     }
 
+    /// The nice value of every thread of the running queries of age `class`.
+    fn running_at(lanes: &Lanes, class: usize) -> Vec<i32> {
+        let running = lanes.running.lock().unwrap();
+        running
+            .iter()
+            .filter(|a| a.class.load(Ordering::Relaxed) == class)
+            .flat_map(|a| a.tids.lock().unwrap().clone())
+            .map(priority_of)
+            .collect()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_old_query_yields_the_cores_to_a_young_one_and_its_executor_comes_back_young() {
         let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
         let base = lanes.base;
+        let oldest = AGES.len();
         let ctx = SessionContext::new().task_ctx();
         let (open_long, gate) = watch::channel(false);
         let long = lanes.execute(gated(gate), ctx.clone()).unwrap();
-        let past_all_ages = AGES[AGES.len() - 1].0 + Duration::from_millis(100);
+        let past_all_ages = AGES[oldest - 1].0 + Duration::from_millis(100);
         tokio::time::sleep(past_all_ages).await;
+        if lanes.aging() {
+            // alone, an old query keeps the process's priority
+            let threads = running_at(&lanes, oldest);
+            assert!(!threads.is_empty(), "the long query is not running old");
+            assert!(threads.iter().all(|n| *n == base), "{threads:?}");
+        }
 
-        // a query started now runs young on an executor of its own
-        let (open_short, gate) = watch::channel(true);
-        let (thread, nice) = answer(lanes.execute(gated(gate), ctx.clone()).unwrap()).await;
-        drop(open_short);
-        assert!(thread.starts_with("om-query"), "computed on {thread}");
-        assert_eq!(nice, base as i64);
-        assert_eq!(idle_at(&lanes, base), 1, "the young executor is kept");
-
+        // a query started now runs young on an executor of its own, and the
+        // old one yields to it for as long as it runs
+        let (open_short, gate) = watch::channel(false);
+        let short = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        let demoted = AGES[oldest - 1].1.max(base);
+        if lanes.aging() {
+            let threads = running_at(&lanes, oldest);
+            assert!(threads.iter().all(|n| *n == demoted), "{threads:?}");
+        }
         open_long.send(true).unwrap();
         let (thread, nice) = answer(long).await;
         assert!(thread.starts_with("om-query"), "computed on {thread}");
-        if lanes.aging() {
-            assert_eq!(
-                nice,
-                AGES[AGES.len() - 1].1.max(base) as i64,
-                "old query not demoted"
-            );
-        } else {
-            assert_eq!(nice, base as i64);
+        match lanes.aging() {
+            true => assert_eq!(nice, demoted as i64, "old query not demoted"),
+            false => assert_eq!(nice, base as i64),
         }
+        open_short.send(true).unwrap();
+        let (thread, nice) = answer(short).await;
+        assert!(thread.starts_with("om-query"), "computed on {thread}");
+        assert_eq!(nice, base as i64);
+
         // both executors wait for the next queries, young again
         assert_eq!(idle_at(&lanes, base), 2);
         let (open, gate) = watch::channel(true);
@@ -446,6 +517,7 @@ mod tests {
             2,
             "an idle executor is reused"
         );
+        assert!(lanes.running.lock().unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
