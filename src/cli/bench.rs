@@ -234,8 +234,8 @@ fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Re
         return Ok(());
     }
     println!(
-        "Flight SQL SELECT 1 round trip: p50 {:.3} ms, p99 {:.3} ms",
-        r.select1_p50_ms, r.select1_p99_ms
+        "Flight SQL SELECT 1 round trip: p50 {:.3} ms (GetFlightInfo {:.3} ms), p99 {:.3} ms",
+        r.select1_p50_ms, r.select1_info_p50_ms, r.select1_p99_ms
     );
     println!(
         "{} clients for {:.0} s: {:.0} requests/s, {} errors; resident memory {:.0} MiB idle, {:.0} MiB after warm-up (start), {:.0} MiB at end ({:+.0}%)",
