@@ -464,3 +464,35 @@ async fn a_policy_another_client_changes_applies_to_the_next_statement() {
     };
     assert!(e.contains("permission denied"), "the revoke applies: {e}");
 }
+
+/// Statements share policy reloads, but never one that began before they
+/// asked: a policy another client changes while a reload is under way
+/// applies to every statement that starts after the change, even one that
+/// waited for that reload to finish.
+#[tokio::test]
+async fn a_statement_never_takes_a_policy_reload_older_than_itself() {
+    use common::faults::{Op, faulty};
+    let (root, admin) = store().await;
+    let (om, faults) = faulty(&root.url).await;
+    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
+    let rows = |om: Omega| async move { count(&om, "SELECT count(*) FROM t").await };
+    assert_eq!(rows(ana.clone()).await, 4);
+    // a new grant makes the next reload read the settings document again
+    run(&admin, "GRANT read ON BUCKET default TO auditor").await;
+    // reload A has listed and read the policies; it waits at the settings
+    let (reached, release) =
+        faults.hold_next(|op, p| op == Op::Get && p.as_ref().contains("/settings/"));
+    let a = tokio::spawn(rows(ana.clone()));
+    reached.notified().await;
+    run(&admin, "DROP POLICY low ON t").await;
+    run(&admin, "CREATE POLICY lower ON t TO analyst USING (id < 7)").await;
+    // B asks after the change, while A's reload is still under way
+    let b = tokio::spawn(rows(ana.clone()));
+    release.notify_one();
+    assert_eq!(
+        a.await.unwrap(),
+        4,
+        "A listed the policies before the change"
+    );
+    assert_eq!(b.await.unwrap(), 7, "B must not take A's older reload");
+}

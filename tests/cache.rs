@@ -90,7 +90,23 @@ const QUERIES: &[&str] = &[
     "SELECT id, fare FROM trips ORDER BY fare DESC, id LIMIT 5",
     "SELECT * FROM trips WHERE id = 4242",
     "SELECT count(*) FROM trips",
+    // across a batch boundary (batches hold up to 8192 rows)
+    "SELECT count(*), sum(fare) FROM trips WHERE id BETWEEN 8000 AND 8400 AND zone <> 3",
+    "SELECT count(*) FROM trips WHERE driver IS NULL OR id > 19990",
 ];
+
+/// Batches a plan's in-memory scans read (the sums of `partition_sizes`).
+fn batches_read(plan: &str) -> usize {
+    plan.match_indices("partition_sizes=[")
+        .map(|(i, m)| {
+            let rest = &plan[i + m.len()..];
+            rest[..rest.find(']').unwrap()]
+                .split(',')
+                .map(|n| n.trim().parse::<usize>().unwrap())
+                .sum::<usize>()
+        })
+        .sum()
+}
 
 #[tokio::test]
 async fn a_cached_table_answers_as_its_parquet_files_do() {
@@ -121,6 +137,11 @@ async fn a_cached_table_answers_as_its_parquet_files_do() {
         "{p}"
     );
     assert!(p.contains("partition_sizes"), "{p}");
+    // a lookup on the (sorted) id reads one batch of the table's several
+    let all = batches_read(&plan(&om, "SELECT sum(fare) FROM trips").await);
+    let lookup = plan(&om, QUERIES[4]).await;
+    assert!(all > 1, "{all} batches");
+    assert_eq!(batches_read(&lookup), 1, "{lookup}");
     let hits = scalar(
         &om,
         "SELECT hits FROM omega.system.cache WHERE name = 'trips'",

@@ -32,13 +32,15 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
+use super::batch_pruning::BatchStatistics;
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -261,7 +263,14 @@ impl MemoryCache {
             return Ok(hit.map(|t| t as _).unwrap_or(scan));
         }
         let budget = self.budget();
-        let loaded = load(&meta.name, &scan, session, budget).await?;
+        let loaded = match load(&meta.name, &scan, session, budget).await? {
+            Some((partitions, rows, bytes)) => {
+                // statistics computed before taking the lock other readers need
+                let table = CachedTable::new(scan.schema(), partitions, &meta.name)?;
+                Some((Arc::new(table), rows, bytes))
+            }
+            None => None,
+        };
         let mut s = self.lock();
         s.remove(&key);
         s.tick += 1;
@@ -276,8 +285,7 @@ impl MemoryCache {
             last_used: s.tick,
         };
         let provider = match loaded {
-            Some((partitions, rows, bytes)) => {
-                let table = Arc::new(CachedTable::new(scan.schema(), partitions, &meta.name)?);
+            Some((table, rows, bytes)) => {
                 s.make_room(bytes, budget);
                 s.used += bytes;
                 entry.table = Some(table.clone());
@@ -340,25 +348,46 @@ async fn load(
     Ok(Some((partitions, rows, bytes.load(Ordering::Relaxed))))
 }
 
-/// A version's batches as a read-only table (a `MemTable` that refuses
-/// inserts: writes go through the store).
+/// A version's batches as a read-only table (inserts are refused: writes
+/// go through the store). A scan reads only the batches whose statistics
+/// say they may hold rows passing its filters.
 #[derive(Debug)]
 pub(crate) struct CachedTable {
-    inner: MemTable,
+    schema: SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+    /// Of the batches of every partition, in order.
+    statistics: BatchStatistics,
 }
 
 impl CachedTable {
     fn new(schema: SchemaRef, partitions: Vec<Vec<RecordBatch>>, name: &str) -> Result<Self> {
-        let inner =
-            MemTable::try_new(schema, partitions).map_err(|e| StoreError::table(name, e))?;
-        Ok(Self { inner })
+        if let Some(b) = partitions
+            .iter()
+            .flatten()
+            .find(|b| !schema.contains(&b.schema()))
+        {
+            return Err(StoreError::table(
+                name,
+                format!(
+                    "a cached batch's schema {} differs from the table's {schema}",
+                    b.schema()
+                ),
+            ));
+        }
+        let batches: Vec<_> = partitions.iter().flatten().collect();
+        let statistics = BatchStatistics::new(schema.clone(), &batches);
+        Ok(Self {
+            schema,
+            partitions,
+            statistics,
+        })
     }
 }
 
 #[async_trait]
 impl TableProvider for CachedTable {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        self.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -370,9 +399,35 @@ impl TableProvider for CachedTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        limit: Option<usize>,
+        _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        let partitions = match self.statistics.keep(state, filters)? {
+            None => self.partitions.clone(),
+            Some(keep) => {
+                let mut keep = keep.into_iter();
+                self.partitions
+                    .iter()
+                    .map(|p| {
+                        p.iter()
+                            .filter(|_| keep.next().unwrap_or(true))
+                            .cloned()
+                            .collect()
+                    })
+                    .collect()
+            }
+        };
+        let source =
+            MemorySourceConfig::try_new(&partitions, self.schema.clone(), projection.cloned())?;
+        Ok(DataSourceExec::from_data_source(source))
+    }
+
+    /// Filters prune batches by their statistics; the rows of a kept batch
+    /// are filtered above the scan.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 }
 

@@ -15,6 +15,7 @@
 //! A backend writes data under a fresh path and returns what the store
 //! records; the store commits the version (see [`crate::store::Catalog`]).
 
+pub mod batch_pruning;
 pub mod delta_scan;
 pub mod document;
 pub mod external;

@@ -24,8 +24,9 @@ pub struct Identity {
 }
 
 /// Verifies keys and keeps one session per key (a session is cheap to share
-/// and costly to build). The key is verified against the store on every
-/// request, so a revoked or expired key stops working at once.
+/// and costly to build). The key is verified against the store's record
+/// for every request (concurrent requests share a read that began after
+/// they arrived), so a revoked or expired key stops working at once.
 pub struct Authenticator {
     base: Omega,
     keys: Keys,

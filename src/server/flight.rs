@@ -238,8 +238,13 @@ impl OmegaFlightSql {
 
 /// Plans `sql` with `params` bound: a query stays lazy (executed in DoGet);
 /// any other statement runs now and its result (a `count`) is what DoGet sends.
-async fn plan(om: &Omega, sql: &str, params: &[ScalarValue]) -> Result<Planned, ServerError> {
-    let df = om.sql_with_params(sql, params).await?;
+async fn plan(
+    state: &ServerState,
+    om: &Omega,
+    sql: &str,
+    params: &[ScalarValue],
+) -> Result<Planned, ServerError> {
+    let df = state.statement(om, sql, params).await?;
     let ctx = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let schema = flight_schema(&plan.schema());
@@ -424,8 +429,7 @@ impl FlightSqlService for OmegaFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let id = self.identify(&request).await?;
         let sql = crate::sql::number_question_marks(&query.query).map_err(ServerError::from)?;
-        let _permit = self.state.worker_unless_query(&sql).await?;
-        let planned = plan(&id.om, &sql, &[]).await?;
+        let planned = plan(&self.state, &id.om, &sql, &[]).await?;
         self.announce(&id, planned, request.into_inner())
     }
 
@@ -437,16 +441,16 @@ impl FlightSqlService for OmegaFlightSql {
         let id = self.identify(&request).await?;
         let handle = handle_text(&cmd.prepared_statement_handle)?;
         let prepared = self.state.statements.get(&id.key_id, &handle)?;
-        let _permit = match prepared.query {
-            true => None,
-            false => Some(self.state.worker().await?),
-        };
         let planned = if prepared.query {
-            plan(&id.om, &prepared.sql, prepared.query_params()?).await?
+            plan(&self.state, &id.om, &prepared.sql, prepared.query_params()?).await?
         } else {
             // A write executed as a query (ADBC's `cursor.execute`): it runs
             // here, once per bound row; DoGet sends the count.
-            let total = run_rows(&id.om, &prepared).await?;
+            let om = id.om.clone();
+            let total = self
+                .state
+                .write(async move { run_rows(&om, &prepared).await })
+                .await?;
             let batches = vec![count_batch(total)?];
             let df = id
                 .om
@@ -664,8 +668,11 @@ impl FlightSqlService for OmegaFlightSql {
     ) -> Result<i64, Status> {
         let id = self.identify(&request).await?;
         let sql = crate::sql::number_question_marks(&command.query).map_err(ServerError::from)?;
-        let _permit = self.state.worker().await?;
-        Ok(update(&id.om, &sql, &[]).await?)
+        let om = id.om.clone();
+        Ok(self
+            .state
+            .write(async move { update(&om, &sql, &[]).await })
+            .await?)
     }
 
     async fn do_put_statement_ingest(
@@ -738,15 +745,13 @@ impl FlightSqlService for OmegaFlightSql {
                 Ok(b)
             });
         let object = Object::Stream(Box::pin(RecordBatchStreamAdapter::new(schema, stream)));
-        let _permit = self.state.worker().await?;
         let opts = PutOptions {
             mode,
             ..Default::default()
         };
-        om.datasets()
-            .put(object, &name, opts)
-            .await
-            .map_err(ServerError::from)?;
+        self.state
+            .write(async move { om.datasets().put(object, &name, opts).await })
+            .await?;
         Ok(rows.load(Ordering::Relaxed))
     }
 
@@ -783,23 +788,27 @@ impl FlightSqlService for OmegaFlightSql {
     ) -> Result<i64, Status> {
         let id = self.identify(&request).await?;
         let handle = handle_text(&query.prepared_statement_handle)?;
-        let prepared = self.state.statements.get(&id.key_id, &handle)?;
-        let _permit = self.state.worker().await?;
+        let mut prepared = self.state.statements.get(&id.key_id, &handle)?;
         // Parameters come with this DoPut (ADBC) or were bound before it
         // (arrow-rs' client binds with a DoPut of the query command).
         let mut decoded = parameter_batches(request);
-        let (mut total, mut sent) = (0i64, false);
+        let mut rows = Vec::new();
         while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
             for row in 0..batch.num_rows() {
-                let params = params_of(&batch, row)?;
-                total += update(&id.om, &prepared.sql, &params).await?.max(0);
-                sent = true;
+                rows.push(params_of(&batch, row)?);
             }
         }
-        if sent || decoded.schema().is_some_and(|s| !s.fields().is_empty()) {
-            return Ok(total);
+        if !rows.is_empty() || decoded.schema().is_some_and(|s| !s.fields().is_empty()) {
+            if rows.is_empty() {
+                return Ok(0); // bound here, to no rows: nothing runs
+            }
+            prepared.params = rows;
         }
-        Ok(run_rows(&id.om, &prepared).await?)
+        let om = id.om.clone();
+        Ok(self
+            .state
+            .write(async move { run_rows(&om, &prepared).await })
+            .await?)
     }
 
     async fn do_action_create_prepared_statement(

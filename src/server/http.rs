@@ -415,12 +415,15 @@ async fn write_dataset(
         },
         Upload::Arrow => arrow_object(&spool.path)?,
     };
-    let _permit = state.worker().await?;
     let opts = PutOptions {
         mode,
         ..Default::default()
     };
-    let meta = id.om.datasets().put(object, &name, opts).await?;
+    // parsing, encoding and the commit yield the cores to queries as they age
+    let om = id.om.clone();
+    let meta = state
+        .write(async move { om.datasets().put(object, &name, opts).await })
+        .await?;
     drop(spool);
     let status = if meta.version == 1 {
         StatusCode::CREATED
@@ -556,10 +559,7 @@ async fn sql(
         .map(scalar_of)
         .collect::<Result<Vec<_>, _>>()?;
     let sql = crate::sql::number_question_marks(&request.sql)?;
-    let df = {
-        let _permit = state.worker_unless_query(&sql).await?;
-        id.om.sql_with_params(&sql, &params).await?
-    };
+    let df = state.statement(&id.om, &sql, &params).await?;
     respond(&state, df, format).await
 }
 

@@ -36,7 +36,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// A query's age (time since it started executing) and the OS priority
 /// (`nice`) its threads get from then on while a younger query runs.
@@ -126,37 +126,7 @@ impl Lanes {
                 }
             }
         });
-        let aging = Arc::new(Aging {
-            class: AtomicUsize::new(0),
-            tids: executor.tids.clone(),
-            nice: executor.nice.clone(),
-        });
-        let ager = self.aging.then(|| {
-            self.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(aging.clone());
-            self.rebalance();
-            let lanes = self.clone();
-            let aging = aging.clone();
-            tokio::spawn(async move {
-                let mut waited = Duration::ZERO;
-                for (class, (age, _)) in AGES.iter().enumerate() {
-                    tokio::time::sleep(*age - waited).await;
-                    waited = *age;
-                    aging.class.store(class + 1, Ordering::Relaxed);
-                    lanes.rebalance();
-                }
-            })
-        });
-        let mut lease = Lease {
-            lanes: self.clone(),
-            executor: Some(executor),
-            aging,
-            task,
-            ager,
-            ended: false,
-        };
+        let mut lease = self.lease(executor, task.abort_handle());
         let batches = futures::stream::poll_fn(move |cx| {
             // the whole lease moves into the stream (not just `ended`): it
             // holds the executor until the stream is dropped
@@ -168,6 +138,65 @@ impl Lanes {
             next
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+    }
+
+    /// Runs `work` (a write, a model fit: work that is not a query plan) on
+    /// an executor of its own, aged like a query: past its first age it
+    /// yields the cores to younger queries. Dropping the returned future
+    /// cancels `work` at its next await point, as dropping it would
+    /// in place.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> DfResult<T> {
+        let executor = self.take()?;
+        let task = executor.runtime().spawn(work);
+        let mut lease = self.lease(executor, task.abort_handle());
+        let out = task.await;
+        lease.ended = true;
+        match out {
+            Ok(out) => Ok(out),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DataFusionError::Execution(format!(
+                "the work was cancelled: {e}"
+            ))),
+        }
+    }
+
+    /// Registers the work `task` runs on `executor` among the running
+    /// queries (when queries age) and starts aging it.
+    fn lease(self: &Arc<Self>, executor: Executor, task: AbortHandle) -> Lease {
+        let aging = self.aging.then(|| {
+            let aging = Arc::new(Aging {
+                class: AtomicUsize::new(0),
+                threads: executor.threads.clone(),
+            });
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(aging.clone());
+            self.rebalance();
+            // on the server's runtime: the query's own threads may be niced
+            let lanes = self.clone();
+            let ages = aging.clone();
+            let ager = tokio::spawn(async move {
+                let mut waited = Duration::ZERO;
+                for (class, (age, _)) in AGES.iter().enumerate() {
+                    tokio::time::sleep(*age - waited).await;
+                    waited = *age;
+                    ages.class.store(class + 1, Ordering::Relaxed);
+                    lanes.rebalance();
+                }
+            });
+            (aging, ager)
+        });
+        Lease {
+            lanes: self.clone(),
+            executor: Some(executor),
+            aging,
+            task,
+            ended: false,
+        }
     }
 
     /// Gives each running query the priority of its age class when a
@@ -185,9 +214,7 @@ impl Lanes {
                 c if c > youngest => AGES[c - 1].1.max(self.base),
                 _ => self.base,
             };
-            if aging.nice.swap(nice, Ordering::Relaxed) != nice {
-                priority::set_all(&aging.tids.lock().unwrap_or_else(|p| p.into_inner()), nice);
-            }
+            aging.threads.set_nice(nice);
         }
     }
 
@@ -200,13 +227,8 @@ impl Lanes {
     }
 
     fn give_back(&self, executor: Executor) {
-        if executor.nice.load(Ordering::Relaxed) != self.base {
-            let tids = executor.tids.lock().unwrap_or_else(|p| p.into_inner());
-            if !priority::set_all(&tids, self.base) {
-                return; // cannot be made young again: dropped
-            }
-            drop(tids);
-            executor.nice.store(self.base, Ordering::Relaxed);
+        if !executor.threads.set_nice(self.base) {
+            return; // cannot be made young again: dropped
         }
         self.idle
             .lock()
@@ -219,31 +241,31 @@ impl Lanes {
 struct Aging {
     /// 0: young; `i + 1`: past `AGES[i]`.
     class: AtomicUsize,
-    tids: Arc<Mutex<Vec<i32>>>,
-    nice: Arc<AtomicI32>,
+    threads: Arc<Threads>,
 }
 
 /// One query's hold on an executor.
 struct Lease {
     lanes: Arc<Lanes>,
     executor: Option<Executor>,
-    aging: Arc<Aging>,
-    task: JoinHandle<()>,
-    ager: Option<JoinHandle<()>>,
+    /// Its entry among the running queries and the task that ages it
+    /// (none when the server does not age queries).
+    aging: Option<(Arc<Aging>, JoinHandle<()>)>,
+    task: AbortHandle,
     /// The query sent its last batch (its task is done with the executor).
     ended: bool,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(ager) = &self.ager {
+        if let Some((aging, ager)) = &self.aging {
             ager.abort();
             // no longer running: older queries may get their priority back
             self.lanes
                 .running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .retain(|a| !Arc::ptr_eq(a, &self.aging));
+                .retain(|a| !Arc::ptr_eq(a, aging));
             self.lanes.rebalance();
         }
         let Some(executor) = self.executor.take() else {
@@ -259,32 +281,57 @@ impl Drop for Lease {
     }
 }
 
+/// The OS threads of an executor and the nice value they have.
+struct Threads {
+    tids: Mutex<Vec<i32>>,
+    nice: AtomicI32,
+}
+
+impl Threads {
+    /// Gives every thread `nice` (no system call when they have it); false
+    /// when a thread refused.
+    fn set_nice(&self, nice: i32) -> bool {
+        if self.nice.load(Ordering::Relaxed) == nice {
+            return true;
+        }
+        let tids = self.tids.lock().unwrap_or_else(|p| p.into_inner());
+        let ok = priority::set_all(&tids, nice);
+        if ok {
+            self.nice.store(nice, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
 /// A tokio runtime and the OS threads it runs on.
 struct Executor {
     runtime: Option<tokio::runtime::Runtime>,
-    tids: Arc<Mutex<Vec<i32>>>,
-    nice: Arc<AtomicI32>,
+    threads: Arc<Threads>,
 }
 
 impl Executor {
-    fn new(threads: usize, nice: i32) -> std::io::Result<Self> {
-        let tids = Arc::new(Mutex::new(Vec::new()));
-        let nice = Arc::new(AtomicI32::new(nice));
-        let (on_start, on_stop) = (tids.clone(), tids.clone());
-        let start_nice = nice.clone();
+    fn new(workers: usize, nice: i32) -> std::io::Result<Self> {
+        let threads = Arc::new(Threads {
+            tids: Mutex::new(Vec::new()),
+            nice: AtomicI32::new(nice),
+        });
+        let (on_start, on_stop) = (threads.clone(), threads.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(workers)
             .thread_name("om-query")
             .enable_all()
             .on_thread_start(move || {
                 let tid = priority::this_thread();
-                // a thread started late (a blocking read) takes the query's age
-                priority::set_all(&[tid], start_nice.load(Ordering::Relaxed));
-                on_start.lock().unwrap_or_else(|p| p.into_inner()).push(tid);
+                // a thread started late (a blocking read) takes the query's age;
+                // under the lock, so that a concurrent `set_nice` sees it
+                let mut tids = on_start.tids.lock().unwrap_or_else(|p| p.into_inner());
+                priority::set_all(&[tid], on_start.nice.load(Ordering::Relaxed));
+                tids.push(tid);
             })
             .on_thread_stop(move || {
                 let tid = priority::this_thread();
                 on_stop
+                    .tids
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .retain(|t| *t != tid);
@@ -292,8 +339,7 @@ impl Executor {
             .build()?;
         Ok(Executor {
             runtime: Some(runtime),
-            tids,
-            nice,
+            threads,
         })
     }
 
@@ -449,7 +495,7 @@ mod tests {
     fn idle_at(lanes: &Lanes, nice: i32) -> usize {
         let idle = lanes.idle.lock().unwrap();
         for e in idle.iter() {
-            let tids = e.tids.lock().unwrap();
+            let tids = e.threads.tids.lock().unwrap();
             assert!(!tids.is_empty());
             for t in tids.iter() {
                 assert_eq!(priority_of(*t), nice, "thread {t} of an idle executor");
@@ -464,7 +510,7 @@ mod tests {
         running
             .iter()
             .filter(|a| a.class.load(Ordering::Relaxed) == class)
-            .flat_map(|a| a.tids.lock().unwrap().clone())
+            .flat_map(|a| a.threads.tids.lock().unwrap().clone())
             .map(priority_of)
             .collect()
     }
@@ -563,5 +609,60 @@ mod tests {
             .await
             .expect("b never got the worker a freed")
             .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_runs_on_an_executor_and_ages_like_a_query() {
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
+        let base = lanes.base;
+        let ctx = SessionContext::new().task_ctx();
+        let (open, mut gate) = watch::channel(false);
+        let write = tokio::spawn({
+            let lanes = lanes.clone();
+            async move {
+                let work = async move {
+                    let _ = gate.wait_for(|o| *o).await;
+                    let thread = std::thread::current().name().unwrap_or("").to_string();
+                    (thread, priority_of(priority::this_thread()))
+                };
+                lanes.run(work).await.unwrap()
+            }
+        });
+        tokio::time::sleep(AGES[AGES.len() - 1].0 + Duration::from_millis(100)).await;
+        // a young query runs: the old write yields to it while it does
+        let (open_query, query_gate) = watch::channel(false);
+        let query = lanes.execute(gated(query_gate), ctx).unwrap();
+        open.send(true).unwrap();
+        let (thread, nice) = write.await.unwrap();
+        assert!(thread.starts_with("om-query"), "the write ran on {thread}");
+        match lanes.aging() {
+            true => assert_eq!(nice, AGES[AGES.len() - 1].1.max(base), "not demoted"),
+            false => assert_eq!(nice, base),
+        }
+        open_query.send(true).unwrap();
+        assert_eq!(answer(query).await.1, base as i64);
+        assert_eq!(idle_at(&lanes, base), 2, "both executors come back young");
+        assert!(lanes.running.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_a_run_cancels_its_work() {
+        let lanes = Arc::new(Lanes::new(1, Arc::new(Semaphore::new(1))));
+        let (open, mut gate) = watch::channel(false);
+        let work = async move {
+            let _ = gate.wait_for(|o| *o).await;
+        };
+        let run = lanes.run(work);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), run)
+                .await
+                .is_err()
+        );
+        // the work is gone (nobody waits on the gate) and so is its executor
+        tokio::time::timeout(Duration::from_secs(5), open.closed())
+            .await
+            .expect("the cancelled work still runs");
+        assert!(lanes.idle.lock().unwrap().is_empty());
+        assert!(lanes.running.lock().unwrap().is_empty());
     }
 }

@@ -28,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::common::ScalarValue;
+use datafusion::prelude::DataFrame;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Omega;
@@ -153,16 +155,41 @@ impl ServerState {
             .map_err(|_| ServerError::new(ErrorKind::Unavailable, "the server is shutting down"))
     }
 
-    /// A worker for a statement that runs while it is planned (a write, a
-    /// script, a policy change); none for a single query, whose planning is
-    /// short and whose execution takes a worker itself once it ages.
-    pub async fn worker_unless_query(
+    /// `sql` as `om`'s statement. A single query is planned here (planning
+    /// is short) and runs when its stream is read, taking a worker itself
+    /// once it ages. Any other statement runs while it is planned (a write,
+    /// a script, a policy change): it takes a worker and runs on an executor
+    /// of its own, aged like a query, so that it yields the cores to
+    /// younger queries; its frame is the count it returns.
+    pub async fn statement(
         &self,
+        om: &Omega,
         sql: &str,
-    ) -> Result<Option<OwnedSemaphorePermit>, ServerError> {
-        match crate::sql::is_single_query(sql) {
-            true => Ok(None),
-            false => Ok(Some(self.worker().await?)),
+        params: &[ScalarValue],
+    ) -> Result<DataFrame, ServerError> {
+        if crate::sql::is_single_query(sql) {
+            return Ok(om.sql_with_params(sql, params).await?);
         }
+        let _permit = self.worker().await?;
+        let (om, sql, params) = (om.clone(), sql.to_string(), params.to_vec());
+        let df = self
+            .lanes
+            .run(async move { om.sql_with_params(&sql, &params).await })
+            .await??;
+        Ok(df)
+    }
+
+    /// Runs `work` (a write) with a worker, on an executor of its own,
+    /// aged like a query (see [`lanes`]).
+    pub async fn write<T: Send + 'static, E>(
+        &self,
+        work: impl Future<Output = Result<T, E>> + Send + 'static,
+    ) -> Result<T, ServerError>
+    where
+        E: Send + 'static,
+        ServerError: From<E>,
+    {
+        let _permit = self.worker().await?;
+        Ok(self.lanes.run(work).await??)
     }
 }

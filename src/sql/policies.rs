@@ -33,6 +33,7 @@ use serde_json::Value;
 use super::mixins::{Mixin, MixinContext};
 use crate::backends::document::DocumentBackend;
 use crate::store::error::{Result, StoreError};
+use crate::store::fresh::Fresh;
 use crate::store::hooks::{ReadHook, WriteHook, WriteTarget};
 use crate::store::listing_index::RecordStamp;
 use crate::store::{
@@ -124,6 +125,19 @@ pub struct BucketPolicy {
 
 type DocKey = (String, &'static str, String);
 
+/// One store's listing in a reload: its bucket, prefix, whether it holds
+/// bucket settings, the store and its head records.
+type Listed<'a> = (
+    &'a String,
+    &'static str,
+    bool,
+    Store,
+    Vec<(ObjectName, RecordStamp)>,
+);
+
+/// Policy listings a reload runs at once.
+const CONCURRENT_LISTINGS: usize = 16;
+
 /// The policies of every bucket of a root, as last loaded. It reads the
 /// policy documents with a session of its own (a plain one: documents need
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
@@ -131,6 +145,8 @@ pub struct PolicyCache {
     datasets: RwLock<HashMap<(String, String), DatasetPolicy>>,
     buckets: RwLock<HashMap<String, BucketPolicy>>,
     loaded: std::sync::atomic::AtomicBool,
+    /// Reloads, shared by concurrent statements.
+    reloads: Fresh<()>,
     /// The documents read so far, by (bucket, store, name), with the head
     /// record they were read from: a reload reads only what changed.
     docs: std::sync::Mutex<HashMap<DocKey, (RecordStamp, Option<Value>)>>,
@@ -145,6 +161,7 @@ impl PolicyCache {
             datasets: Default::default(),
             buckets: Default::default(),
             loaded: Default::default(),
+            reloads: Default::default(),
             docs: Default::default(),
             root,
             session: SessionContext::new(),
@@ -218,44 +235,73 @@ impl PolicyCache {
         self.reload().await
     }
 
-    /// Reloads every bucket's policies: one listing of the buckets and one
-    /// of each bucket's policy records; a document is read again only when
-    /// its head record is not the one it was read from.
+    /// Reloads every bucket's policies: one listing of the buckets, then one
+    /// of each bucket's policy and settings records (concurrently); a
+    /// document is read again only when its head record is not the one it
+    /// was read from.
+    ///
+    /// Concurrent callers share reloads ([`Fresh`]): a caller returns once
+    /// a reload that began after it called has succeeded, so what it sees
+    /// is never older than the store was when it asked.
     pub async fn reload(&self) -> Result<()> {
+        self.reloads.get(|| self.load_all()).await
+    }
+
+    async fn load_all(&self) -> Result<()> {
         let mut datasets = HashMap::new();
         let mut buckets = HashMap::new();
         let mut seen = HashMap::new();
+        let names = list_buckets(&self.root).await?;
+        // One listing per store finds each document's newest version (no
+        // listing per name); the listings run concurrently, since every
+        // statement waits for them.
+        let stores: Vec<(&String, &'static str, bool)> = names
+            .iter()
+            .flat_map(|b| [(b, POLICY_STORE, false), (b, SETTINGS_STORE, true)])
+            .collect();
+        let mut listed = Vec::with_capacity(stores.len());
+        for chunk in stores.chunks(CONCURRENT_LISTINGS) {
+            // boxed as `Send` futures: spelled out, the combinators' borrows
+            // defeat the compiler's `Send` proof of the callers' futures
+            let listings: Vec<futures::future::BoxFuture<'_, Result<Listed<'_>>>> = chunk
+                .iter()
+                .map(|&(bucket, prefix, settings)| {
+                    let store = self.plain_store(bucket, prefix);
+                    Box::pin(async move {
+                        let heads = store.catalog().head_records().await?;
+                        Ok((bucket, prefix, settings, store, heads))
+                    }) as _
+                })
+                .collect();
+            listed.extend(futures::future::try_join_all(listings).await?);
+        }
         let mut known = std::mem::take(&mut *self.docs.lock().unwrap_or_else(|e| e.into_inner()));
-        for bucket in list_buckets(&self.root).await? {
-            for (prefix, settings) in [(POLICY_STORE, false), (SETTINGS_STORE, true)] {
-                let store = self.plain_store(&bucket, prefix);
-                // one listing finds each document's newest version; no listing per name
-                for (name, stamp) in store.catalog().head_records().await? {
-                    if settings && name.as_str() != BUCKET_DOC {
-                        continue;
-                    }
-                    let key = (bucket.clone(), prefix, name.to_string());
-                    let doc = match known.remove(&key) {
-                        Some((known, doc)) if known == stamp => doc,
-                        _ => self.read_policy(&store, &name, stamp.version).await?,
-                    };
-                    let path = store.catalog().record_path(&name, stamp.version);
-                    seen.insert(key, (stamp, doc.clone()));
-                    let Some(doc) = doc else {
-                        continue;
-                    };
-                    let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
-                        name: format!("{prefix}/{name}"),
-                        path: path.to_string(),
-                        reason: format!("not a valid policy: {e}"),
-                    };
-                    if settings {
-                        let b: BucketPolicy = serde_json::from_value(doc).map_err(bad)?;
-                        buckets.insert(bucket.clone(), b);
-                    } else {
-                        let p: DatasetPolicy = serde_json::from_value(doc).map_err(bad)?;
-                        datasets.insert((bucket.clone(), name.to_string()), p);
-                    }
+        for (bucket, prefix, settings, store, heads) in listed {
+            for (name, stamp) in heads {
+                if settings && name.as_str() != BUCKET_DOC {
+                    continue;
+                }
+                let key = (bucket.clone(), prefix, name.to_string());
+                let doc = match known.remove(&key) {
+                    Some((known, doc)) if known == stamp => doc,
+                    _ => self.read_policy(&store, &name, stamp.version).await?,
+                };
+                let path = store.catalog().record_path(&name, stamp.version);
+                seen.insert(key, (stamp, doc.clone()));
+                let Some(doc) = doc else {
+                    continue;
+                };
+                let bad = |e: serde_json::Error| StoreError::CorruptMetadata {
+                    name: format!("{prefix}/{name}"),
+                    path: path.to_string(),
+                    reason: format!("not a valid policy: {e}"),
+                };
+                if settings {
+                    let b: BucketPolicy = serde_json::from_value(doc).map_err(bad)?;
+                    buckets.insert(bucket.clone(), b);
+                } else {
+                    let p: DatasetPolicy = serde_json::from_value(doc).map_err(bad)?;
+                    datasets.insert((bucket.clone(), name.to_string()), p);
                 }
             }
         }

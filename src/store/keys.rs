@@ -9,6 +9,9 @@
 //! refuses revoked and expired keys. Deny by default: anything that is not a
 //! valid, live key is [`KeyError::Unauthenticated`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::bucket::validate_bucket;
 use super::error::StoreError;
+use super::fresh::Fresh;
 use super::root::Root;
 
 /// The prefix every key starts with (recognisable in logs and by scanners).
@@ -66,11 +70,27 @@ impl KeyRecord {
     }
 }
 
-/// The API keys of one root.
-#[derive(Debug, Clone)]
+/// The API keys of one root. Clones share their reads: concurrent
+/// verifications of one key read its record once ([`Fresh`]), never
+/// trusting a read that began before they asked (a revocation applies to
+/// the next request).
+#[derive(Clone)]
 pub struct Keys {
     root: Root,
+    reads: Arc<Mutex<HashMap<String, Arc<Fresh<Option<KeyRecord>>>>>>,
 }
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys whose reads are shared at most; the table is emptied when it would
+/// grow past it (it only ever saves reads).
+const SHARED_READS: usize = 4096;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -133,7 +153,23 @@ pub fn parse_lifetime(text: &str) -> Result<chrono::Duration, KeyError> {
 
 impl Keys {
     pub fn new(root: Root) -> Self {
-        Self { root }
+        Self {
+            root,
+            reads: Default::default(),
+        }
+    }
+
+    /// The record of key `id` as the store holds it now, read once for the
+    /// concurrent callers that may share the read.
+    async fn read_shared(&self, id: &str) -> Result<Option<KeyRecord>, KeyError> {
+        let fresh = {
+            let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
+            if reads.len() >= SHARED_READS && !reads.contains_key(id) {
+                reads.clear();
+            }
+            reads.entry(id.to_string()).or_default().clone()
+        };
+        fresh.get(|| self.read(id)).await
     }
 
     fn path(&self, id: &str) -> Path {
@@ -268,7 +304,7 @@ impl Keys {
         {
             return Err(KeyError::Unauthenticated);
         }
-        let record = match self.read(id).await {
+        let record = match self.read_shared(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(KeyError::Unauthenticated),
             Err(e) => return Err(e),

@@ -11,6 +11,7 @@ pub(crate) mod delta_s3;
 pub mod durable;
 pub mod error;
 pub mod failpoint;
+pub mod fresh;
 pub mod gc;
 pub mod hooks;
 pub mod keys;
