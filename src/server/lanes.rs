@@ -32,6 +32,9 @@ use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
@@ -85,6 +88,10 @@ impl Lanes {
         plan: Arc<dyn ExecutionPlan>,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        if constant(plan.as_ref()) {
+            // one row of expressions (`SELECT 1`): nothing to age or to isolate
+            return execute_stream(plan, context);
+        }
         let executor = self.take()?;
         let schema = plan.schema();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
@@ -235,6 +242,15 @@ impl Lanes {
             .unwrap_or_else(|p| p.into_inner())
             .push(executor);
     }
+}
+
+/// Whether `plan` only computes expressions over one row or none (`SELECT
+/// 1`, `SELECT now()`): projections over a placeholder or empty row.
+fn constant(plan: &dyn ExecutionPlan) -> bool {
+    let node = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<PlaceholderRowExec>().is_some()
+        || plan.downcast_ref::<EmptyExec>().is_some();
+    node && plan.children().into_iter().all(|c| constant(c.as_ref()))
 }
 
 /// A running query's age class and the threads it runs on.
@@ -664,5 +680,39 @@ mod tests {
             .expect("the cancelled work still runs");
         assert!(lanes.idle.lock().unwrap().is_empty());
         assert!(lanes.running.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_constant_query_runs_in_place_and_one_reading_data_does_not() {
+        let lanes = Arc::new(Lanes::new(1, Arc::new(Semaphore::new(1))));
+        let ctx = SessionContext::new();
+        let physical = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                ctx.sql(sql)
+                    .await
+                    .unwrap()
+                    .create_physical_plan()
+                    .await
+                    .unwrap()
+            }
+        };
+        for sql in ["SELECT 1", "SELECT 1 + 2 AS x, 'a' AS y"] {
+            let plan = physical(sql).await;
+            assert!(constant(plan.as_ref()), "{sql}");
+            let batches: Vec<_> = lanes.execute(plan, ctx.task_ctx()).unwrap().collect().await;
+            assert_eq!(batches.len(), 1);
+            assert!(
+                lanes.idle.lock().unwrap().is_empty(),
+                "{sql} took an executor"
+            );
+        }
+        for sql in [
+            "SELECT unnest(range(1, 1000))",
+            "SELECT count(*) FROM generate_series(1, 1000)",
+            "VALUES (1), (2)",
+        ] {
+            assert!(!constant(physical(sql).await.as_ref()), "{sql}");
+        }
     }
 }

@@ -77,8 +77,11 @@ impl KeyRecord {
 #[derive(Clone)]
 pub struct Keys {
     root: Root,
-    reads: Arc<Mutex<HashMap<String, Arc<Fresh<Option<KeyRecord>>>>>>,
+    reads: Arc<SharedReads>,
 }
+
+/// The reads of key records concurrent verifications share, by key id.
+type SharedReads = Mutex<HashMap<String, Arc<Fresh<Option<KeyRecord>>>>>;
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
