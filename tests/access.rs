@@ -489,10 +489,9 @@ async fn a_statement_never_takes_a_policy_reload_older_than_itself() {
     // B asks after the change, while A's reload is still under way
     let b = tokio::spawn(rows(ana.clone()));
     release.notify_one();
-    assert_eq!(
-        a.await.unwrap(),
-        4,
-        "A listed the policies before the change"
-    );
+    // A may plan with its own reload (the old filter) or with B's, if B's
+    // finished first (the cache is shared): never anything older
+    let a = a.await.unwrap();
+    assert!(a == 4 || a == 7, "{a}");
     assert_eq!(b.await.unwrap(), 7, "B must not take A's older reload");
 }
