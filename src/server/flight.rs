@@ -798,10 +798,11 @@ impl FlightSqlService for OmegaFlightSql {
                 rows.push(params_of(&batch, row)?);
             }
         }
-        if !rows.is_empty() || decoded.schema().is_some_and(|s| !s.fields().is_empty()) {
-            if rows.is_empty() {
-                return Ok(0); // bound here, to no rows: nothing runs
-            }
+        let bound_here = decoded.schema().is_some_and(|s| !s.fields().is_empty());
+        if rows.is_empty() && bound_here {
+            return Ok(0); // bound here, to no rows: nothing runs
+        }
+        if !rows.is_empty() {
             prepared.params = rows;
         }
         let om = id.om.clone();

@@ -170,13 +170,9 @@ impl ServerState {
         if crate::sql::is_single_query(sql) {
             return Ok(om.sql_with_params(sql, params).await?);
         }
-        let _permit = self.worker().await?;
         let (om, sql, params) = (om.clone(), sql.to_string(), params.to_vec());
-        let df = self
-            .lanes
-            .run(async move { om.sql_with_params(&sql, &params).await })
-            .await??;
-        Ok(df)
+        self.write(async move { om.sql_with_params(&sql, &params).await })
+            .await
     }
 
     /// Runs `work` (a write) with a worker, on an executor of its own,
