@@ -239,13 +239,17 @@ async fn special_floats_and_all_null_columns_round_trip() {
     assert_eq!(b[0].column(1).null_count(), 5);
 }
 
-/// A mixin that fails in the way given.
+/// A mixin that fails in the way given ("… inline": run on the planning
+/// thread instead of a thread of its own).
 #[derive(Debug)]
 struct Broken(&'static str);
 
 impl omegastore::Mixin for Broken {
     fn name(&self) -> &str {
         self.0
+    }
+    fn inline(&self) -> bool {
+        self.0.ends_with(" inline")
     }
     fn rewrite(
         &self,
@@ -260,9 +264,11 @@ impl omegastore::Mixin for Broken {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             },
             // a plan that returns other columns than the query asked for
-            "invalid" => datafusion::logical_expr::LogicalPlanBuilder::empty(true)
-                .project([datafusion::prelude::lit(1).alias("secret")])?
-                .build(),
+            "invalid" | "invalid inline" => {
+                datafusion::logical_expr::LogicalPlanBuilder::empty(true)
+                    .project([datafusion::prelude::lit(1).alias("secret")])?
+                    .build()
+            }
             _ => panic!("bug in a mixin"),
         }
     }
@@ -271,7 +277,14 @@ impl omegastore::Mixin for Broken {
 #[tokio::test]
 async fn a_mixin_that_errors_panics_loops_or_returns_an_invalid_plan_fails_the_read_closed_with_its_name()
  {
-    for kind in ["erroring", "panicking", "looping", "invalid"] {
+    for kind in [
+        "erroring",
+        "panicking",
+        "looping",
+        "invalid",
+        "panicking inline",
+        "invalid inline",
+    ] {
         let om = Omega::open("memory://").await.unwrap();
         // a looping mixin is given up on after the limit
         om.sql("SET omega.mixin_time_limit_ms = 300")

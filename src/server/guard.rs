@@ -84,7 +84,8 @@ where
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = AssertUnwindSafe(future).catch_unwind().await;
-            let ms = start.elapsed().as_secs_f64() * 1e3;
+            // milliseconds to the microsecond: a log line, not a float's every digit
+            let ms = (start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
             match result {
                 Ok(Ok(response)) => {
                     let grpc = response

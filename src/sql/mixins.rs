@@ -79,6 +79,14 @@ pub trait Mixin: Send + Sync + Debug {
     fn name(&self) -> &str;
     /// Rewrites `plan`; an error fails the query.
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> Result<LogicalPlan>;
+    /// True when the rewrite always returns promptly without blocking (a
+    /// walk over the plan, as omegastore's own policy mixins do): it runs
+    /// on the planning thread, a panic still failing only the query. False
+    /// (the default): it runs on a thread of its own, given up on after
+    /// `omega.mixin_time_limit_ms`, which costs a thread start per query.
+    fn inline(&self) -> bool {
+        false
+    }
 }
 
 /// The analyzer rule that runs every registered mixin, in order.
@@ -123,8 +131,12 @@ impl AnalyzerRule for MixinRule {
             let schema = plan.schema().clone();
             let fail =
                 |why: String| DataFusionError::Plan(format!("mixin '{}' failed: {why}", m.name()));
-            let rewritten = run_limited(m.clone(), plan, cx.clone(), limit)
-                .map_err(|e| fail(e.strip_backtrace()))?;
+            let rewritten = if m.inline() {
+                run_caught(m.as_ref(), plan, &cx)
+            } else {
+                run_limited(m.clone(), plan, cx.clone(), limit)
+            }
+            .map_err(|e| fail(e.strip_backtrace()))?;
             // A rewrite may filter rows, mask or hide columns; a plan that
             // breaks DataFusion's invariants or returns columns the query
             // never had is a broken mixin.
@@ -165,6 +177,19 @@ fn only_known_columns(
         .all(|f| original.fields().iter().any(|o| o.name() == f.name()))
 }
 
+/// Runs one mixin's rewrite; a panic becomes the query's error.
+fn run_caught(mixin: &dyn Mixin, plan: LogicalPlan, cx: &MixinContext) -> Result<LogicalPlan> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mixin.rewrite(plan, cx)))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            Err(DataFusionError::Execution(format!("panicked: {msg}")))
+        })
+}
+
 /// Runs one mixin's rewrite on its own thread, so that a mixin that panics
 /// or never returns fails the query (closed) instead of the process or the
 /// session. A mixin still running at the limit is abandoned: its thread
@@ -179,17 +204,7 @@ fn run_limited(
     std::thread::Builder::new()
         .name(format!("mixin {}", mixin.name()))
         .spawn(move || {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| mixin.rewrite(plan, &cx)))
-                    .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_else(|| "unknown cause".into());
-                        Err(DataFusionError::Execution(format!("panicked: {msg}")))
-                    });
-            let _ = tx.send(result);
+            let _ = tx.send(run_caught(mixin.as_ref(), plan, &cx));
         })
         .map_err(|e| DataFusionError::Execution(format!("cannot start it: {e}")))?;
     match rx.recv_timeout(limit) {

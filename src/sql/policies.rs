@@ -655,6 +655,11 @@ impl Mixin for RowFilterMixin {
         "row_filter"
     }
 
+    /// A walk over the plan with the policies already loaded: no I/O.
+    fn inline(&self) -> bool {
+        true
+    }
+
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> DfResult<LogicalPlan> {
         for_each_dataset_scan(plan, cx, |bucket, name, _q, scan| {
             let Some(predicate) =
@@ -684,6 +689,11 @@ impl ColumnMaskMixin {
 impl Mixin for ColumnMaskMixin {
     fn name(&self) -> &str {
         "column_mask"
+    }
+
+    /// A walk over the plan with the policies already loaded: no I/O.
+    fn inline(&self) -> bool {
+        true
     }
 
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> DfResult<LogicalPlan> {
@@ -806,6 +816,11 @@ impl BucketIsolationMixin {
 impl Mixin for BucketIsolationMixin {
     fn name(&self) -> &str {
         "bucket_isolation"
+    }
+
+    /// A walk over the plan with the policies already loaded: no I/O.
+    fn inline(&self) -> bool {
+        true
     }
 
     fn rewrite(&self, plan: LogicalPlan, cx: &MixinContext) -> DfResult<LogicalPlan> {
