@@ -26,23 +26,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
+from bench_venv import reexec_unless_importable  # noqa: E402
 
-def ensure_packages():
-    try:
-        import duckdb, polars, pyarrow, sklearn, matplotlib  # noqa: F401
-    except ImportError:
-        py = subprocess.check_output([str(HERE / "bench-venv.sh")], text=True).strip()
-        # A venv's python is often a symlink to the system one, so compare
-        # environments (sys.prefix), not interpreter files; the variable
-        # stops a loop if the venv itself lacks a package.
-        venv = str(Path(py).parent.parent)
-        if os.path.realpath(sys.prefix) == os.path.realpath(venv) or os.environ.get("OMEGA_PEERS_REEXEC"):
-            raise
-        os.environ["OMEGA_PEERS_REEXEC"] = "1"
-        os.execv(py, [py, str(Path(__file__).resolve()), *sys.argv[1:]])
-
-
-ensure_packages()
+reexec_unless_importable("duckdb", "polars", "pyarrow", "sklearn", "matplotlib")
 
 import duckdb  # noqa: E402
 import numpy as np  # noqa: E402

@@ -33,19 +33,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
+from bench_venv import reexec_unless_importable  # noqa: E402
 
-def ensure_pyarrow():
-    try:
-        import pyarrow.flight  # noqa: F401
-    except ImportError:
-        py = subprocess.check_output([str(HERE / "bench-venv.sh")], text=True).strip()
-        if os.environ.get("OMEGA_PROBE_REEXEC"):
-            raise
-        os.environ["OMEGA_PROBE_REEXEC"] = "1"
-        os.execv(py, [py, str(Path(__file__).resolve()), *sys.argv[1:]])
-
-
-ensure_pyarrow()
+reexec_unless_importable("pyarrow.flight")
 
 import pyarrow.flight as flight  # noqa: E402
 
