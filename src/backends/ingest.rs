@@ -6,7 +6,7 @@
 //! flow through a small bounded channel, which is what keeps memory bounded.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +21,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
+use super::csv_split::{self, CsvLayout};
 use crate::store::backend::{FileFormat, Object};
 use crate::store::error::{Result, StoreError};
 
@@ -124,69 +125,10 @@ impl PartitionStream for OnceStream {
     }
 }
 
-/// Counts bytes read into a progress bar; for CSV, also tracks quotes so
-/// that a file ending inside a quoted field is an error (the CSV reader
-/// would store the rest of the file as one value).
+/// Counts bytes read into a progress bar.
 struct Counting<R> {
     inner: R,
     progress: Option<indicatif::ProgressBar>,
-    quotes: Option<Quotes>,
-}
-
-/// Where a CSV byte stream is, as far as quoting goes (the rules of
-/// RFC 4180 that the CSV reader follows: a quote opens a quoted field only
-/// at the start of a field; inside one, `""` is a quote).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum QuoteState {
-    #[default]
-    FieldStart,
-    Unquoted,
-    Quoted,
-    /// A quote inside a quoted field: closes it, or starts `""`.
-    QuoteInQuoted,
-}
-
-struct Quotes {
-    delimiter: u8,
-    state: QuoteState,
-    line: u64,
-    opened_on: u64,
-}
-
-impl Quotes {
-    fn new(delimiter: u8) -> Self {
-        Quotes {
-            delimiter,
-            state: QuoteState::FieldStart,
-            line: 1,
-            opened_on: 0,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        use QuoteState::*;
-        for &b in bytes {
-            self.state = match (self.state, b) {
-                (Quoted, b'"') => QuoteInQuoted,
-                (Quoted, b'\n') => {
-                    self.line += 1;
-                    Quoted
-                }
-                (Quoted, _) => Quoted,
-                (FieldStart, b'"') => {
-                    self.opened_on = self.line;
-                    Quoted
-                }
-                (QuoteInQuoted, b'"') => Quoted,
-                (_, b'\n') => {
-                    self.line += 1;
-                    FieldStart
-                }
-                (_, d) if d == self.delimiter => FieldStart,
-                _ => Unquoted,
-            };
-        }
-    }
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -195,25 +137,7 @@ impl<R: Read> Read for Counting<R> {
         if let Some(p) = &self.progress {
             p.inc(n as u64);
         }
-        if let Some(q) = &mut self.quotes {
-            q.feed(&buf[..n]);
-            if n == 0 && !buf.is_empty() && q.state == QuoteState::Quoted {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "the quoted field opened on line {} is never closed; close the quote (or double the quotes inside it) and put the file again",
-                        q.opened_on
-                    ),
-                ));
-            }
-        }
         Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Counting<R> {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        self.inner.seek(pos)
     }
 }
 
@@ -297,11 +221,6 @@ pub fn read_file(
     let reader_schema = schema.clone();
     let what = format!("reading {}", path.display());
     Ok(blocking_batches(name, &what, schema, move |send| {
-        let file = Counting {
-            inner: file,
-            progress,
-            quotes: (format == FileFormat::Csv).then(|| Quotes::new(csv_delimiter(&path))),
-        };
         let context = |e: &dyn std::fmt::Display| {
             DataFusionError::External(Box::new(StoreError::invalid_input(
                 &object,
@@ -311,17 +230,29 @@ pub fn read_file(
         let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>>> = match format
         {
             FileFormat::Csv => {
-                let fmt = csv_format(&path);
-                match arrow::csv::ReaderBuilder::new(reader_schema)
-                    .with_format(fmt)
-                    .with_batch_size(BATCH_ROWS)
-                    .build(BufReader::with_capacity(1 << 20, file))
-                {
-                    Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
-                    Err(e) => Box::new(std::iter::once(Err(context(&e)))),
-                }
+                // parsed on all cores; sends its batches itself
+                let layout = CsvLayout {
+                    delimiter: csv_delimiter(&path),
+                    header: true,
+                    batch_rows: BATCH_ROWS,
+                    chunk_bytes: csv_split::CHUNK_BYTES,
+                    workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                };
+                let on_read = |n: u64| {
+                    if let Some(p) = &progress {
+                        p.inc(n);
+                    }
+                };
+                csv_split::parse(file, reader_schema, layout, &on_read, &mut |b| {
+                    send(b.map_err(|msg| context(&msg)))
+                });
+                return;
             }
             FileFormat::JsonLines => {
+                let file = Counting {
+                    inner: file,
+                    progress,
+                };
                 match arrow::json::ReaderBuilder::new(reader_schema)
                     .with_batch_size(BATCH_ROWS)
                     .build(BufReader::with_capacity(1 << 20, file))
@@ -331,10 +262,8 @@ pub fn read_file(
                 }
             }
             FileFormat::Parquet => {
-                match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                    file.inner,
-                )
-                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
                 {
                     // Parquet is read by row group, not as a byte stream: the
                     // progress bar shows elapsed time only.
@@ -414,35 +343,4 @@ pub fn describe_schema(schema: &SchemaRef) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn end_state(text: &str) -> (QuoteState, u64) {
-        let mut q = Quotes::new(b',');
-        // fed in two pieces: state carries across reads
-        let (a, b) = text.split_at(text.len() / 2);
-        q.feed(a.as_bytes());
-        q.feed(b.as_bytes());
-        (q.state, q.opened_on)
-    }
-
-    #[test]
-    fn an_unterminated_quote_is_found_and_others_are_not() {
-        assert_ne!(end_state("a,b\n1,\"x\ny\"\n").0, QuoteState::Quoted);
-        assert_eq!(
-            end_state("a,b\n1,x\n2,\"never closed\n3,y\n"),
-            (QuoteState::Quoted, 3)
-        );
-        // a quote inside an unquoted field is a character
-        assert_ne!(end_state("h,w\n5'10\",x\n").0, QuoteState::Quoted);
-        // doubled quotes inside a quoted field
-        assert_ne!(
-            end_state("a\n\"he said \"\"hi\"\"\"\n").0,
-            QuoteState::Quoted
-        );
-        assert_eq!(end_state("a\n\"he said \"\"hi\n").0, QuoteState::Quoted);
-    }
 }
