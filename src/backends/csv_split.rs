@@ -44,9 +44,9 @@ pub(crate) enum QuoteState {
 /// The quote state of a CSV byte stream fed in pieces.
 pub(crate) struct Quotes {
     delimiter: u8,
-    pub(crate) state: QuoteState,
+    state: QuoteState,
     line: u64,
-    pub(crate) opened_on: u64,
+    opened_on: u64,
 }
 
 impl Quotes {
@@ -198,9 +198,7 @@ pub fn parse<R: Read + Send>(
                 {
                     Ok(n) => n,
                     Err(e) => {
-                        let (tx, rx) = sync_channel(1);
-                        let _ = tx.send(Err(Failure::Input(e.to_string())));
-                        let _ = order_tx.send(rx);
+                        let _ = order_tx.send(failed(e.to_string()));
                         return;
                     }
                 };
@@ -211,9 +209,7 @@ pub fn parse<R: Read + Send>(
                     // it ends inside quotes (its parse would fail on a short
                     // record, or store the rest of the file as one value).
                     if let Some(msg) = quotes.unterminated() {
-                        let (tx, rx) = sync_channel(1);
-                        let _ = tx.send(Err(Failure::Input(msg)));
-                        let _ = order_tx.send(rx);
+                        let _ = order_tx.send(failed(msg));
                     } else if !block.is_empty() {
                         enqueue(Bytes::from(block), first);
                     }
@@ -266,6 +262,13 @@ pub fn parse<R: Read + Send>(
             first = false;
         }
     });
+}
+
+/// An answer, already there, that reading the file failed.
+fn failed(msg: String) -> Receiver<Parsed> {
+    let (tx, rx) = sync_channel(1);
+    let _ = tx.send(Err(Failure::Input(msg)));
+    rx
 }
 
 fn parse_chunk(chunk: Bytes, schema: &SchemaRef, format: Format, batch_rows: usize) -> Parsed {
