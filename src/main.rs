@@ -6,19 +6,20 @@ fn main() -> std::process::ExitCode {
 
 /// Keeps the Arrow buffers of a scan in the heap instead of fresh mappings.
 ///
-/// glibc hands every allocation above a threshold that starts at 128 KiB to
-/// `mmap` and returns freed heap to the kernel beyond 128 KiB, so each large
-/// buffer a query decodes is a new mapping whose pages fault in zeroed: 20
+/// glibc hands allocations above a threshold that starts at 128 KiB to
+/// `mmap` and gives freed heap above 128 KiB back to the kernel, so the
+/// large buffers a query decodes are new pages that fault in zeroed: 20
 /// filtered counts over 10M rows took ~400,000 page faults. Serving up to
-/// 32 MiB from the heap and keeping up to 64 MiB free before trimming cut
-/// that to ~20,000 and the CPU time by 15–20% (BENCHMARKS.md, 2026-12-03),
-/// for a few hundred MiB more held at peak. Done here, before any thread
-/// starts, and not in the library: an embedding application owns its
-/// allocator. A user's own `GLIBC_TUNABLES`/`MALLOC_*` settings win.
+/// 8 MiB from the heap and keeping up to 16 MiB free before trimming cut
+/// that to ~20,000 and the CPU time by 15-20%; a larger trim threshold
+/// gained nothing more and let a loaded `om serve` grow by a third, this
+/// one keeps it flat (BENCHMARKS.md, 2026-12-03). Done here, before any
+/// thread starts, and not in the library: an embedding application owns
+/// its allocator. A user's own `GLIBC_TUNABLES`/`MALLOC_*` settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
-    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
-    const TRIM_THRESHOLD: libc::c_int = 64 << 20;
+    const MMAP_THRESHOLD: libc::c_int = 8 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 16 << 20;
     let user_tuned = std::env::vars_os().any(|(k, v)| {
         let k = k.to_string_lossy();
         k.starts_with("MALLOC_")
