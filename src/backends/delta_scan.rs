@@ -7,8 +7,8 @@
 //! file list with the predicate on every query; and a plan holding it cannot
 //! be serialised (a cluster cannot run it). The plain scan gets DataFusion's
 //! file pruning from the log's statistics, row-group and page pruning, row
-//! filter pushdown, the footer cache of the session's runtime, and exact row
-//! counts (`count(*)` from statistics).
+//! filter pushdown where the session turns it on, the footer cache of the
+//! session's runtime, and exact row counts (`count(*)` from statistics).
 //!
 //! The plain scan honours exactly what a reader of Delta protocol 1 must:
 //! the add actions of the version. A snapshot that needs more of a reader —
