@@ -212,11 +212,33 @@ async fn prepared_statements_bind_question_marks_and_numbered_parameters() {
     assert_eq!(total_rows(&rows), 1);
 
     // a ticket belongs to the key that planned it
-    let info = c.execute("SELECT * FROM t".into(), None).await.unwrap();
+    let info = c.execute("SELECT * FROM u".into(), None).await.unwrap();
     let other = s.key("writer").await;
     let mut thief = s.client(Some(&other)).await;
-    let e = fetch(&mut thief, info).await.unwrap_err();
+    let e = fetch(&mut thief, info.clone()).await.unwrap_err();
     assert_eq!(code_of(&e), tonic::Code::NotFound, "{e}");
+    // and the thief's attempt leaves it to its owner
+    assert_eq!(total_rows(&fetch(&mut c, info).await.unwrap()), 10);
+    assert!(s.running.shutdown().await);
+}
+
+/// DoGet trusts the verification of the GetFlightInfo that planned its
+/// ticket for at most TICKET_TRUST: after that a revoked key's ticket is
+/// refused, however long the ticket itself would live.
+#[tokio::test]
+async fn a_revoked_keys_ticket_is_refused_once_the_trust_window_passed() {
+    let s = start(Limits::default()).await;
+    let analyst = s.key("analyst").await;
+    let id = analyst.split('_').nth(1).unwrap().to_string();
+    let mut c = s.client(Some(&analyst)).await;
+    let info = c
+        .execute("SELECT count(*) FROM t".into(), None)
+        .await
+        .unwrap();
+    s.keys.revoke(&id).await.unwrap();
+    tokio::time::sleep(omegastore::server::auth::TICKET_TRUST).await;
+    let e = fetch(&mut c, info).await.unwrap_err();
+    assert_eq!(code_of(&e), tonic::Code::Unauthenticated, "{e}");
     assert!(s.running.shutdown().await);
 }
 

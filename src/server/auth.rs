@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use crate::Omega;
 use crate::store::keys::{KeyRecord, Keys};
@@ -21,12 +24,48 @@ pub struct Identity {
     pub key_id: String,
     /// Name shown in request logs.
     pub who: String,
+    /// The key this identity was verified from, and when (`None`: anonymous).
+    pub credential: Option<Credential>,
+}
+
+/// How long a verification vouches for a ticket planned from it: a `DoGet`
+/// that presents the same key within this time is not verified against the
+/// store again (the query was authorised when it was planned).
+pub const TICKET_TRUST: Duration = Duration::from_secs(1);
+
+/// A verified key, kept only as its SHA-256.
+#[derive(Clone)]
+pub struct Credential {
+    digest: [u8; 32],
+    verified_at: Instant,
+}
+
+impl Credential {
+    fn new(key: &str) -> Self {
+        Self {
+            digest: Sha256::digest(key.as_bytes()).into(),
+            verified_at: Instant::now(),
+        }
+    }
+
+    /// Whether `key` is the key verified, less than [`TICKET_TRUST`] ago.
+    pub fn vouches_for(&self, key: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        // compared in time independent of where they differ
+        let differ = digest
+            .iter()
+            .zip(&self.digest)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        differ == 0 && self.verified_at.elapsed() < TICKET_TRUST
+    }
 }
 
 /// Verifies keys and keeps one session per key (a session is cheap to share
 /// and costly to build). The key is verified against the store's record
 /// for every request (concurrent requests share a read that began after
-/// they arrived), so a revoked or expired key stops working at once.
+/// they arrived), so a revoked or expired key stops working at once; only
+/// the `DoGet` of a ticket the same key planned less than [`TICKET_TRUST`]
+/// before relies on that planning's verification.
 pub struct Authenticator {
     base: Omega,
     keys: Keys,
@@ -51,6 +90,7 @@ impl Authenticator {
                     om,
                     key_id: "anonymous".into(),
                     who: format!("anonymous ({role})"),
+                    credential: None,
                 })
             }
             None => None,
@@ -77,6 +117,7 @@ impl Authenticator {
 
     /// The identity of a key: verified, then its cached session.
     pub async fn for_key(&self, key: &str) -> Result<Identity, ServerError> {
+        let credential = Credential::new(key);
         let record = self.keys.verify(key).await?;
         let cached = {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,6 +142,7 @@ impl Authenticator {
             om,
             key_id: record.id.clone(),
             who: format!("{} ({})", record.name, record.id),
+            credential: Some(credential),
         })
     }
 

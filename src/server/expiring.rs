@@ -105,6 +105,19 @@ impl<V: Clone> Expiring<V> {
         }
     }
 
+    /// Removes and returns the entry and its owner when it has not expired
+    /// and `accept` holds for it; otherwise leaves it where it is.
+    pub fn take_if(&self, handle: &str, accept: impl FnOnce(&V) -> bool) -> Option<(String, V)> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(handle) {
+            Some(e) if now.duration_since(e.used) < self.ttl && accept(&e.value) => {
+                entries.remove(handle).map(|e| (e.owner, e.value))
+            }
+            _ => None,
+        }
+    }
+
     pub fn remove(&self, owner: &str, handle: &str) -> bool {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(handle) {
