@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use crate::Omega;
-use crate::store::keys::{KeyRecord, Keys};
+use crate::store::keys::{KeyRecord, Keys, same};
 
 use super::error::ServerError;
 
@@ -51,12 +51,7 @@ impl Credential {
     /// Whether `key` is the key verified, less than [`TICKET_TRUST`] ago.
     pub fn vouches_for(&self, key: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        // compared in time independent of where they differ
-        let differ = digest
-            .iter()
-            .zip(&self.digest)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        differ == 0 && self.verified_at.elapsed() < TICKET_TRUST
+        same(&digest, &self.digest) && self.verified_at.elapsed() < TICKET_TRUST
     }
 }
 
@@ -192,5 +187,19 @@ mod tests {
         assert_eq!(key_of("Basic !!!"), None);
         assert_eq!(key_of("Digest x"), None);
         assert_eq!(key_of("oms_a_b"), None);
+    }
+
+    #[test]
+    fn a_credential_vouches_only_for_its_own_key_and_only_for_a_while() {
+        let key = "oms_0123456789ab_secret";
+        let fresh = Credential::new(key);
+        assert!(fresh.vouches_for(key));
+        assert!(!fresh.vouches_for("oms_0123456789ab_secreT"));
+        assert!(!fresh.vouches_for(""));
+        let old = Credential {
+            verified_at: Instant::now() - TICKET_TRUST,
+            ..fresh
+        };
+        assert!(!old.vouches_for(key));
     }
 }

@@ -80,7 +80,13 @@ pub struct Planned {
     ctx: Arc<TaskContext>,
     /// What `GetFlightInfo` announced and `DoGet` sends.
     schema: SchemaRef,
-    /// The verified key it was planned for (`None`: anonymous).
+}
+
+/// A ticket: the planned query and the verified key it was planned for
+/// (`None`: anonymous).
+#[derive(Clone)]
+pub struct Issued {
+    planned: Planned,
     credential: Option<Credential>,
 }
 
@@ -150,12 +156,7 @@ impl OmegaFlightSql {
     }
 
     async fn identify<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().map_err(|_| ServerError::unauthenticated()))
-            .transpose()?;
-        Ok(self.state.auth.identify(header).await?)
+        Ok(self.state.auth.identify(authorization(request)?).await?)
     }
 
     /// The ticket `handle` for its `DoGet`, and its owner. A ticket planned
@@ -168,24 +169,20 @@ impl OmegaFlightSql {
         request: &Request<T>,
         handle: &str,
     ) -> Result<(String, Planned), Status> {
-        let key = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(key_of);
+        let key = authorization(request)?.and_then(key_of);
         if let Some(key) = key
-            && let Some(vouched) = self.state.tickets.take_if(handle, |planned| {
-                planned
+            && let Some((owner, issued)) = self.state.tickets.take_if(handle, |issued| {
+                issued
                     .credential
                     .as_ref()
                     .is_some_and(|c| c.vouches_for(&key))
             })
         {
-            return Ok(vouched);
+            return Ok((owner, issued.planned));
         }
         let id = self.identify(request).await?;
-        let planned = self.state.tickets.take(&id.key_id, handle)?;
-        Ok((id.key_id, planned))
+        let issued = self.state.tickets.take(&id.key_id, handle)?;
+        Ok((id.key_id, issued.planned))
     }
 
     /// Announces a planned query and keeps it for `DoGet`.
@@ -196,11 +193,11 @@ impl OmegaFlightSql {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = planned.schema.clone();
-        let planned = Planned {
+        let issued = Issued {
+            planned,
             credential: id.credential.clone(),
-            ..planned
         };
-        let handle = self.state.tickets.insert(&id.key_id, planned)?;
+        let handle = self.state.tickets.insert(&id.key_id, issued)?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -284,12 +281,7 @@ async fn plan(
     let ctx = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
     let schema = flight_schema(&plan.schema());
-    Ok(Planned {
-        plan,
-        ctx,
-        schema,
-        credential: None,
-    })
+    Ok(Planned { plan, ctx, schema })
 }
 
 /// Runs a statement (or script) to completion; the number of rows it wrote.
@@ -400,6 +392,15 @@ fn parameter_batches(request: Request<PeekableFlightDataStream>) -> FlightRecord
     FlightRecordBatchStream::new_from_flight_data(stream)
 }
 
+/// The request's `authorization` header, if any.
+fn authorization<T>(request: &Request<T>) -> Result<Option<&str>, Status> {
+    Ok(request
+        .metadata()
+        .get("authorization")
+        .map(|v| v.to_str().map_err(|_| ServerError::unauthenticated()))
+        .transpose()?)
+}
+
 fn handle_text(bytes: &[u8]) -> Result<String, Status> {
     String::from_utf8(bytes.to_vec())
         .map_err(|_| Status::invalid_argument("the handle is not one this server issued"))
@@ -501,12 +502,7 @@ impl FlightSqlService for OmegaFlightSql {
             let ctx = Arc::new(df.task_ctx());
             let plan = df.create_physical_plan().await.map_err(ServerError::from)?;
             let schema = flight_schema(&plan.schema());
-            Planned {
-                plan,
-                ctx,
-                schema,
-                credential: None,
-            }
+            Planned { plan, ctx, schema }
         };
         self.announce(&id, planned, request.into_inner())
     }

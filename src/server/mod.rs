@@ -126,7 +126,7 @@ pub struct ServerState {
     pub auth: Authenticator,
     pub limits: Limits,
     pub statements: Expiring<flight::Prepared>,
-    pub tickets: Expiring<flight::Planned>,
+    pub tickets: Expiring<flight::Issued>,
     /// Where queries' batches are computed (see [`lanes`]).
     pub lanes: Arc<Lanes>,
     workers: Arc<Semaphore>,

@@ -103,13 +103,9 @@ fn digest(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
 }
 
-/// Equal strings, in time independent of where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Equal byte strings, in time independent of where they differ.
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `n` random hex digits from the OS generator, through UUID v4 (whose
@@ -312,7 +308,8 @@ impl Keys {
             Ok(None) => return Err(KeyError::Unauthenticated),
             Err(e) => return Err(e),
         };
-        if !same(&digest(secret), &record.sha256) || !record.is_live(Utc::now()) {
+        if !same(digest(secret).as_bytes(), record.sha256.as_bytes()) || !record.is_live(Utc::now())
+        {
             return Err(KeyError::Unauthenticated);
         }
         Ok(record)
@@ -339,6 +336,7 @@ mod tests {
         assert_eq!(a.len(), SECRET_LEN);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
-        assert!(same(&a, &a.clone()) && !same(&a, &b) && !same(&a, &a[1..]));
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        assert!(same(a, a) && !same(a, b) && !same(a, &a[1..]));
     }
 }
