@@ -1044,3 +1044,64 @@ async fn z_order_lets_filters_on_every_column_skip_data() {
     }
     assert_eq!(om.datasets().metadata("z").await.unwrap().version, 5);
 }
+
+/// A count metric of the Parquet scan in `EXPLAIN ANALYZE` of `sql`, summed
+/// over partitions; 0 when the scan does not report it.
+async fn scan_count(om: &Omega, sql: &str, metric: &str) -> u64 {
+    let batches = om
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    text.match_indices(&format!("{metric}="))
+        .map(|(at, m)| {
+            let digits: String = text[at + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+/// Filters run over decoded batches by default (BENCHMARKS.md: the
+/// decoder's row selections cost more than they spare); a session that
+/// wants them inside the decoder says so with DataFusion's own setting, and
+/// the scans it plans afterwards honour it. The answer is the same.
+#[tokio::test]
+async fn a_session_can_turn_filters_inside_the_parquet_decoder_on() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    // every value in every row group: statistics cannot prune
+    let g: Vec<i64> = (0..900).map(|i| i % 9).collect();
+    let batch =
+        RecordBatch::try_from_iter(vec![("g", Arc::new(Int64Array::from(g)) as ArrayRef)]).unwrap();
+    om.datasets()
+        .put(batch, "p", PutOptions::default())
+        .await
+        .unwrap();
+    let query = "SELECT count(*) FROM p WHERE g = 3";
+    assert_eq!(common::scalar(&om, query).await, 100);
+    assert_eq!(scan_count(&om, query, "pushdown_rows_pruned").await, 0);
+
+    common::exec(
+        &om,
+        "SET datafusion.execution.parquet.pushdown_filters = true",
+    )
+    .await;
+    assert_eq!(common::scalar(&om, query).await, 100);
+    assert_eq!(
+        scan_count(&om, query, "pushdown_rows_pruned").await,
+        800,
+        "the decoder drops the rows the filter rejects"
+    );
+    assert_eq!(scan_count(&om, query, "pushdown_rows_matched").await, 100);
+
+    common::exec(&om, "RESET datafusion.execution.parquet.pushdown_filters").await;
+    assert_eq!(scan_count(&om, query, "pushdown_rows_pruned").await, 0);
+}

@@ -147,7 +147,10 @@ impl TableProvider for SnapshotTable {
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        // The session's current Parquet options (`default_table_options`
+        // folds in `SET datafusion.execution.parquet.…`): `table_options()`
+        // alone is what they were when the session was built.
+        let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
         let source = format.file_source(self.schema.clone().into());
         let groups = FileGroup::new(self.files.clone())
             .split_files(state.config().target_partitions().max(1));
