@@ -20,12 +20,15 @@ use omegastore::store::keys::Keys;
 use omegastore::{Omega, PutOptions};
 use tonic::transport::Channel;
 
+use common::faults::{FaultStore, Op};
 use common::{exec, local, sample_batch, total_rows};
 
 struct Served {
     om: Omega,
     running: Running,
     keys: Keys,
+    /// The server's object store, passing every call through (tests count).
+    store: FaultStore,
     _root: common::TestRoot,
 }
 
@@ -34,7 +37,7 @@ struct Served {
 /// no rows of `t`: no policy of theirs applies there); `u` has no policy.
 async fn start(limits: Limits) -> Served {
     let root = local();
-    let om = Omega::open(&root.url).await.unwrap();
+    let (om, store) = common::faults::faulty(&root.url).await;
     om.datasets()
         .put(sample_batch(0, 10), "t", PutOptions::default())
         .await
@@ -66,6 +69,7 @@ async fn start(limits: Limits) -> Served {
         om,
         running,
         keys,
+        store,
         _root: root,
     }
 }
@@ -239,6 +243,29 @@ async fn a_revoked_keys_ticket_is_refused_once_the_trust_window_passed() {
     tokio::time::sleep(omegastore::server::auth::TICKET_TRUST).await;
     let e = fetch(&mut c, info).await.unwrap_err();
     assert_eq!(code_of(&e), tonic::Code::Unauthenticated, "{e}");
+    assert!(s.running.shutdown().await);
+}
+
+/// A DoGet that follows its own key's GetFlightInfo within TICKET_TRUST
+/// relies on that verification and reads no key record; a later one reads
+/// it again (which is how it sees a revocation).
+#[tokio::test]
+async fn a_prompt_do_get_reads_no_key_record() {
+    let s = start(Limits::default()).await;
+    let analyst = s.key("analyst").await;
+    let mut c = s.client(Some(&analyst)).await;
+    s.store
+        .count(|op, path| op == Op::Get && path.as_ref().contains("_system/keys/"));
+    let info = c.execute("SELECT * FROM u".into(), None).await.unwrap();
+    assert_eq!(s.store.calls(), 1, "GetFlightInfo reads the key's record");
+    assert_eq!(total_rows(&fetch(&mut c, info).await.unwrap()), 10);
+    assert_eq!(s.store.calls(), 1, "a prompt DoGet reads nothing more");
+
+    let info = c.execute("SELECT * FROM u".into(), None).await.unwrap();
+    assert_eq!(s.store.calls(), 2);
+    tokio::time::sleep(omegastore::server::auth::TICKET_TRUST).await;
+    assert_eq!(total_rows(&fetch(&mut c, info).await.unwrap()), 10);
+    assert_eq!(s.store.calls(), 3, "a late DoGet verifies the key again");
     assert!(s.running.shutdown().await);
 }
 

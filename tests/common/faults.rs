@@ -122,6 +122,15 @@ impl FaultStore {
         (reached, release)
     }
 
+    /// From now on, count the calls matching `filter` (see [`Self::calls`]),
+    /// failing none.
+    pub fn count(&self, filter: impl Fn(Op, &Path) -> bool + Send + Sync + 'static) {
+        let mut p = self.plan.lock().unwrap();
+        p.filter = Box::new(filter);
+        p.fail_at = None;
+        self.calls.store(0, Ordering::SeqCst);
+    }
+
     /// No more faults.
     pub fn heal(&self) {
         let mut p = self.plan.lock().unwrap();
