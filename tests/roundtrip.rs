@@ -1105,36 +1105,3 @@ async fn a_session_can_turn_filters_inside_the_parquet_decoder_on() {
     common::exec(&om, "RESET datafusion.execution.parquet.pushdown_filters").await;
     assert_eq!(scan_count(&om, query, "pushdown_rows_pruned").await, 0);
 }
-
-/// A hash join's dynamic filter is applied inside the Parquet decoder of
-/// the probe side's scan (the rows it rejects are never decoded), while a
-/// static filter of a plain scan still runs over decoded batches.
-#[tokio::test]
-async fn a_hash_joins_filter_is_applied_while_decoding_the_probe_side() {
-    let root = common::local();
-    let om = Omega::open(&root.url).await.unwrap();
-    let g: Vec<i64> = (0..900).map(|i| i % 9).collect();
-    let big =
-        RecordBatch::try_from_iter(vec![("g", Arc::new(Int64Array::from(g)) as ArrayRef)]).unwrap();
-    om.datasets()
-        .put(big, "big", PutOptions::default())
-        .await
-        .unwrap();
-    let small =
-        RecordBatch::try_from_iter(vec![("k", Arc::new(Int64Array::from(vec![3])) as ArrayRef)])
-            .unwrap();
-    om.datasets()
-        .put(small, "small", PutOptions::default())
-        .await
-        .unwrap();
-    let join = "SELECT count(*) FROM big JOIN small ON big.g = small.k";
-    assert_eq!(common::scalar(&om, join).await, 100);
-    assert_eq!(
-        scan_count(&om, join, "pushdown_rows_pruned").await,
-        800,
-        "the probe side decodes only the rows the join keeps"
-    );
-    let plain = "SELECT count(*) FROM big WHERE g = 3";
-    assert_eq!(common::scalar(&om, plain).await, 100);
-    assert_eq!(scan_count(&om, plain, "pushdown_rows_pruned").await, 0);
-}

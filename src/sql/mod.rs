@@ -6,7 +6,6 @@
 //! | --- | --- |
 //! | `catalog.rs` | the `omega` catalog: buckets as schemas, datasets as tables, `system.objects` |
 //! | `execute.rs` | runs statements; routes writes to the store |
-//! | `join_filters.rs` | a physical optimizer rule: hash-join filters applied inside the Parquet decoder |
 //! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
 //! | `policies.rs` | built-in mixins declared as data: row filter, column mask, bucket isolation, schema contract |
 //! | `policy_sql.rs` | `CREATE POLICY`, `CREATE MASK`, `CREATE CONTRACT`, `ALTER BUCKET … SET ISOLATED` |
@@ -21,7 +20,6 @@
 pub mod cache_table;
 pub mod catalog;
 pub mod execute;
-pub mod join_filters;
 pub mod mixins;
 pub mod model_functions;
 pub mod model_statements;

@@ -122,7 +122,6 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_config(config)
         .with_analyzer_rules(rules)
         .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
-        .with_physical_optimizer_rule(Arc::new(super::join_filters::JoinFiltersInDecoder))
         .build();
     let session = SessionContext::new_with_state(state);
     session.register_udf(ScalarUDF::new_from_impl(PredictUdf::new(
