@@ -269,6 +269,37 @@ async fn a_prompt_do_get_reads_no_key_record() {
     assert!(s.running.shutdown().await);
 }
 
+/// `executemany` over no rows runs nothing, whether the client binds in a
+/// DoPut of its own (arrow-rs) or with the update (ADBC, tests/clients);
+/// a write without placeholders and nothing bound runs once.
+#[tokio::test]
+async fn executemany_over_no_rows_writes_nothing() {
+    let s = start(Limits::default()).await;
+    let writer = s.key("writer").await;
+    let mut c = s.client(Some(&writer)).await;
+    let version = || async { s.om.datasets().metadata("t").await.unwrap().version };
+    let before = version().await;
+    let mut many = c
+        .prepare("INSERT INTO t VALUES (?, ?, 0.5)".into(), None)
+        .await
+        .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+    ]));
+    many.set_parameters(RecordBatch::new_empty(schema)).unwrap();
+    assert_eq!(many.execute_update().await.unwrap(), 0);
+    assert_eq!(version().await, before, "no version written");
+
+    let mut once = c
+        .prepare("INSERT INTO t VALUES (300, 'q', 0.5)".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(once.execute_update().await.unwrap(), 1);
+    assert_eq!(version().await, before + 1);
+    assert!(s.running.shutdown().await);
+}
+
 #[tokio::test]
 async fn updates_executemany_and_ingest_write_new_versions() {
     let s = start(Limits::default()).await;

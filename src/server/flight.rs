@@ -55,14 +55,16 @@ use crate::store::{Object, PutMode, PutOptions};
 pub struct Prepared {
     sql: String,
     query: bool,
-    /// Rows of `$1, $2, …` values bound last (a query takes at most one).
-    params: Vec<Vec<ScalarValue>>,
+    /// Rows of `$1, $2, …` values bound last (a query takes at most one):
+    /// `None` until a client binds any, possibly `Some` of no rows (an
+    /// `executemany` over an empty sequence, which runs nothing).
+    params: Option<Vec<Vec<ScalarValue>>>,
 }
 
 impl Prepared {
     /// The one row of parameters a query runs with.
     fn query_params(&self) -> Result<&[ScalarValue], ServerError> {
-        match self.params.as_slice() {
+        match self.params.as_deref().unwrap_or_default() {
             [] => Ok(&[]),
             [row] => Ok(row),
             rows => Err(ServerError::bad_request(format!(
@@ -291,14 +293,14 @@ async fn update(om: &Omega, sql: &str, params: &[ScalarValue]) -> Result<i64, Se
     Ok(count_of(&batches))
 }
 
-/// Runs a prepared write once per bound parameter row (once without
-/// parameters); the rows written in all.
+/// Runs a prepared write once per bound parameter row (once when nothing
+/// was bound, never when no rows were); the rows written in all.
 async fn run_rows(om: &Omega, prepared: &Prepared) -> Result<i64, ServerError> {
-    if prepared.params.is_empty() {
+    let Some(rows) = &prepared.params else {
         return update(om, &prepared.sql, &[]).await;
-    }
+    };
     let mut total = 0;
-    for row in &prepared.params {
+    for row in rows {
         total += update(om, &prepared.sql, row).await?.max(0);
     }
     Ok(total)
@@ -370,6 +372,22 @@ fn conform(
         columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
+}
+
+/// The parameter rows a DoPut binds: `None` when it sends no parameter
+/// schema (nothing bound), else every row of its batches (maybe none).
+async fn bound_rows(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Option<Vec<Vec<ScalarValue>>>, Status> {
+    let mut decoded = parameter_batches(request);
+    let mut rows = Vec::new();
+    while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
+        for row in 0..batch.num_rows() {
+            rows.push(params_of(&batch, row)?);
+        }
+    }
+    let bound = decoded.schema().is_some_and(|s| !s.fields().is_empty());
+    Ok(bound.then_some(rows))
 }
 
 /// Row `row` of a parameter batch as `$1, $2, …` values.
@@ -804,14 +822,9 @@ impl FlightSqlService for OmegaFlightSql {
         let id = self.identify(&request).await?;
         let handle = handle_text(&query.prepared_statement_handle)?;
         let mut prepared = self.state.statements.get(&id.key_id, &handle)?;
-        let mut decoded = parameter_batches(request);
-        let mut rows = Vec::new();
-        while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
-            for row in 0..batch.num_rows() {
-                rows.push(params_of(&batch, row)?);
-            }
+        if let Some(rows) = bound_rows(request).await? {
+            prepared.params = Some(rows);
         }
-        prepared.params = rows;
         self.state
             .statements
             .update(&id.key_id, &handle, prepared)?;
@@ -832,19 +845,11 @@ impl FlightSqlService for OmegaFlightSql {
         let mut prepared = self.state.statements.get(&id.key_id, &handle)?;
         // Parameters come with this DoPut (ADBC) or were bound before it
         // (arrow-rs' client binds with a DoPut of the query command).
-        let mut decoded = parameter_batches(request);
-        let mut rows = Vec::new();
-        while let Some(batch) = decoded.next().await.transpose().map_err(Status::from)? {
-            for row in 0..batch.num_rows() {
-                rows.push(params_of(&batch, row)?);
-            }
+        if let Some(rows) = bound_rows(request).await? {
+            prepared.params = Some(rows);
         }
-        let bound_here = decoded.schema().is_some_and(|s| !s.fields().is_empty());
-        if rows.is_empty() && bound_here {
-            return Ok(0); // bound here, to no rows: nothing runs
-        }
-        if !rows.is_empty() {
-            prepared.params = rows;
+        if prepared.params.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(0); // bound to no rows: nothing runs
         }
         let om = id.om.clone();
         Ok(self
@@ -880,7 +885,7 @@ impl FlightSqlService for OmegaFlightSql {
         let prepared = Prepared {
             sql,
             query: is_query,
-            params: Vec::new(),
+            params: None,
         };
         let handle = self.state.statements.insert(&id.key_id, prepared)?;
         Ok(ActionCreatePreparedStatementResult {

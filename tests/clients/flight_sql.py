@@ -62,6 +62,10 @@ def main():
         cur.executescript(
             "INSERT INTO u VALUES (102, 'c', 3.0); DELETE FROM u WHERE id = 100"
         )
+        # executemany over no rows (bound as Arrow data, so the driver sends it): nothing runs
+        nothing = pa.table({"id": pa.array([], pa.int64()), "name": pa.array([], pa.string()),
+                            "x": pa.array([], pa.float64())})
+        cur.executemany("INSERT INTO u VALUES (?, ?, ?)", nothing)
         cur.execute("SELECT count(*) FROM u")
         check(cur.fetchone()[0] == 12, "executemany + executescript")
 
