@@ -794,9 +794,8 @@ async fn a_sort_order_is_written_kept_and_followed_by_appends() {
     assert!(meta.kind_meta.get("sort_by").is_none());
 }
 
-/// The `(pruned, matched)` counts of a pruning metric of the Parquet scan
-/// in `EXPLAIN ANALYZE` of `sql` (summed over partitions).
-async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
+/// The text of `EXPLAIN ANALYZE` of `sql`.
+async fn explain_analyze(om: &Omega, sql: &str) -> String {
     let batches = om
         .sql(&format!("EXPLAIN ANALYZE {sql}"))
         .await
@@ -804,9 +803,15 @@ async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
         .collect()
         .await
         .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&batches)
+    arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// The `(pruned, matched)` counts of a pruning metric of the Parquet scan
+/// in `EXPLAIN ANALYZE` of `sql` (summed over partitions).
+async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
+    let text = explain_analyze(om, sql).await;
     let at = text
         .find(&format!("{metric}="))
         .unwrap_or_else(|| panic!("no {metric} in {text}"));
@@ -1048,16 +1053,7 @@ async fn z_order_lets_filters_on_every_column_skip_data() {
 /// A count metric of the Parquet scan in `EXPLAIN ANALYZE` of `sql`, summed
 /// over partitions; 0 when the scan does not report it.
 async fn scan_count(om: &Omega, sql: &str, metric: &str) -> u64 {
-    let batches = om
-        .sql(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let text = arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
+    let text = explain_analyze(om, sql).await;
     text.match_indices(&format!("{metric}="))
         .map(|(at, m)| {
             let digits: String = text[at + m.len()..]
