@@ -329,6 +329,23 @@ mod tests {
         }
     }
 
+    /// Forged ids (each a store read that finds nothing) never grow the
+    /// table of shared reads past its bound, and real keys still verify.
+    #[tokio::test]
+    async fn the_shared_read_table_stays_bounded() {
+        let keys = Keys::new(Root::open("memory://").unwrap());
+        let (key, _) = keys.create("default", "analyst", None, None).await.unwrap();
+        for i in 0..SHARED_READS + 10 {
+            let forged = format!("{KEY_PREFIX}{i:0ID_LEN$x}_{}", "0".repeat(SECRET_LEN));
+            assert!(matches!(
+                keys.verify(&forged).await,
+                Err(KeyError::Unauthenticated)
+            ));
+            assert!(keys.reads.lock().unwrap().len() <= SHARED_READS);
+        }
+        assert_eq!(keys.verify(&key).await.unwrap().role, "analyst");
+    }
+
     #[test]
     fn random_parts_are_hex_of_the_right_length_and_differ() {
         let a = random_hex(SECRET_LEN);
