@@ -184,6 +184,19 @@ impl Omega {
         })
     }
 
+    /// A new session with this one's identity, limits and bucket, and
+    /// nothing else of its state: what a statement `SET`s or `PREPARE`s in
+    /// it dies with it. A server runs each request's script in one, so that
+    /// one request's settings never reach the other requests of its key.
+    pub fn private_session(&self) -> Result<Self> {
+        let engine = open_engine(&self.parts, self.options()).bucket(self.bucket_name())?;
+        Ok(Self {
+            engine,
+            parts: self.parts.clone(),
+            runtime: self.runtime.clone(),
+        })
+    }
+
     /// The same session, with its queries' file scans run on the Ballista
     /// cluster at `url` (`df://HOST:PORT`, started with `om cluster`).
     /// Queries are still planned here, with this session's identity: mixins

@@ -152,7 +152,11 @@ async fn flight_sql_denies_without_a_live_key_and_applies_the_keys_role() {
     assert_eq!(int(&query(&mut c, "SELECT count(*) FROM t").await), 4);
     // the identity cannot be widened, nor the bucket left, nor written
     for (sql, code) in [
-        ("SET omega.roles = 'admin'", tonic::Code::InvalidArgument),
+        // in a script, where a SET would otherwise last for the statements after it
+        (
+            "SET omega.roles = 'admin'; SELECT count(*) FROM t",
+            tonic::Code::InvalidArgument,
+        ),
         ("SELECT * FROM omega.hr.p", tonic::Code::PermissionDenied),
         (
             "INSERT INTO t VALUES (99, 'x', 1.0)",
@@ -297,6 +301,66 @@ async fn executemany_over_no_rows_writes_nothing() {
         .unwrap();
     assert_eq!(once.execute_update().await.unwrap(), 1);
     assert_eq!(version().await, before + 1);
+    assert!(s.running.shutdown().await);
+}
+
+/// The `value` of the first row of a `SHOW <setting>` result.
+fn shown(batches: &[RecordBatch]) -> String {
+    let i = batches[0].schema().index_of("value").unwrap();
+    let c = arrow::compute::cast(batches[0].column(i), &DataType::Utf8).unwrap();
+    c.as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_requests_settings_last_only_for_that_request() {
+    let s = start(Limits::default()).await;
+    let analyst = s.key("analyst").await;
+    let mut c = s.client(Some(&analyst)).await;
+    // another client with the same key: the server caches one session per key
+    let mut other = s.client(Some(&analyst)).await;
+    let show = "SHOW datafusion.execution.batch_size";
+    let default = shown(&query(&mut c, show).await);
+    assert_ne!(default, "3");
+    // a SET reaches the statements after it in its own script...
+    let script = format!("SET datafusion.execution.batch_size = 3; {show}");
+    assert_eq!(shown(&query(&mut c, &script).await), "3");
+    // ...and no other request of the key, from this client or another
+    assert_eq!(shown(&query(&mut c, show).await), default);
+    assert_eq!(shown(&query(&mut other, show).await), default);
+    // so does a PREPARE
+    let prepared = "PREPARE low AS SELECT count(*) FROM t WHERE id > $1; EXECUTE low(1)";
+    assert_eq!(
+        int(&query(&mut c, prepared).await),
+        2,
+        "ids 2 and 3 of 0..4"
+    );
+    assert!(c.execute("EXECUTE low(1)".into(), None).await.is_err());
+    // alone, they would change nothing: refused, saying how to send them
+    for lone in [
+        "SET datafusion.execution.batch_size = 1",
+        "RESET datafusion.execution.batch_size",
+        "PREPARE p AS SELECT 1",
+    ] {
+        let e = c.execute(lone.into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{lone}: {e}");
+        assert!(e.to_string().contains("as one script"), "{lone}: {e}");
+        let e = c.execute_update(lone.into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{lone}: {e}");
+    }
+    // the process's memory limit and spill directory are not a key's to move
+    for sql in [
+        "SET datafusion.runtime.temp_directory = '/tmp/elsewhere'; SELECT 1",
+        "SET datafusion.runtime.memory_limit = '64G'; SELECT 1",
+        "RESET datafusion.runtime.memory_limit; SELECT 1",
+    ] {
+        let e = c.execute(sql.into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{sql}: {e}");
+        assert!(e.to_string().contains("datafusion.runtime."), "{sql}: {e}");
+    }
     assert!(s.running.shutdown().await);
 }
 

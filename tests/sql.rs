@@ -144,6 +144,18 @@ async fn mixins_apply_to_get_and_explain_shows_them() {
                 Ok(df) => panic!("{attempt} was accepted: {:?}", df.collect().await),
             }
         }
+        // nor may it move the process's memory limit or spill directory
+        for attempt in [
+            "SET datafusion.runtime.temp_directory = '/tmp/elsewhere'",
+            "SET datafusion.runtime.memory_limit = '64G'",
+            "RESET datafusion.runtime.memory_limit",
+        ] {
+            let e = analyst.sql(attempt).await.unwrap_err();
+            assert!(
+                e.to_string().contains("memory limit, spill files"),
+                "{attempt}: {e}"
+            );
+        }
         assert_eq!(count(&analyst, "SELECT count(*) FROM scores").await, 10);
     }
 }

@@ -287,6 +287,7 @@ async fn plan(
 }
 
 /// Runs a statement (or script) to completion; the number of rows it wrote.
+/// `om` is the request's own session (see [`super::request_session`]).
 async fn update(om: &Omega, sql: &str, params: &[ScalarValue]) -> Result<i64, ServerError> {
     let df = om.sql_with_params(sql, params).await?;
     let batches = df.collect().await?;
@@ -296,6 +297,8 @@ async fn update(om: &Omega, sql: &str, params: &[ScalarValue]) -> Result<i64, Se
 /// Runs a prepared write once per bound parameter row (once when nothing
 /// was bound, never when no rows were); the rows written in all.
 async fn run_rows(om: &Omega, prepared: &Prepared) -> Result<i64, ServerError> {
+    // one private session for all the rows: a row's SET reaches the next rows
+    let om = &super::request_session(om, &prepared.sql)?;
     let Some(rows) = &prepared.params else {
         return update(om, &prepared.sql, &[]).await;
     };
@@ -501,11 +504,22 @@ impl FlightSqlService for OmegaFlightSql {
         let id = self.identify(&request).await?;
         let handle = handle_text(&cmd.prepared_statement_handle)?;
         let prepared = self.state.statements.get(&id.key_id, &handle)?;
+        let once = match prepared.params.as_deref() {
+            None => Some(&[][..]),
+            Some([row]) => Some(row.as_slice()),
+            Some(_) => None,
+        };
         let planned = if prepared.query {
             plan(&self.state, &id.om, &prepared.sql, prepared.query_params()?).await?
+        } else if let Some(params) = once {
+            // A write or script executed as a query (ADBC's `cursor.execute`)
+            // with one row of parameters at most: it runs here, and DoGet
+            // sends what its last statement returns (a query's rows, a
+            // write's count), as for an unprepared statement.
+            plan(&self.state, &id.om, &prepared.sql, params).await?
         } else {
-            // A write executed as a query (ADBC's `cursor.execute`): it runs
-            // here, once per bound row; DoGet sends the count.
+            // Executed once per bound row (none when no rows were bound);
+            // DoGet sends the rows written in all.
             let om = id.om.clone();
             let total = self
                 .state
@@ -730,7 +744,7 @@ impl FlightSqlService for OmegaFlightSql {
         let om = id.om.clone();
         Ok(self
             .state
-            .write(async move { update(&om, &sql, &[]).await })
+            .write(async move { update(&super::request_session(&om, &sql)?, &sql, &[]).await })
             .await?)
     }
 

@@ -170,7 +170,8 @@ impl ServerState {
         if crate::sql::is_single_query(sql) {
             return Ok(om.sql_with_params(sql, params).await?);
         }
-        let (om, sql, params) = (om.clone(), sql.to_string(), params.to_vec());
+        let om = request_session(om, sql)?;
+        let (sql, params) = (sql.to_string(), params.to_vec());
         self.write(async move { om.sql_with_params(&sql, &params).await })
             .await
     }
@@ -188,4 +189,20 @@ impl ServerState {
         let _permit = self.worker().await?;
         Ok(self.lanes.run(work).await??)
     }
+}
+
+/// The session a script runs in: a private one, so that what it `SET`s or
+/// `PREPARE`s lasts for the rest of the script and never reaches the other
+/// requests of the same key, which share the key's cached session. A script
+/// that ends by changing the session would change nothing: refused, saying
+/// how to send it.
+pub fn request_session(om: &Omega, sql: &str) -> Result<Omega, ServerError> {
+    if crate::sql::ends_by_changing_session(sql) {
+        return Err(ServerError::bad_request(
+            "SET, RESET and PREPARE over om serve last only for the request they are sent in; \
+             send them with the statements they should affect, as one script \
+             (for example 'SET datafusion.execution.batch_size = 1024; SELECT ...')",
+        ));
+    }
+    Ok(om.private_session()?)
 }

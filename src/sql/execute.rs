@@ -101,6 +101,27 @@ pub fn is_single_query(sql: &str) -> bool {
         )
 }
 
+/// True when the last statement of `sql` only changes the session it runs
+/// in (`SET`, `RESET`, `PREPARE`): run in a session that ends with the
+/// request, it would change nothing.
+pub fn ends_by_changing_session(sql: &str) -> bool {
+    let statements = split_statements(sql);
+    let Some(text) = statements.last() else {
+        return false;
+    };
+    let Ok(parsed) = DFParser::parse_sql_with_dialect(text, &GenericDialect {}) else {
+        return false;
+    };
+    match parsed.back() {
+        Some(DFStatement::Reset(_)) => true,
+        Some(DFStatement::Statement(s)) => matches!(
+            s.as_ref(),
+            SqlStatement::Set(_) | SqlStatement::Reset(_) | SqlStatement::Prepare { .. }
+        ),
+        _ => false,
+    }
+}
+
 /// The latest version of table `name` in the engine's bucket exactly as a
 /// query sees it: access checked, row filters and masks applied, hidden
 /// columns absent. What the HTTP API reads a dataset through.
@@ -309,11 +330,21 @@ async fn run_one(
         | Statement::ResetVariable(ResetVariable { variable }),
     ) = &plan
         && engine.options().locked
-        && variable.to_ascii_lowercase().starts_with("omega")
     {
-        return Err(SqlError::Usage(format!(
-            "this session's identity was fixed by the application; '{variable}' cannot be changed"
-        )));
+        let lower = variable.to_ascii_lowercase();
+        if lower.starts_with("omega") {
+            return Err(SqlError::Usage(format!(
+                "this session's identity was fixed by the application; '{variable}' cannot be changed"
+            )));
+        }
+        // The memory pool, spill directory and caches are the process's: a
+        // session with a fixed identity (an API key's) may not point spill
+        // files at a path of its choosing or lift the memory limit.
+        if lower.starts_with("datafusion.runtime.") {
+            return Err(SqlError::Usage(format!(
+                "'{variable}' changes the process's memory limit, spill files or caches, which the application sets; it cannot be changed from a session whose identity the application fixed"
+            )));
+        }
     }
     if !params.is_empty() {
         plan = plan.with_param_values(ParamValues::List(

@@ -37,7 +37,7 @@ use thiserror::Error;
 use crate::store::StoreError;
 use crate::store::error::one_line;
 
-pub use execute::is_single_query;
+pub use execute::{ends_by_changing_session, is_single_query};
 pub use mixins::{Mixin, MixinContext, MixinRule};
 pub use options::OmegaOptions;
 pub use placeholders::number_question_marks;

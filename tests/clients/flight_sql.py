@@ -128,10 +128,18 @@ def main():
         except adbc_driver_manager.Error as e:
             check("lacks write" in str(e), str(e))
         try:
-            cur.execute("SET omega.roles = 'admin'")
+            cur.execute("SET omega.roles = 'admin'; SELECT count(*) FROM t")
             raise AssertionError("an identity was widened")
         except adbc_driver_manager.Error as e:
             check("identity was fixed" in str(e), str(e))
+        # a SET lasts for its own request only: alone it is refused
+        cur.execute("SET datafusion.execution.batch_size = 3; SHOW datafusion.execution.batch_size")
+        check(cur.fetchone()[1] == "3", "a SET reaches the rest of its script")
+        try:
+            cur.execute("SET datafusion.execution.batch_size = 1")
+            raise AssertionError("a lone SET was accepted")
+        except adbc_driver_manager.Error as e:
+            check("as one script" in str(e), str(e))
     print(f"flight_sql.py: {CHECKS} checks passed")
 
 
