@@ -273,6 +273,61 @@ async fn a_prompt_do_get_reads_no_key_record() {
     assert!(s.running.shutdown().await);
 }
 
+/// Forged keys cost a store read each (the id must be looked up), so an
+/// address that keeps failing is stopped at its budget: past it, its forged
+/// keys are refused without a read (gRPC and HTTP alike), while a key the
+/// server verified before still works from that address.
+#[tokio::test]
+async fn an_address_that_keeps_failing_is_refused_without_reading_the_store() {
+    let s = start(Limits {
+        failed_auths: 3,
+        ..Limits::default()
+    })
+    .await;
+    let writer = s.key("writer").await;
+    let mut good = s.client(Some(&writer)).await;
+    assert_eq!(int(&query(&mut good, "SELECT count(*) FROM u").await), 10);
+    s.store
+        .count(|op, path| op == Op::Get && path.as_ref().contains("_system/keys/"));
+    let forged = |i: usize| format!("oms_{i:012x}_{}", "0".repeat(64));
+    for i in 0..3 {
+        let mut c = s.client(Some(&forged(i))).await;
+        let e = c.execute("SELECT 1".into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::Unauthenticated, "{e}");
+    }
+    assert_eq!(s.store.calls(), 3, "each forged id was looked up");
+    for i in 3..6 {
+        let mut c = s.client(Some(&forged(i))).await;
+        let e = c.execute("SELECT 1".into(), None).await.unwrap_err();
+        assert_eq!(code_of(&e), tonic::Code::ResourceExhausted, "{e}");
+        assert!(
+            e.to_string().contains("too many failed authentications"),
+            "{e}"
+        );
+    }
+    let http_addr = s.running.http.unwrap();
+    let bearer = format!("Bearer {}", forged(7));
+    let (status, _, body) = http(
+        http_addr,
+        "GET",
+        "/api/v1/datasets",
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(error_code(&body), "rate_limited");
+    assert_eq!(
+        s.store.calls(),
+        3,
+        "no forged id was looked up past the budget"
+    );
+    // the key in use goes on working, verified as always
+    assert_eq!(int(&query(&mut good, "SELECT count(*) FROM u").await), 10);
+    assert_eq!(s.store.calls(), 4);
+    assert!(s.running.shutdown().await);
+}
+
 /// `executemany` over no rows runs nothing, whether the client binds in a
 /// DoPut of its own (arrow-rs) or with the update (ADBC, tests/clients);
 /// a write without placeholders and nothing bound runs once.

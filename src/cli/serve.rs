@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet stream all).
     #[arg(long)]
     max_result_rows: Option<usize>,
+    /// Failed authentications a client address may have per minute; past
+    /// them its requests get 429 / RESOURCE_EXHAUSTED for the rest of the
+    /// minute, unless they carry a key this server verified before.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_failed_auths: u32,
     /// Memory for tables marked `cache = 'memory'` (decoded batches, least
     /// recently read dropped first), e.g. 4GiB; 0 turns the cache off.
     #[arg(long, default_value = "1GiB")]
@@ -96,6 +101,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         message_bytes: parse_size("max-message", &args.max_message)?.min(usize::MAX as u64)
             as usize,
         result_rows: args.max_result_rows,
+        failed_auths: args.max_failed_auths,
         ..Limits::default()
     };
     if let Some(w) = args.workers {

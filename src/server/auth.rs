@@ -6,15 +6,17 @@
 //! when the operator started the server with `--allow-anonymous ROLE`.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::Omega;
-use crate::store::keys::{KeyRecord, Keys, same};
+use crate::store::keys::{KeyError, KeyRecord, Keys, key_id, same};
 
 use super::error::ServerError;
+use super::failed_auth::FailedAuths;
 
 /// The session a request runs in, and the key it came with.
 #[derive(Clone)]
@@ -66,6 +68,7 @@ pub struct Authenticator {
     keys: Keys,
     anonymous: Option<Identity>,
     sessions: Mutex<HashMap<String, (KeyRecord, Omega)>>,
+    failures: FailedAuths,
 }
 
 /// Sessions kept at most; the cache is cleared when it would grow past it.
@@ -73,8 +76,13 @@ const MAX_SESSIONS: usize = 4096;
 
 impl Authenticator {
     /// `anonymous`: the role requests without any credentials get, in the
-    /// base `Omega`'s bucket (for local use only).
-    pub fn new(base: Omega, anonymous: Option<&str>) -> Result<Self, ServerError> {
+    /// base `Omega`'s bucket (for local use only). `failed_auths`: failed
+    /// authentications an address may have per minute (see [`FailedAuths`]).
+    pub fn new(
+        base: Omega,
+        anonymous: Option<&str>,
+        failed_auths: u32,
+    ) -> Result<Self, ServerError> {
         let anonymous = match anonymous {
             Some(role) => {
                 let bucket = base.bucket_name().to_string();
@@ -95,11 +103,17 @@ impl Authenticator {
             base,
             anonymous,
             sessions: Mutex::new(HashMap::new()),
+            failures: FailedAuths::new(failed_auths),
         })
     }
 
-    /// The identity for an `authorization` header value (or none).
-    pub async fn identify(&self, authorization: Option<&str>) -> Result<Identity, ServerError> {
+    /// The identity for an `authorization` header value (or none), sent
+    /// from `peer` (when known).
+    pub async fn identify(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<Identity, ServerError> {
         let Some(header) = authorization else {
             return self
                 .anonymous
@@ -107,13 +121,32 @@ impl Authenticator {
                 .ok_or_else(ServerError::unauthenticated);
         };
         let key = key_of(header).ok_or_else(ServerError::unauthenticated)?;
-        self.for_key(&key).await
+        self.for_key(&key, peer).await
     }
 
-    /// The identity of a key: verified, then its cached session.
-    pub async fn for_key(&self, key: &str) -> Result<Identity, ServerError> {
+    /// The identity of a key sent from `peer`: verified, then its cached
+    /// session. An address past its budget of failures gets only the keys
+    /// this server verified before.
+    pub async fn for_key(&self, key: &str, peer: Option<IpAddr>) -> Result<Identity, ServerError> {
+        if let Some(ip) = peer
+            && let Some(wait) = self.failures.exhausted(ip)
+            && !self.knows(key)
+        {
+            return Err(ServerError::rate_limited(format!(
+                "too many failed authentications from {ip}; try again in {} s with a valid API key (om keys list shows the live ones)",
+                wait.as_secs().max(1)
+            )));
+        }
         let credential = Credential::new(key);
-        let record = self.keys.verify(key).await?;
+        let record = match self.keys.verify(key).await {
+            Ok(record) => record,
+            Err(e) => {
+                if let (KeyError::Unauthenticated, Some(ip)) = (&e, peer) {
+                    self.failures.record(ip);
+                }
+                return Err(e.into());
+            }
+        };
         let cached = {
             let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
             sessions
@@ -138,6 +171,16 @@ impl Authenticator {
             key_id: record.id.clone(),
             who: format!("{} ({})", record.name, record.id),
             credential: Some(credential),
+        })
+    }
+
+    /// Whether a key with `key`'s id was verified by this server before.
+    fn knows(&self, key: &str) -> bool {
+        key_id(key).is_some_and(|id| {
+            self.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(id)
         })
     }
 

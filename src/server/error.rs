@@ -30,6 +30,8 @@ pub enum ErrorKind {
     TooLarge,
     /// Well-formed but not applicable: a schema mismatch, a wrong kind.
     Unprocessable,
+    /// Too many failed authentications from the client's address.
+    RateLimited,
     /// Too many open statements or tickets, or the server is shutting down.
     Unavailable,
     Internal,
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Conflict => "conflict",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::Unprocessable => "unprocessable",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }
@@ -59,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,7 +75,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => tonic::Code::PermissionDenied,
             ErrorKind::NotFound => tonic::Code::NotFound,
             ErrorKind::Conflict => tonic::Code::AlreadyExists,
-            ErrorKind::TooLarge => tonic::Code::ResourceExhausted,
+            ErrorKind::TooLarge | ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::Internal => tonic::Code::Internal,
         }
@@ -109,6 +113,10 @@ impl ServerError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RateLimited, message)
+    }
+
     pub fn unauthenticated() -> Self {
         Self::from(KeyError::Unauthenticated)
     }

@@ -158,7 +158,12 @@ impl OmegaFlightSql {
     }
 
     async fn identify<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        Ok(self.state.auth.identify(authorization(request)?).await?)
+        let peer = request.remote_addr().map(|a| a.ip());
+        Ok(self
+            .state
+            .auth
+            .identify(authorization(request)?, peer)
+            .await?)
     }
 
     /// The ticket `handle` for its `DoGet`, and its owner. A ticket planned
@@ -472,7 +477,8 @@ impl FlightSqlService for OmegaFlightSql {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(ServerError::unauthenticated)?;
         let key = key_of(header).ok_or_else(ServerError::unauthenticated)?;
-        self.state.auth.for_key(&key).await?;
+        let peer = request.remote_addr().map(|a| a.ip());
+        self.state.auth.for_key(&key, peer).await?;
         let token = format!("Bearer {key}");
         let output = futures::stream::iter(vec![Ok(HandshakeResponse {
             protocol_version: 0,

@@ -148,7 +148,12 @@ impl FromRequestParts<AppState> for Caller {
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map_err(|_| ServerError::unauthenticated()))
             .transpose()?;
-        Ok(Caller(state.auth.identify(header).await?))
+        // the listener puts the connection's address on every request
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(Caller(state.auth.identify(header, peer).await?))
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! One process, two listeners over one [`Omega`](crate::Omega): Arrow Flight
 //! SQL ([`flight`]) and an HTTP API ([`http`]). Every request authenticates
-//! with an API key ([`auth`]); the key's bucket and role are the session's
+//! with an API key ([`auth`]; an address that keeps failing is stopped by
+//! [`failed_auth`]); the key's bucket and role are the session's
 //! identity, so the store's grants, row filters, masks and isolation are the
 //! security boundary. Errors are classified once ([`error`]); prepared
 //! statements and tickets are bounded and expire ([`expiring`]); [`guard`]
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod encode;
 pub mod error;
 pub mod expiring;
+pub mod failed_auth;
 pub mod flight;
 pub mod guard;
 pub mod http;
@@ -61,6 +63,10 @@ pub struct Limits {
     pub open_handles: usize,
     /// Idle prepared statements and unused tickets expire after this.
     pub handle_ttl: Duration,
+    /// Failed authentications a client address may have per minute; past
+    /// them it is refused (429 / `RESOURCE_EXHAUSTED`) for the rest of the
+    /// minute, except with keys this server verified before.
+    pub failed_auths: u32,
 }
 
 impl Default for Limits {
@@ -73,6 +79,7 @@ impl Default for Limits {
             workers: 4 * cores(),
             open_handles: 10_000,
             handle_ttl: Duration::from_secs(600),
+            failed_auths: 100,
         }
     }
 }
@@ -137,7 +144,7 @@ impl ServerState {
         let limits = config.limits.clone();
         let workers = Arc::new(Semaphore::new(limits.workers.max(1)));
         Ok(Self {
-            auth: Authenticator::new(om, config.allow_anonymous.as_deref())?,
+            auth: Authenticator::new(om, config.allow_anonymous.as_deref(), limits.failed_auths)?,
             statements: Expiring::new("prepared statement", limits.handle_ttl, limits.open_handles),
             tickets: Expiring::new("ticket", limits.handle_ttl, limits.open_handles),
             workers: workers.clone(),

@@ -293,16 +293,7 @@ impl Keys {
 
     /// The record of a live key, or [`KeyError::Unauthenticated`].
     pub async fn verify(&self, key: &str) -> Result<KeyRecord, KeyError> {
-        let rest = key
-            .strip_prefix(KEY_PREFIX)
-            .ok_or(KeyError::Unauthenticated)?;
-        let (id, secret) = rest.split_once('_').ok_or(KeyError::Unauthenticated)?;
-        if id.len() != ID_LEN
-            || secret.len() != SECRET_LEN
-            || !id.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(KeyError::Unauthenticated);
-        }
+        let (id, secret) = parts_of(key).ok_or(KeyError::Unauthenticated)?;
         let record = match self.read_shared(id).await {
             Ok(Some(r)) => r,
             Ok(None) => return Err(KeyError::Unauthenticated),
@@ -314,6 +305,20 @@ impl Keys {
         }
         Ok(record)
     }
+}
+
+/// The id and secret of a well-formed key (`oms_<id>_<secret>`); `None`
+/// for anything else (refused without reading the store).
+fn parts_of(key: &str) -> Option<(&str, &str)> {
+    let (id, secret) = key.strip_prefix(KEY_PREFIX)?.split_once('_')?;
+    (id.len() == ID_LEN && secret.len() == SECRET_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((id, secret))
+}
+
+/// The id of a well-formed key (what a server may know it by before
+/// verifying it).
+pub fn key_id(key: &str) -> Option<&str> {
+    parts_of(key).map(|(id, _)| id)
 }
 
 #[cfg(test)]
