@@ -1101,3 +1101,35 @@ async fn a_session_can_turn_filters_inside_the_parquet_decoder_on() {
     common::exec(&om, "RESET datafusion.execution.parquet.pushdown_filters").await;
     assert_eq!(scan_count(&om, query, "pushdown_rows_pruned").await, 0);
 }
+
+/// Large scans of a local store read Parquet through memory maps, and
+/// what they read is exactly what was stored.
+#[tokio::test]
+async fn large_local_scans_read_through_maps_and_answer_exactly() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let n = 400_000;
+    let stored = sample_batch(0, n);
+    om.datasets()
+        .put(stored.clone(), "big", PutOptions::default())
+        .await
+        .unwrap();
+    let before = omegastore::store::durable::mapped_reads();
+    let got = om
+        .sql("SELECT * FROM big ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        omegastore::store::durable::mapped_reads() > before,
+        "a scan of several MiB used no map"
+    );
+    let got = arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+    assert_eq!(got.num_rows(), n);
+    for (i, want) in stored.columns().iter().enumerate() {
+        let column = cast(got.column(i), want.data_type()).unwrap();
+        assert_eq!(&column, want, "column {}", stored.schema().field(i).name());
+    }
+}

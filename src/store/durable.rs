@@ -22,6 +22,15 @@ use object_store::{
 /// directories); tests check that commits make them.
 static SYNCS: AtomicU64 = AtomicU64::new(0);
 
+/// Range reads served through a memory map in this process (see
+/// [`super::mapped`]); tests check that large scans take that path.
+static MAPPED: AtomicU64 = AtomicU64::new(0);
+
+/// How many range reads durable local stores served through a memory map.
+pub fn mapped_reads() -> u64 {
+    MAPPED.load(Ordering::Relaxed)
+}
+
 /// How many fsync calls durable local stores have made in this process.
 pub fn sync_count() -> u64 {
     SYNCS.load(Ordering::Relaxed)
@@ -117,6 +126,16 @@ impl ObjectStore for DurableLocal {
         location: &Path,
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<Bytes>> {
+        #[cfg(unix)]
+        {
+            let bytes: u64 = ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+            if location.as_ref().ends_with(".parquet")
+                && bytes >= super::mapped::MIN_BYTES
+                && super::mapped::enabled()
+            {
+                return mapped_ranges(location, ranges).await;
+            }
+        }
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -176,4 +195,28 @@ impl MultipartUpload for DurableUpload {
     async fn abort(&mut self) -> Result<()> {
         self.inner.abort().await
     }
+}
+
+/// Large range reads of a Parquet file through a memory map (see
+/// [`super::mapped`]), off the async threads.
+#[cfg(unix)]
+async fn mapped_ranges(location: &Path, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
+    let (file, ranges, path) = (fs_path(location), ranges.to_vec(), location.clone());
+    MAPPED.fetch_add(1, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || super::mapped::ranges(&file, &ranges))
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocal",
+            source: Box::new(e),
+        })?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+                path: path.to_string(),
+                source: Box::new(e),
+            },
+            _ => object_store::Error::Generic {
+                store: "DurableLocal",
+                source: Box::new(e),
+            },
+        })
 }

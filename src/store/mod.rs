@@ -16,6 +16,8 @@ pub mod gc;
 pub mod hooks;
 pub mod keys;
 pub mod listing_index;
+#[cfg(unix)]
+mod mapped;
 pub mod metadata;
 pub mod name;
 pub mod objects;
