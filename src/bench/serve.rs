@@ -66,6 +66,11 @@ pub struct ServeReport {
     /// After the warm-up, when the measured load starts.
     pub rss_start_mib: f64,
     pub rss_end_mib: f64,
+    /// The anonymous part of the resident memory (heap, stacks) at the start
+    /// and end: a leak shows here; the rest is file pages (the binary, and
+    /// data files mapped while scans read them) that come and go.
+    pub anon_start_mib: f64,
+    pub anon_end_mib: f64,
     pub stream_rows: u64,
     pub flight_rows_per_second: f64,
     pub local_arrow_rows_per_second: f64,
@@ -74,7 +79,11 @@ pub struct ServeReport {
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
 fn rss_mib() -> f64 {
-    super::ops::proc_status_bytes("VmRSS:")
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
+    super::ops::proc_status_bytes(field)
         .map(|b| b as f64 / (1u64 << 20) as f64)
         .unwrap_or(f64::NAN)
 }
@@ -276,6 +285,7 @@ async fn run_in(
         bench.clients, bench.duration
     ));
     let rss_start = rss_mib();
+    let anon_start = status_mib("RssAnon:");
     let began = Instant::now();
     let samples = load(
         bench.clients,
@@ -297,6 +307,7 @@ async fn run_in(
     }
     let seconds = began.elapsed().as_secs_f64();
     let rss_end = rss_mib();
+    let anon_end = status_mib("RssAnon:");
     let mut ops = BTreeMap::new();
     let mut errors = 0;
     for (op, (mut ms, errs)) in by_op {
@@ -340,6 +351,8 @@ async fn run_in(
         rss_idle_mib: rss_idle,
         rss_start_mib: rss_start,
         rss_end_mib: rss_end,
+        anon_start_mib: anon_start,
+        anon_end_mib: anon_end,
         stream_rows: streamed,
         flight_rows_per_second: streamed as f64 / flight_secs,
         local_arrow_rows_per_second: local_rows as f64 / local_secs,

@@ -249,6 +249,12 @@ fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Re
         100.0 * (r.rss_end_mib / r.rss_start_mib - 1.0)
     );
     println!(
+        "of which anonymous (heap, stacks; file pages excluded): {:.0} MiB at start, {:.0} MiB at end ({:+.0}%)",
+        r.anon_start_mib,
+        r.anon_end_mib,
+        100.0 * (r.anon_end_mib / r.anon_start_mib - 1.0)
+    );
+    println!(
         "{:<24} {:>9} {:>7} {:>10} {:>10}",
         "operation", "count", "errors", "p50 ms", "p99 ms"
     );
