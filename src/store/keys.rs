@@ -277,7 +277,7 @@ impl Keys {
 
     /// Revokes key `id` (it stops working at once; the record stays).
     pub async fn revoke(&self, id: &str) -> Result<KeyRecord, KeyError> {
-        if id.len() != ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_id(id) {
             return Err(KeyError::NotFound(id.to_string()));
         }
         let mut record = self
@@ -311,8 +311,12 @@ impl Keys {
 /// for anything else (refused without reading the store).
 fn parts_of(key: &str) -> Option<(&str, &str)> {
     let (id, secret) = key.strip_prefix(KEY_PREFIX)?.split_once('_')?;
-    (id.len() == ID_LEN && secret.len() == SECRET_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then_some((id, secret))
+    (is_id(id) && secret.len() == SECRET_LEN).then_some((id, secret))
+}
+
+/// Whether `id` has the shape of a key id (what may name a key record).
+fn is_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The id of a well-formed key (what a server may know it by before
