@@ -317,6 +317,13 @@ async fn an_address_that_keeps_failing_is_refused_without_reading_the_store() {
     .await;
     assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
     assert_eq!(error_code(&body), "rate_limited");
+    // the handshake (Basic, the key as password) is held to the same budget
+    let mut h = s.client(None).await;
+    let e = h.handshake("anyone", &forged(8)).await.unwrap_err();
+    // (arrow-flight's client reports a failed handshake as a text, not a status)
+    let e = e.to_string();
+    assert!(e.contains("resource has been exhausted"), "{e}");
+    assert!(e.contains("too many failed authentications"), "{e}");
     assert_eq!(
         s.store.calls(),
         3,
@@ -416,6 +423,47 @@ async fn a_requests_settings_last_only_for_that_request() {
         assert_eq!(code_of(&e), tonic::Code::InvalidArgument, "{sql}: {e}");
         assert!(e.to_string().contains("datafusion.runtime."), "{sql}: {e}");
     }
+
+    // the same over HTTP, which shares the key's cached session
+    let addr = s.running.http.unwrap();
+    let bearer = format!("Bearer {analyst}");
+    let sql = |sql: &str| {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let bearer = bearer.clone();
+        async move {
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("content-type", "application/json"),
+                ("accept", "application/json"),
+            ];
+            let (status, _, body) =
+                http(addr, "POST", "/api/v1/sql", &headers, body.as_bytes()).await;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+                panic!("not JSON: {}", String::from_utf8_lossy(&body));
+            });
+            (status, v)
+        }
+    };
+    let (status, rows) = sql(&format!("SET datafusion.execution.batch_size = 3; {show}")).await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows[0]["value"], "3", "{rows}");
+    let (status, rows) = sql(show).await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows[0]["value"].as_str(), Some(default.as_str()), "{rows}");
+    assert_eq!(shown(&query(&mut other, show).await), default);
+    let (status, error) = sql("SET datafusion.execution.batch_size = 1").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["code"], "bad_request");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("as one script")),
+        "{error}"
+    );
+    let (status, error) =
+        sql("SET datafusion.runtime.temp_directory = '/tmp/elsewhere'; SELECT 1").await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(shown(&query(&mut c, show).await), default);
     assert!(s.running.shutdown().await);
 }
 
@@ -697,6 +745,28 @@ async fn http_api_authenticates_filters_rows_and_refuses_oversized_bodies() {
     let big = vec![b'1'; 10_000];
     let (status, _, body) = http(addr, "PUT", "/api/v1/datasets/new", &ct, &big).await;
     assert_eq!((status, error_code(&body).as_str()), (413, "too_large"));
+    // a client that sends all of its body before reading (Python's urllib)
+    // hears the 413 too, instead of a reset while it is still sending
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let big = vec![b'1'; 16 << 20];
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "PUT /api/v1/datasets/new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: {bearer}\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(&big)
+            .await
+            .expect("the server reset a client still sending its body");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("too_large"), "{text}");
+    }
     assert!(!s.om.datasets().exists("new").await.unwrap());
     assert!(s.running.shutdown().await);
 }

@@ -250,6 +250,9 @@ async fn serve_http(
                     request
                         .extensions_mut()
                         .insert(axum::extract::ConnectInfo(peer));
+                    // a body refused unread is drained, so the client hears why
+                    let request =
+                        request.map(|b| axum::body::Body::new(super::linger::Lingering::new(b)));
                     app.clone().oneshot(request)
                 },
             );

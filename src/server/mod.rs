@@ -9,7 +9,8 @@
 //! statements and tickets are bounded and expire ([`expiring`]); [`guard`]
 //! logs each request and turns a panic into an error for that request;
 //! [`lanes`] runs each query on an executor of its own whose
-//! priority drops as the query ages; [`listen`] runs the listeners (TLS, graceful shutdown) and the task
+//! priority drops as the query ages; [`listen`] runs the listeners (TLS, graceful shutdown;
+//! [`linger`] drains bodies refused unread, so a client hears the 413) and the task
 //! runtime with its scheduler; [`runtime_api`] is the HTTP face of tasks,
 //! jobs and schedules.
 
@@ -22,6 +23,7 @@ pub mod flight;
 pub mod guard;
 pub mod http;
 pub mod lanes;
+pub mod linger;
 pub mod listen;
 pub mod runtime_api;
 

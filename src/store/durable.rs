@@ -77,19 +77,21 @@ fn sync_blocking(file: &FsPath) -> std::io::Result<()> {
     Ok(())
 }
 
+/// An error of this store that object_store has no variant for.
+fn generic(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "DurableLocal",
+        source: source.into(),
+    }
+}
+
 /// Syncs the file at `location` and the directories above it.
 async fn sync(location: &Path) -> Result<()> {
     let file = fs_path(location);
     tokio::task::spawn_blocking(move || sync_blocking(&file))
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "DurableLocal",
-            source: Box::new(e),
-        })?
-        .map_err(|e| object_store::Error::Generic {
-            store: "DurableLocal",
-            source: format!("fsync of {location} failed: {e}").into(),
-        })
+        .map_err(generic)?
+        .map_err(|e| generic(format!("fsync of {location} failed: {e}")))
 }
 
 #[async_trait]
@@ -205,18 +207,12 @@ async fn mapped_ranges(location: &Path, ranges: &[std::ops::Range<u64>]) -> Resu
     MAPPED.fetch_add(1, Ordering::Relaxed);
     tokio::task::spawn_blocking(move || super::mapped::ranges(&file, &ranges))
         .await
-        .map_err(|e| object_store::Error::Generic {
-            store: "DurableLocal",
-            source: Box::new(e),
-        })?
+        .map_err(generic)?
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => object_store::Error::NotFound {
                 path: path.to_string(),
                 source: Box::new(e),
             },
-            _ => object_store::Error::Generic {
-                store: "DurableLocal",
-                source: Box::new(e),
-            },
+            _ => generic(e),
         })
 }
