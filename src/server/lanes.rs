@@ -48,6 +48,18 @@ pub const AGES: [(Duration, i32); 2] = [
     (Duration::from_millis(200), 19),
 ];
 
+/// Blocking threads (file reads and syncs, through `spawn_blocking`) an
+/// executor may have; more blocking calls wait for one. Tokio's default is
+/// 512 per runtime, and every executor is a runtime: under a 32-client load
+/// the server grew to 800 threads and their stacks and malloc caches to
+/// hundreds of MiB of resident memory (BENCHMARKS.md). A query's scan keeps
+/// a few reads in flight per partition; 8 is plenty on any core count a
+/// query executor gets.
+pub const BLOCKING_THREADS: usize = 8;
+/// How long an idle blocking thread of an executor waits for work (tokio's
+/// default: 10 s); executors are many and mostly idle.
+pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
 /// Executors for the server's queries (see the module doc).
 pub struct Lanes {
     idle: Mutex<Vec<Executor>>,
@@ -334,6 +346,8 @@ impl Executor {
         let (on_start, on_stop) = (threads.clone(), threads.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .thread_name("om-query")
             .enable_all()
             .on_thread_start(move || {
@@ -580,6 +594,35 @@ mod tests {
             "an idle executor is reused"
         );
         assert!(lanes.running.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_executors_blocking_threads_stay_bounded_under_bursts_of_reads() {
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
+        for _ in 0..3 {
+            // a burst of 32 blocking reads at once, as a scan of many files makes
+            let done = lanes
+                .run(async {
+                    let reads: Vec<_> = (0..32)
+                        .map(|_| {
+                            tokio::task::spawn_blocking(|| {
+                                std::thread::sleep(Duration::from_millis(20))
+                            })
+                        })
+                        .collect();
+                    futures::future::join_all(reads).await.len()
+                })
+                .await
+                .unwrap();
+            assert_eq!(done, 32, "every read ran");
+        }
+        let idle = lanes.idle.lock().unwrap();
+        assert_eq!(idle.len(), 1, "one executor, reused");
+        let threads = idle[0].threads.tids.lock().unwrap().len();
+        assert!(
+            threads <= 2 + BLOCKING_THREADS,
+            "an executor holds {threads} threads"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
