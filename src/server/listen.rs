@@ -75,9 +75,9 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    let trim_stopped = stopped.clone();
     let mut tasks = Vec::new();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tasks.push(tokio::spawn(trim_heap(stopped.clone())));
     let mut running = Running {
         flight: None,
         http: None,
@@ -109,8 +109,6 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
             stopped,
         )));
     }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tasks.push(tokio::spawn(trim_heap(trim_stopped)));
     running.tasks = tasks;
     Ok(running)
 }
