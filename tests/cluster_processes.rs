@@ -34,11 +34,25 @@ impl Proc {
         let log = dir.join(format!("{name}.log"));
         let child = om(root)
             .args(args)
+            // the scheduler's job and task events, shown when a test fails
+            .env("OMEGA_LOG", "warn,ballista_scheduler=info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
         Proc { child, log }
+    }
+
+    /// The last lines the process wrote to stderr, to show why a test failed.
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(60);
+        format!(
+            "--- {} ---\n{}",
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 
     /// Waits until the process has said `what` on stderr.
@@ -204,10 +218,16 @@ fn om_cluster_processes_answer_like_a_local_run() {
     drop(e2.take());
     let started = Instant::now();
     while running.try_wait().unwrap().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the query hung after an executor died"
-        );
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = running.kill();
+            let out = running.wait_with_output().unwrap();
+            panic!(
+                "the query hung after an executor died\nclient: {}\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                scheduler.tail(),
+                _e1.tail()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = running.wait_with_output().unwrap();

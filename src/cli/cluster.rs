@@ -36,7 +36,8 @@ pub struct ExecutorArgs {
     /// Arrow Flight port (results and shuffle reads).
     #[arg(long, default_value_t = 50051)]
     port: u16,
-    /// gRPC port of the executor.
+    /// gRPC port for scheduler calls under Ballista's push policy; unused
+    /// (omegastore's executors poll the scheduler for tasks).
     #[arg(long, default_value_t = 50052)]
     grpc_port: u16,
     /// Tasks run at once (default: the cores of this machine).

@@ -108,8 +108,9 @@ impl ClusterError {
         let mut message = one_line(&e.strip_backtrace());
         if message.ends_with("Cancelled") {
             message.push_str(&format!(
-                " (a scheduler cancels queries that wait {} s with no executor alive: start one with `om cluster executor`)",
-                process::NO_EXECUTORS_GRACE.as_secs()
+                " (a scheduler cancels a query that waits {} s with no executor alive, or {} s with no task ready or running: check that executors run, `om cluster executor`, and run it again)",
+                process::NO_EXECUTORS_GRACE.as_secs(),
+                process::STUCK_JOB_GRACE.as_secs()
             ));
         }
         ClusterError::Query {

@@ -4,9 +4,12 @@
 //! object store (so they read the snapshot's Parquet files directly) and
 //! its models.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ballista_core::JobId;
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::utils::default_session_builder;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
@@ -36,6 +39,17 @@ use crate::store::Root;
 fn session_config() -> SessionConfig {
     SessionConfig::new_with_ballista().with_option_extension(OmegaOptions::default())
 }
+
+/// How tasks reach executors: each executor polls the scheduler with the
+/// task slots it has free. Ballista's default (the scheduler pushes tasks
+/// and counts every executor's free slots itself) loses count when an
+/// executor dies mid-query: a task the scheduler cancels while rolling back
+/// its stage never gives its slot back, and the executors left are then full
+/// for good in the scheduler's eyes, so that query and every later one wait
+/// forever (seen in `tests/cluster_processes.rs`). When executors poll, the
+/// count is their own and cannot drift; the cost is up to 50 ms before an
+/// idle executor asks for a new stage's tasks.
+const SCHEDULING: TaskSchedulingPolicy = TaskSchedulingPolicy::PullStaged;
 
 /// The scheduler's object stores: it decodes plans that name the store's
 /// files but reads none of them, so any URL gets an empty store (a read
@@ -90,6 +104,9 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         // rescheduled on the others (Ballista's defaults wait 3 minutes)
         executor_timeout_seconds: 20,
         expire_dead_executor_interval_seconds: 5,
+        // executors ask for work with the slots they have free (see
+        // [`SCHEDULING`])
+        scheduling_policy: SCHEDULING,
         min_ready_executors: 1,
         ..Default::default()
     };
@@ -100,7 +117,7 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
             .await
             .map_err(|e| ClusterError::start("scheduler", e))?;
-    tokio::spawn(fail_jobs_without_executors(scheduler.clone()));
+    tokio::spawn(watch_jobs(scheduler.clone()));
     start_grpc_service_with_listener(listener, scheduler)
         .await
         .map_err(|e| ClusterError::start("scheduler", e))
@@ -109,30 +126,71 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
 /// How long jobs wait while no executor is alive before they are cancelled.
 pub const NO_EXECUTORS_GRACE: Duration = Duration::from_secs(30);
 
-/// Ballista keeps a job queued for as long as no executor is alive: a client
-/// would wait forever. Jobs that have waited [`NO_EXECUTORS_GRACE`] with no
-/// live executor are cancelled, so the client's query fails (an executor
-/// that registers within the grace period picks them up instead).
-async fn fail_jobs_without_executors(
-    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
-) {
-    let mut waiting_since: Option<Instant> = None;
+/// How long a job may sit with nothing to run before it is cancelled.
+pub const STUCK_JOB_GRACE: Duration = Duration::from_secs(30);
+
+/// Ballista can leave a job `Running` with nothing that will ever move it: a
+/// client would wait forever. Every second this looks for two such states
+/// and cancels the jobs in them, so the client's query fails with an error
+/// instead of hanging:
+/// - no executor alive for [`NO_EXECUTORS_GRACE`] (an executor that
+///   registers within it picks the jobs up instead);
+/// - a job with no task ready to run and none running on a live executor
+///   (only on executors since removed) for [`STUCK_JOB_GRACE`]. A job in
+///   that state has lost track of its work; a live job always has a task
+///   running or waiting for a slot.
+async fn watch_jobs(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>) {
+    let mut no_executors_since: Option<Instant> = None;
+    let mut stuck_since: HashMap<JobId, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let jobs = scheduler.state.task_manager.get_running_job_cache();
-        if scheduler.is_ready() || jobs.is_empty() {
-            waiting_since = None;
+        if jobs.is_empty() {
+            no_executors_since = None;
+            stuck_since.clear();
             continue;
         }
-        let since = *waiting_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < NO_EXECUTORS_GRACE {
+        if !scheduler.is_ready() {
+            stuck_since.clear();
+            let since = *no_executors_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= NO_EXECUTORS_GRACE {
+                for job in jobs.keys() {
+                    tracing::warn!(
+                        "cancelling job {job}: no executor alive for {NO_EXECUTORS_GRACE:?}"
+                    );
+                    let _ = scheduler.cancel_job(job.clone()).await;
+                }
+                no_executors_since = None;
+            }
             continue;
         }
-        for job in jobs.keys() {
-            tracing::warn!("cancelling job {job}: no executor alive for {NO_EXECUTORS_GRACE:?}");
-            let _ = scheduler.cancel_job(job.clone()).await;
+        no_executors_since = None;
+        stuck_since.retain(|job, _| jobs.contains_key(job));
+        for (job, info) in jobs.iter() {
+            let graph = info.execution_graph.read().await;
+            let alive = |executor: &str| {
+                scheduler
+                    .state
+                    .executor_manager
+                    .get_executor_hearbeat(executor)
+                    .is_some()
+            };
+            let moving = graph.available_tasks() > 0
+                || graph.running_tasks().iter().any(|t| alive(&t.executor_id));
+            drop(graph);
+            if moving {
+                stuck_since.remove(job);
+                continue;
+            }
+            let since = *stuck_since.entry(job.clone()).or_insert_with(Instant::now);
+            if since.elapsed() >= STUCK_JOB_GRACE {
+                tracing::warn!(
+                    "cancelling job {job}: no task ready or running on a live executor for {STUCK_JOB_GRACE:?}"
+                );
+                let _ = scheduler.cancel_job(job.clone()).await;
+                stuck_since.remove(job);
+            }
         }
-        waiting_since = None;
     }
 }
 
@@ -180,6 +238,7 @@ pub async fn run_executor(
         work_dir: options.work_dir.clone(),
         print_thread_info: false,
         executor_heartbeat_interval_seconds: 5,
+        task_scheduling_policy: SCHEDULING,
         override_physical_codec: Some(Arc::new(OmegaPhysicalCodec::new(
             Some(root.url().to_string()),
             Some(models),
