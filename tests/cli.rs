@@ -395,3 +395,47 @@ fn bench_commands_run_and_report_json() {
     let err = fail(&root, &["bench", "ops", "--rows", "10"]);
     assert!(err.contains("--rows"), "{err}");
 }
+
+/// `om bench serve` runs its load on loopback (tiny and short here) and
+/// reports every operation answered, the stream's rows and the memory
+/// sampled across the run.
+#[test]
+fn bench_serve_runs_and_reports_json() {
+    let root = common::local();
+    let out = run(
+        &root,
+        &[
+            "bench",
+            "serve",
+            "--clients",
+            "2",
+            "--seconds",
+            "2",
+            "--rows",
+            "1000",
+            "--stream-rows",
+            "10000",
+            "--format",
+            "json",
+        ],
+    );
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["stream_rows"], 10000, "{r}");
+    for op in [
+        "http point lookup",
+        "flight aggregate",
+        "flight point lookup",
+    ] {
+        assert!(r["ops"][op]["count"].as_u64().unwrap() > 0, "{op}: {r}");
+    }
+    let samples: Vec<f64> = r["anon_samples_mib"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_f64().unwrap())
+        .collect();
+    assert!(samples.len() >= 2, "one sample a second: {r}");
+    let max = r["anon_max_mib"].as_f64().unwrap();
+    assert!(samples.iter().all(|m| *m > 0.0 && *m <= max), "{r}");
+}

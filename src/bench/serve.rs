@@ -71,6 +71,14 @@ pub struct ServeReport {
     /// data files mapped while scans read them) that come and go.
     pub anon_start_mib: f64,
     pub anon_end_mib: f64,
+    /// The anonymous memory sampled every second of the measured phase.
+    /// Single samples swing with the allocator's trims (the server gives
+    /// freed memory back every 10 s), so growth is judged on the medians of
+    /// the first and last quarter of the run, not on its two ends.
+    pub anon_samples_mib: Vec<f64>,
+    pub anon_max_mib: f64,
+    pub anon_first_quarter_mib: f64,
+    pub anon_last_quarter_mib: f64,
     pub stream_rows: u64,
     pub flight_rows_per_second: f64,
     pub local_arrow_rows_per_second: f64,
@@ -86,6 +94,45 @@ fn status_mib(field: &str) -> f64 {
     super::ops::proc_status_bytes(field)
         .map(|b| b as f64 / (1u64 << 20) as f64)
         .unwrap_or(f64::NAN)
+}
+
+/// Samples the anonymous memory of this process every `every` until the
+/// returned sender is dropped or fired; the task returns the samples.
+fn sample_anon(
+    every: Duration,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Vec<f64>>,
+) {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => samples.push(status_mib("RssAnon:")),
+                _ = &mut stopped => return samples,
+            }
+        }
+    });
+    (stop, task)
+}
+
+/// The median of `samples`.
+fn median_of(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 0.5)
+}
+
+/// Medians of the first and the last quarter of `samples` (at least one
+/// sample each).
+fn quarter_medians(samples: &[f64]) -> (f64, f64) {
+    let q = (samples.len() / 4).max(1).min(samples.len());
+    (
+        median_of(&samples[..q]),
+        median_of(&samples[samples.len() - q..]),
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -287,6 +334,7 @@ async fn run_in(
     let rss_start = rss_mib();
     let anon_start = status_mib("RssAnon:");
     let began = Instant::now();
+    let (stop_sampling, sampling) = sample_anon(Duration::from_secs(1));
     let samples = load(
         bench.clients,
         flight,
@@ -308,6 +356,10 @@ async fn run_in(
     let seconds = began.elapsed().as_secs_f64();
     let rss_end = rss_mib();
     let anon_end = status_mib("RssAnon:");
+    let _ = stop_sampling.send(());
+    let anon_samples = sampling.await?;
+    let (anon_first_quarter, anon_last_quarter) = quarter_medians(&anon_samples);
+    let anon_max = anon_samples.iter().copied().fold(f64::NAN, f64::max);
     let mut ops = BTreeMap::new();
     let mut errors = 0;
     for (op, (mut ms, errs)) in by_op {
@@ -353,6 +405,10 @@ async fn run_in(
         rss_end_mib: rss_end,
         anon_start_mib: anon_start,
         anon_end_mib: anon_end,
+        anon_samples_mib: anon_samples,
+        anon_max_mib: anon_max,
+        anon_first_quarter_mib: anon_first_quarter,
+        anon_last_quarter_mib: anon_last_quarter,
         stream_rows: streamed,
         flight_rows_per_second: streamed as f64 / flight_secs,
         local_arrow_rows_per_second: local_rows as f64 / local_secs,
@@ -458,4 +514,33 @@ async fn local_arrow(om: &Omega, sql: &str, path: &std::path::Path) -> Result<u6
     }
     writer.finish()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_judged_on_quarters_not_on_the_ends() {
+        // a saw-tooth (trims every few samples) that does not grow
+        let flat = [100.0, 140.0, 90.0, 100.0, 150.0, 95.0, 100.0, 145.0];
+        let (first, last) = quarter_medians(&flat);
+        assert!((last / first - 1.0).abs() < 0.1, "{first} → {last}");
+        // a steady climb
+        let rising: Vec<f64> = (0..12).map(|i| 100.0 + 10.0 * i as f64).collect();
+        let (first, last) = quarter_medians(&rising);
+        assert!(last > first * 1.5, "{first} → {last}");
+        // too few samples for quarters: the one there is
+        assert_eq!(quarter_medians(&[7.0]), (7.0, 7.0));
+    }
+
+    #[tokio::test]
+    async fn the_sampler_samples_until_stopped() {
+        let (stop, task) = sample_anon(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = stop.send(());
+        let samples = task.await.unwrap();
+        assert!(samples.len() >= 3, "{samples:?}");
+        assert!(samples.iter().all(|m| *m > 0.0), "{samples:?}");
+    }
 }

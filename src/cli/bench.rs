@@ -255,6 +255,14 @@ fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Re
         100.0 * (r.anon_end_mib / r.anon_start_mib - 1.0)
     );
     println!(
+        "anonymous memory each second ({} samples): max {:.0} MiB; median of the first quarter {:.0} MiB, of the last {:.0} MiB ({:+.0}%)",
+        r.anon_samples_mib.len(),
+        r.anon_max_mib,
+        r.anon_first_quarter_mib,
+        r.anon_last_quarter_mib,
+        100.0 * (r.anon_last_quarter_mib / r.anon_first_quarter_mib - 1.0)
+    );
+    println!(
         "{:<24} {:>9} {:>7} {:>10} {:>10}",
         "operation", "count", "errors", "p50 ms", "p99 ms"
     );

@@ -19,7 +19,8 @@
 //! ones never queue behind them.
 //!
 //! Executors are reused: when a query ends, its threads get their priority
-//! back and the executor waits for the next query. Giving a thread its
+//! back and the executor waits for the next query ([`IDLE_KEEP_ALIVE`] at
+//! most; then it is shut down). Giving a thread its
 //! priority back needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (`ulimit -e
 //! 20`, systemd `LimitNICE=`); a process without it does not age queries
 //! (an executor left at `nice 19` would slow every later query on it), and
@@ -28,7 +29,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -59,6 +60,12 @@ pub const BLOCKING_THREADS: usize = 8;
 /// How long an idle blocking thread of an executor waits for work (tokio's
 /// default: 10 s); executors are many and mostly idle.
 pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// How long an executor may wait unused before it is shut down. A burst of
+/// concurrent queries leaves as many executors behind (32 clients: about
+/// 33, each with its worker threads and their memory); a steady load keeps
+/// reusing the ones it needs.
+pub const IDLE_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
 /// Executors for the server's queries (see the module doc).
 pub struct Lanes {
@@ -245,14 +252,31 @@ impl Lanes {
             .map_err(|e| DataFusionError::Execution(format!("cannot start a query executor: {e}")))
     }
 
-    fn give_back(&self, executor: Executor) {
+    fn give_back(&self, mut executor: Executor) {
         if !executor.threads.set_nice(self.base) {
             return; // cannot be made young again: dropped
         }
+        executor.idle_since = Instant::now();
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(executor);
+        self.retire_idle(IDLE_KEEP_ALIVE);
+    }
+
+    /// Shuts down the executors unused for `unused_for` or longer; returns
+    /// how many. The server calls it now and then ([`IDLE_KEEP_ALIVE`]), so
+    /// that executors left by a burst go even when no query comes.
+    pub fn retire_idle(&self, unused_for: Duration) -> usize {
+        let retired: Vec<Executor> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (keep, retired) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|e| e.idle_since.elapsed() < unused_for);
+            *idle = keep;
+            retired
+        };
+        retired.len() // dropped here, outside the lock
     }
 }
 
@@ -335,6 +359,8 @@ impl Threads {
 struct Executor {
     runtime: Option<tokio::runtime::Runtime>,
     threads: Arc<Threads>,
+    /// When it last went idle (its creation until then).
+    idle_since: Instant,
 }
 
 impl Executor {
@@ -370,6 +396,7 @@ impl Executor {
         Ok(Executor {
             runtime: Some(runtime),
             threads,
+            idle_since: Instant::now(),
         })
     }
 
@@ -622,6 +649,56 @@ mod tests {
         assert!(
             threads <= 2 + BLOCKING_THREADS,
             "an executor holds {threads} threads"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn executors_left_unused_after_a_burst_are_shut_down() {
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(3))));
+        let ctx = SessionContext::new().task_ctx();
+        // a burst: three queries at once, three executors
+        let (open, gate) = watch::channel(false);
+        let burst: Vec<_> = (0..3)
+            .map(|_| lanes.execute(gated(gate.clone()), ctx.clone()).unwrap())
+            .collect();
+        open.send(true).unwrap();
+        for stream in burst {
+            answer(stream).await;
+        }
+        let threads: Vec<Arc<Threads>> = {
+            let idle = lanes.idle.lock().unwrap();
+            idle.iter().map(|e| e.threads.clone()).collect()
+        };
+        assert_eq!(threads.len(), 3);
+        assert_eq!(lanes.retire_idle(IDLE_KEEP_ALIVE), 0, "all used just now");
+
+        // later, one query: it reuses one executor; the other two wait unused
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let (_open, gate) = watch::channel(true);
+        answer(lanes.execute(gated(gate), ctx.clone()).unwrap()).await;
+        assert_eq!(lanes.retire_idle(Duration::from_millis(50)), 2);
+        assert_eq!(
+            lanes.idle.lock().unwrap().len(),
+            1,
+            "the one just used stays"
+        );
+        // the retired executors' threads end
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while threads
+            .iter()
+            .filter(|t| t.tids.lock().unwrap().is_empty())
+            .count()
+            < 2
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a retired executor's threads still run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            threads.iter().any(|t| !t.tids.lock().unwrap().is_empty()),
+            "the kept executor lost its threads"
         );
     }
 

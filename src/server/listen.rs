@@ -76,8 +76,7 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
     };
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    tasks.push(tokio::spawn(trim_heap(stopped.clone())));
+    tasks.push(tokio::spawn(tidy(state.clone(), stopped.clone())));
     let mut running = Running {
         flight: None,
         http: None,
@@ -113,12 +112,14 @@ pub async fn serve(om: Omega, config: ServeConfig) -> Result<Running, ServerErro
     Ok(running)
 }
 
-/// How often a server gives the kernel back the memory malloc holds free.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often a server retires unused query executors and gives the kernel
+/// back the memory malloc holds free.
+const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Hands the memory glibc's malloc holds free back to the kernel, every
-/// [`TRIM_EVERY`] until the server stops. Under a long mixed load the
+/// Every [`TIDY_EVERY`] until the server stops: shuts down the query
+/// executors left unused for [`super::lanes::IDLE_KEEP_ALIVE`] (a burst of
+/// queries leaves many), then, with glibc, hands the memory malloc holds
+/// free back to the kernel. Under a long mixed load the
 /// server's resident memory grew without end (127 to 338 MiB in 120 s)
 /// while what it had allocated stayed under 60 MiB (heaptrack): the rest
 /// was free memory kept in malloc's per-thread arenas, which give memory
@@ -126,16 +127,17 @@ const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// long-lived entries fragment them. `malloc_trim` releases the free pages
 /// anywhere in every arena. mimalloc instead of glibc held far more
 /// (1.4 to 2.2 GiB; BENCHMARKS.md, 2026-12-03).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-async fn trim_heap(stopped: watch::Receiver<bool>) {
+async fn tidy(state: Arc<ServerState>, stopped: watch::Receiver<bool>) {
     let stop = wait_stop(stopped);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(TRIM_EVERY) => {}
+            _ = tokio::time::sleep(TIDY_EVERY) => {}
         }
+        state.lanes.retire_idle(super::lanes::IDLE_KEEP_ALIVE);
         // SAFETY: malloc_trim only returns free pages; it takes malloc's own locks
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }
