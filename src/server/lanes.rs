@@ -270,11 +270,12 @@ impl Lanes {
     pub fn retire_idle(&self, unused_for: Duration) -> usize {
         let retired: Vec<Executor> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let (keep, retired) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|e| e.idle_since.elapsed() < unused_for);
-            *idle = keep;
-            retired
+            // pushed as they go idle and taken from the end: oldest first
+            let young = idle
+                .iter()
+                .position(|e| e.idle_since.elapsed() < unused_for)
+                .unwrap_or(idle.len());
+            idle.drain(..young).collect()
         };
         retired.len() // dropped here, outside the lock
     }
