@@ -13,12 +13,14 @@
 //! | `codec.rs` | the extension codecs: omegastore's nodes tagged, the rest Ballista's |
 //! | `models.rs` | `predict()` on executors: pinned model versions, loaded once |
 //! | `process.rs` | `om cluster scheduler` / `om cluster executor` |
+//! | `watch.rs` | the scheduler's watchdog: jobs nothing will move are cancelled |
 
 pub mod codec;
 pub mod exec;
 pub mod models;
 pub mod planner;
 pub mod process;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,8 +111,8 @@ impl ClusterError {
         if message.ends_with("Cancelled") {
             message.push_str(&format!(
                 " (a scheduler cancels a query that waits {} s with no executor alive, or {} s with no task ready or running: check that executors run, `om cluster executor`, and run it again)",
-                process::NO_EXECUTORS_GRACE.as_secs(),
-                process::STUCK_JOB_GRACE.as_secs()
+                watch::NO_EXECUTORS_GRACE.as_secs(),
+                watch::STUCK_JOB_GRACE.as_secs()
             ));
         }
         ClusterError::Query {

@@ -4,7 +4,6 @@
 //! object store (so they read the snapshot's Parquet files directly) and
 //! its models.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use url::Url;
 use super::ClusterError;
 use super::codec::{OmegaPhysicalCodec, logical_codec};
 use super::models::ModelSource;
+use super::watch::{JobState, JobWatch, NO_EXECUTORS_GRACE, STUCK_JOB_GRACE, Verdict};
 use crate::sql::OmegaOptions;
 use crate::store::Root;
 
@@ -123,73 +123,40 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         .map_err(|e| ClusterError::start("scheduler", e))
 }
 
-/// How long jobs wait while no executor is alive before they are cancelled.
-pub const NO_EXECUTORS_GRACE: Duration = Duration::from_secs(30);
-
-/// How long a job may sit with nothing to run before it is cancelled.
-pub const STUCK_JOB_GRACE: Duration = Duration::from_secs(30);
-
-/// Ballista can leave a job `Running` with nothing that will ever move it: a
-/// client would wait forever. Every second this looks for two such states
-/// and cancels the jobs in them, so the client's query fails with an error
-/// instead of hanging:
-/// - no executor alive for [`NO_EXECUTORS_GRACE`] (an executor that
-///   registers within it picks the jobs up instead);
-/// - a job with no task ready to run and none running on a live executor
-///   (only on executors since removed) for [`STUCK_JOB_GRACE`]. A job in
-///   that state has lost track of its work; a live job always has a task
-///   running or waiting for a slot.
+/// Every second, shows the running jobs to the watchdog ([`JobWatch`]: which
+/// jobs nothing will ever move) and cancels the jobs it names, so their
+/// clients get an error instead of waiting forever.
 async fn watch_jobs(scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>) {
-    let mut no_executors_since: Option<Instant> = None;
-    let mut stuck_since: HashMap<JobId, Instant> = HashMap::new();
+    let mut watch = JobWatch::<JobId>::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let jobs = scheduler.state.task_manager.get_running_job_cache();
-        if jobs.is_empty() {
-            no_executors_since = None;
-            stuck_since.clear();
-            continue;
-        }
-        if !scheduler.is_ready() {
-            stuck_since.clear();
-            let since = *no_executors_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= NO_EXECUTORS_GRACE {
-                for job in jobs.keys() {
-                    tracing::warn!(
-                        "cancelling job {job}: no executor alive for {NO_EXECUTORS_GRACE:?}"
-                    );
-                    let _ = scheduler.cancel_job(job.clone()).await;
-                }
-                no_executors_since = None;
-            }
-            continue;
-        }
-        no_executors_since = None;
-        stuck_since.retain(|job, _| jobs.contains_key(job));
-        for (job, info) in jobs.iter() {
+        let alive = |executor: &str| {
+            scheduler
+                .state
+                .executor_manager
+                .get_executor_hearbeat(executor)
+                .is_some()
+        };
+        let mut jobs = Vec::new();
+        for (job, info) in scheduler.state.task_manager.get_running_job_cache().iter() {
             let graph = info.execution_graph.read().await;
-            let alive = |executor: &str| {
-                scheduler
-                    .state
-                    .executor_manager
-                    .get_executor_hearbeat(executor)
-                    .is_some()
-            };
             let moving = graph.available_tasks() > 0
                 || graph.running_tasks().iter().any(|t| alive(&t.executor_id));
-            drop(graph);
-            if moving {
-                stuck_since.remove(job);
-                continue;
-            }
-            let since = *stuck_since.entry(job.clone()).or_insert_with(Instant::now);
-            if since.elapsed() >= STUCK_JOB_GRACE {
-                tracing::warn!(
+            jobs.push(JobState {
+                job: job.clone(),
+                moving,
+            });
+        }
+        for (job, verdict) in watch.look(Instant::now(), scheduler.is_ready(), &jobs) {
+            match verdict {
+                Verdict::NoExecutors => tracing::warn!(
+                    "cancelling job {job}: no executor alive for {NO_EXECUTORS_GRACE:?}"
+                ),
+                Verdict::Stuck => tracing::warn!(
                     "cancelling job {job}: no task ready or running on a live executor for {STUCK_JOB_GRACE:?}"
-                );
-                let _ = scheduler.cancel_job(job.clone()).await;
-                stuck_since.remove(job);
+                ),
             }
+            let _ = scheduler.cancel_job(job).await;
         }
     }
 }

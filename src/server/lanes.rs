@@ -75,6 +75,8 @@ pub struct Lanes {
     /// Workers: what a query past its first age holds while it goes on.
     workers: Arc<Semaphore>,
     threads: usize,
+    /// How long an executor may wait unused ([`IDLE_KEEP_ALIVE`]).
+    keep_alive: Duration,
     aging: bool,
     /// The process's own nice value: a young query's, and what ages add to.
     base: i32,
@@ -90,9 +92,17 @@ impl Lanes {
             running: Mutex::new(Vec::new()),
             workers,
             threads: threads.max(1),
+            keep_alive: IDLE_KEEP_ALIVE,
             aging: priority::can_restore(),
             base: priority::current_nice(),
         }
+    }
+
+    /// Executors unused for `keep_alive` are shut down (instead of
+    /// [`IDLE_KEEP_ALIVE`]).
+    pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
     }
 
     /// Whether queries lose priority as they age (see the module doc).
@@ -261,13 +271,14 @@ impl Lanes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(executor);
-        self.retire_idle(IDLE_KEEP_ALIVE);
+        self.retire_idle();
     }
 
-    /// Shuts down the executors unused for `unused_for` or longer; returns
-    /// how many. The server calls it now and then ([`IDLE_KEEP_ALIVE`]), so
-    /// that executors left by a burst go even when no query comes.
-    pub fn retire_idle(&self, unused_for: Duration) -> usize {
+    /// Shuts down the executors unused for the keep-alive or longer;
+    /// returns how many. Each query's end calls it, and the server now and
+    /// then, so that executors left by a burst go even when no query comes.
+    pub fn retire_idle(&self) -> usize {
+        let unused_for = self.keep_alive;
         let retired: Vec<Executor> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             // pushed as they go idle and taken from the end: oldest first
@@ -655,7 +666,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn executors_left_unused_after_a_burst_are_shut_down() {
-        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(3))));
+        let keep_alive = Duration::from_millis(500);
+        let lanes =
+            Arc::new(Lanes::new(2, Arc::new(Semaphore::new(3))).with_keep_alive(keep_alive));
         let ctx = SessionContext::new().task_ctx();
         // a burst: three queries at once, three executors
         let (open, gate) = watch::channel(false);
@@ -670,19 +683,20 @@ mod tests {
             let idle = lanes.idle.lock().unwrap();
             idle.iter().map(|e| e.threads.clone()).collect()
         };
-        assert_eq!(threads.len(), 3);
-        assert_eq!(lanes.retire_idle(IDLE_KEEP_ALIVE), 0, "all used just now");
+        assert_eq!(threads.len(), 3, "all used just now: none retired");
+        assert_eq!(lanes.retire_idle(), 0, "all used just now");
 
-        // later, one query: it reuses one executor; the other two wait unused
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // later, one query: it reuses one executor, and its end shuts down
+        // the two left unused for the keep-alive (no other call needed)
+        tokio::time::sleep(keep_alive + Duration::from_millis(100)).await;
         let (_open, gate) = watch::channel(true);
         answer(lanes.execute(gated(gate), ctx.clone()).unwrap()).await;
-        assert_eq!(lanes.retire_idle(Duration::from_millis(50)), 2);
         assert_eq!(
             lanes.idle.lock().unwrap().len(),
             1,
-            "the one just used stays"
+            "the one just used stays, the other two go"
         );
+        assert_eq!(lanes.retire_idle(), 0, "the one just used is kept");
         // the retired executors' threads end
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while threads

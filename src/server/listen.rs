@@ -135,7 +135,7 @@ async fn tidy(state: Arc<ServerState>, stopped: watch::Receiver<bool>) {
             _ = &mut stop => return,
             _ = tokio::time::sleep(TIDY_EVERY) => {}
         }
-        state.lanes.retire_idle(super::lanes::IDLE_KEEP_ALIVE);
+        state.lanes.retire_idle();
         // SAFETY: malloc_trim only returns free pages; it takes malloc's own locks
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
