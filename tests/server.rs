@@ -771,6 +771,123 @@ async fn http_api_authenticates_filters_rows_and_refuses_oversized_bodies() {
     assert!(s.running.shutdown().await);
 }
 
+#[tokio::test]
+async fn http_put_keeps_a_sort_order_and_bloom_filters_and_refuses_them_off_tables() {
+    let s = start(Limits::default()).await;
+    let addr = s.running.http.unwrap();
+    let writer = s.key("writer").await;
+    let bearer = format!("Bearer {writer}");
+    let csv = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "text/csv"),
+    ];
+    let body = b"id,city\n3,c\n1,a\n2,b\n";
+    let (status, _, reply) = http(
+        addr,
+        "PUT",
+        "/api/v1/datasets/sorted?sort_by=id&bloom=city",
+        &csv,
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let meta: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(meta["kind_meta"]["sort_by"], serde_json::json!(["id"]));
+    assert_eq!(
+        meta["kind_meta"]["bloom_filters"],
+        serde_json::json!(["city"])
+    );
+    // the rows were written in the order asked for
+    let stored =
+        s.om.datasets()
+            .get("sorted", omegastore::GetOptions::default())
+            .await
+            .unwrap();
+    let omegastore::Data::Table(df) = stored else {
+        panic!("not a table")
+    };
+    let batches = df.collect().await.unwrap();
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column_by_name("id").unwrap();
+            let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap().clone();
+            ids.values().to_vec()
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    // an append without its own keeps both, and `merge_schema` adds a column
+    let (status, _, reply) = http(
+        addr,
+        "POST",
+        "/api/v1/datasets/sorted?merge_schema=true",
+        &csv,
+        b"id,city,zip\n0,z,9\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+    let meta: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(meta["kind_meta"]["sort_by"], serde_json::json!(["id"]));
+    assert_eq!(
+        meta["kind_meta"]["bloom_filters"],
+        serde_json::json!(["city"])
+    );
+    let omegastore::Data::Table(df) =
+        s.om.datasets()
+            .get("sorted", omegastore::GetOptions::default())
+            .await
+            .unwrap()
+    else {
+        panic!("not a table")
+    };
+    let batches = df.collect().await.unwrap();
+    assert!(
+        batches[0].schema().field_with_name("zip").is_ok(),
+        "no new column"
+    );
+    assert_eq!(total_rows(&batches), 4);
+
+    // a column the body lacks is named; nothing is stored
+    let (status, _, reply) = http(
+        addr,
+        "PUT",
+        "/api/v1/datasets/other?sort_by=nope",
+        &csv,
+        body,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&reply).as_str()),
+        (422, "unprocessable")
+    );
+    assert!(String::from_utf8_lossy(&reply).contains("'nope'"));
+    assert!(!s.om.datasets().exists("other").await.unwrap());
+    // a JSON document has no rows to lay out: refused, not ignored
+    let json = [
+        ("Authorization", bearer.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, _, reply) = http(
+        addr,
+        "PUT",
+        "/api/v1/datasets/doc?bloom=a",
+        &json,
+        br#"{"a": 1}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error_code(&reply).as_str()),
+        (422, "unprocessable")
+    );
+    assert!(
+        String::from_utf8_lossy(&reply).contains("apply to tables"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(!s.om.datasets().exists("doc").await.unwrap());
+    assert!(s.running.shutdown().await);
+}
+
 /// A backend whose reads panic: a bug in one request must not take the
 /// server down.
 struct PanickingBackend;

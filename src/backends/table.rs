@@ -523,6 +523,10 @@ impl DataBackend for DeltaTableBackend {
         vec![KIND.into()]
     }
 
+    fn lays_out_rows(&self) -> bool {
+        true
+    }
+
     fn supports(&self, obj: &Object) -> bool {
         match obj {
             Object::Table { .. } | Object::Stream(_) => true,

@@ -322,6 +322,27 @@ fn shape(name: &str, mut df: DataFrame, q: &ReadQuery) -> Result<DataFrame, Serv
 struct WriteQuery {
     /// append, overwrite or error (default: PUT overwrite, POST append)
     mode: Option<String>,
+    /// Tables: columns (comma-separated) to write the rows sorted by, kept as
+    /// the table's sort order so that filters on them skip row groups (as
+    /// `om datasets put --sort-by`); appends without one follow it
+    sort_by: Option<String>,
+    /// Tables: columns (comma-separated) to write Bloom filters for, so that
+    /// `col = value` lookups skip row groups (as `om datasets put --bloom`)
+    bloom: Option<String>,
+    /// Tables: on append, add the body's new columns (nullable) instead of
+    /// refusing it (as `om datasets put --merge-schema`)
+    merge_schema: Option<bool>,
+}
+
+/// The columns of a comma-separated query parameter (none when absent).
+fn column_list(param: Option<&str>) -> Vec<String> {
+    param
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[utoipa::path(put, path = "/api/v1/datasets/{name}", tag = "datasets", params(("name" = String, Path, description = "Dataset name; `/` path-encoded as %2F"), WriteQuery),
@@ -422,6 +443,9 @@ async fn write_dataset(
     };
     let opts = PutOptions {
         mode,
+        sort_by: column_list(q.sort_by.as_deref()),
+        bloom_filters: column_list(q.bloom.as_deref()),
+        merge_schema: q.merge_schema.unwrap_or(false),
         ..Default::default()
     };
     // parsing, encoding and the commit yield the cores to queries as they age

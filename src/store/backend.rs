@@ -302,6 +302,13 @@ pub trait DataBackend: Send + Sync + 'static {
     /// Whether a put of `obj` with no explicit kind should use this backend.
     fn supports(&self, obj: &Object) -> bool;
 
+    /// Whether `put` honours the row layout options ([`PutOptions::sort_by`],
+    /// [`PutOptions::bloom_filters`]). The store refuses a put that gives
+    /// them to a backend that does not, rather than let them be ignored.
+    fn lays_out_rows(&self) -> bool {
+        false
+    }
+
     /// Writes `obj`; `previous` is the current version, if any.
     async fn put(
         &self,

@@ -173,6 +173,15 @@ impl Store {
             .clone()
             .or_else(|| backend.kinds().into_iter().next())
             .unwrap_or_default();
+        if !backend.lays_out_rows() && !(opts.sort_by.is_empty() && opts.bloom_filters.is_empty()) {
+            return Err(StoreError::invalid_input(
+                name.as_str(),
+                format!(
+                    "a sort order and Bloom filters apply to tables, and this would be {} stored as '{kind}'; put it without them",
+                    obj.describe()
+                ),
+            ));
+        }
         self.hooks
             .check_put(&cx.write_target(), &kind, &self.session)
             .await?;
