@@ -173,7 +173,8 @@ impl Store {
             .clone()
             .or_else(|| backend.kinds().into_iter().next())
             .unwrap_or_default();
-        if !backend.lays_out_rows() && !(opts.sort_by.is_empty() && opts.bloom_filters.is_empty()) {
+        let asks_for_layout = !opts.sort_by.is_empty() || !opts.bloom_filters.is_empty();
+        if asks_for_layout && !backend.lays_out_rows() {
             return Err(StoreError::invalid_input(
                 name.as_str(),
                 format!(
