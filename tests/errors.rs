@@ -303,6 +303,41 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
         }
         assert!(!om.datasets().exists("t").await.unwrap(), "{file} stored");
     }
+    // past the rows that schema inference reads, JSON lines are parsed on
+    // all cores; a bad value or a string never closed there still fails
+    // the put, named by file and by what went wrong
+    let good: String = (0..12_000).map(|i| format!("{{\"a\":{i}}}\n")).collect();
+    let late_cases = [
+        (
+            "late_bad.jsonl",
+            format!("{good}{{\"a\":\"not a number\"}}\n{{\"a\":1}}\n"),
+            vec!["late_bad.jsonl", "not a number"],
+        ),
+        (
+            "late_open.jsonl",
+            format!("{good}{{\"a\":1,\"s\":\"never closed}}\n{{\"a\":2}}\n"),
+            vec!["late_open.jsonl", "ends inside a string", "line 12001"],
+        ),
+    ];
+    for (file, body, wanted) in late_cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, body).unwrap();
+        let obj = Object::File {
+            path,
+            format: FileFormat::JsonLines,
+            schema: None,
+        };
+        let err = om
+            .datasets()
+            .put(obj, "t", PutOptions::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        for w in wanted {
+            assert!(err.contains(w), "{file}: '{w}' not in: {err}");
+        }
+        assert!(!om.datasets().exists("t").await.unwrap(), "{file} stored");
+    }
     // a byte-order mark is stripped, not part of a column name
     let path = dir.path().join("bom.csv");
     std::fs::write(&path, b"\xef\xbb\xbfid,name\n1,x\n").unwrap();

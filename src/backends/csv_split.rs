@@ -1,22 +1,17 @@
-//! A CSV file parsed on all cores.
+//! A CSV file parsed on all cores (by [`super::split`]).
 //!
-//! One thread reads the file in blocks and cuts each block where a record
-//! ends: at a newline outside quotes, by the rules of RFC 4180 that arrow's
-//! CSV reader follows (tracked by [`Quotes`]). Workers parse the chunks with
-//! arrow's reader, and the batches come out in file order. Parsing text to
-//! numbers is the cost of a CSV put (on `om bench ops` it was ~6 s of the
-//! 7.8 s put of 10M rows on one thread); the cut itself is a scan for quotes
-//! and newlines.
+//! Records end at a newline outside quotes, by the rules of RFC 4180 that
+//! arrow's CSV reader follows (tracked by [`Quotes`]); each chunk is parsed
+//! by arrow's reader. Parsing text to numbers is the cost of a CSV put (on
+//! `om bench ops` it was ~6 s of the 7.8 s put of 10M rows on one thread);
+//! the cut itself is a scan for quotes and newlines.
 //!
-//! Memory stays bounded: at most `2 × workers` chunks are read ahead of the
-//! consumer. Errors read as one reader over the whole file would report them
-//! (a parse error's line number counts from the top of the file), and a file
-//! that ends inside a quoted field is an error naming the line the quote
-//! opened on.
+//! Errors read as one reader over the whole file would report them (a parse
+//! error's line number counts from the top of the file), and a file that
+//! ends inside a quoted field is an error naming the line the quote opened
+//! on.
 
 use std::io::{Cursor, Read};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 
 use arrow::csv::reader::Format;
 use arrow::datatypes::SchemaRef;
@@ -24,9 +19,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
-/// Bytes per chunk: large enough that a worker's start-up is noise, small
-/// enough that a few chunks in flight are a few tens of MiB.
-pub const CHUNK_BYTES: usize = 4 << 20;
+use super::split::{self, ChunkParser, RecordEnds, Split};
 
 /// Where a CSV byte stream is, as far as quoting goes (the rules of
 /// RFC 4180 that the CSV reader follows: a quote opens a quoted field only
@@ -112,26 +105,13 @@ impl Quotes {
     }
 }
 
-/// What a worker hands back for one chunk.
-type Parsed = Result<Vec<RecordBatch>, Failure>;
-
-/// Why a chunk gave no rows.
-enum Failure {
-    /// Arrow's reader refused it; its line numbers count from the chunk.
-    Parse(String),
-    /// Reading the file failed (or it ended inside quotes): about the whole file.
-    Input(String),
-}
-
-/// How a CSV file is split and read.
+/// How a CSV file is read.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvLayout {
     pub delimiter: u8,
     /// The first record names the columns.
     pub header: bool,
     pub batch_rows: usize,
-    pub chunk_bytes: usize,
-    pub workers: usize,
 }
 
 impl CsvLayout {
@@ -142,142 +122,78 @@ impl CsvLayout {
     }
 }
 
-/// Parses the CSV `input` as `layout` says, with `layout.workers` threads,
-/// calling `send` with each batch in file order and with an error (as
-/// text, for the caller to wrap) at the first failure. Stops reading when
-/// `send` returns false. `on_read` sees the size of every block read (a
-/// progress bar).
-pub fn parse<R: Read + Send>(
-    mut input: R,
+/// Arrow's CSV reader over one chunk of whole records.
+struct CsvChunks {
     schema: SchemaRef,
     layout: CsvLayout,
+}
+
+impl ChunkParser for CsvChunks {
+    fn parse(&self, chunk: Bytes, first: bool) -> Result<Vec<RecordBatch>, String> {
+        parse_chunk(
+            chunk,
+            &self.schema,
+            self.layout.format(first),
+            self.layout.batch_rows,
+        )
+    }
+
+    /// Arrow's line numbers count from the chunk; the file's from its top.
+    fn locate(&self, msg: String, rows_before: usize, first: bool) -> String {
+        let offset = if first {
+            0
+        } else {
+            rows_before + self.layout.header as usize
+        };
+        shift_line(&msg, offset)
+    }
+}
+
+impl RecordEnds for Quotes {
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        Quotes::feed(self, bytes)
+    }
+    fn unterminated(&self) -> Option<String> {
+        Quotes::unterminated(self)
+    }
+}
+
+/// Parses the CSV `input` as `layout` says, cut and spread over threads as
+/// `split` says, calling `send` with each batch in file order and with an
+/// error (as text, for the caller to wrap) at the first failure; a parse
+/// error's line number counts from the top of the file. Stops reading when
+/// `send` returns false. `on_read` sees the size of every block read.
+pub fn parse<R: Read + Send>(
+    input: R,
+    schema: SchemaRef,
+    layout: CsvLayout,
+    split: Split,
     on_read: &(dyn Fn(u64) + Sync),
     send: &mut dyn FnMut(Result<RecordBatch, String>) -> bool,
 ) {
-    let workers = layout.workers.max(1);
-    let chunk_bytes = layout.chunk_bytes.max(1);
-    // Jobs to parse, and, in file order, where each one's answer will be.
-    let (jobs_tx, jobs_rx) = sync_channel::<(Bytes, bool, SyncSender<Parsed>)>(workers);
-    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-    let (order_tx, order_rx) = sync_channel::<Receiver<Parsed>>(2 * workers);
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let jobs = jobs_rx.clone();
-            let schema = schema.clone();
-            scope.spawn(move || {
-                loop {
-                    let job = match jobs.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((chunk, header, answer)) = job else {
-                        return;
-                    };
-                    let parsed =
-                        parse_chunk(chunk, &schema, layout.format(header), layout.batch_rows);
-                    // the reader may have stopped: nobody waits for this one
-                    let _ = answer.send(parsed);
-                }
-            });
-        }
-        scope.spawn(move || {
-            let enqueue = |chunk: Bytes, header: bool| {
-                let (tx, rx) = sync_channel(1);
-                order_tx.send(rx).is_ok() && jobs_tx.send((chunk, header, tx)).is_ok()
-            };
-            let mut quotes = Quotes::new(layout.delimiter);
-            let mut carry: Vec<u8> = Vec::new();
-            let mut first = true;
-            loop {
-                let mut block = std::mem::take(&mut carry);
-                let start = block.len();
-                block.reserve(chunk_bytes);
-                let read = match (&mut input)
-                    .take(chunk_bytes as u64)
-                    .read_to_end(&mut block)
-                {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = order_tx.send(failed(e.to_string()));
-                        return;
-                    }
-                };
-                on_read(read as u64);
-                let end = quotes.feed(&block[start..]).map(|e| start + e);
-                if read < chunk_bytes {
-                    // The end of the file: the rest is the last chunk, unless
-                    // it ends inside quotes (its parse would fail on a short
-                    // record, or store the rest of the file as one value).
-                    if let Some(msg) = quotes.unterminated() {
-                        let _ = order_tx.send(failed(msg));
-                    } else if !block.is_empty() {
-                        enqueue(Bytes::from(block), first);
-                    }
-                    return;
-                }
-                match end {
-                    Some(end) => {
-                        let block = Bytes::from(block);
-                        carry = block[end..].to_vec();
-                        if !enqueue(block.slice(..end), first) {
-                            return;
-                        }
-                        first = false;
-                    }
-                    // one record longer than a chunk: read on
-                    None => carry = block,
-                }
-            }
-        });
-        // Answers in file order; a parse error's line counts from the top.
-        let mut rows_before = 0usize;
-        let mut first = true;
-        for answer in order_rx {
-            let parsed = answer
-                .recv()
-                .unwrap_or_else(|_| Err(Failure::Input("a CSV parsing thread failed".into())));
-            match parsed {
-                Ok(batches) => {
-                    for b in batches {
-                        rows_before += b.num_rows();
-                        if !send(Ok(b)) {
-                            return;
-                        }
-                    }
-                }
-                Err(Failure::Input(msg)) => {
-                    send(Err(msg));
-                    return;
-                }
-                Err(Failure::Parse(msg)) => {
-                    let offset = if first {
-                        0
-                    } else {
-                        rows_before + layout.header as usize
-                    };
-                    send(Err(shift_line(&msg, offset)));
-                    return;
-                }
-            }
-            first = false;
-        }
-    });
+    let parser = CsvChunks { schema, layout };
+    split::parse(
+        input,
+        Quotes::new(layout.delimiter),
+        &parser,
+        split,
+        on_read,
+        send,
+    );
 }
 
-/// An answer, already there, that reading the file failed.
-fn failed(msg: String) -> Receiver<Parsed> {
-    let (tx, rx) = sync_channel(1);
-    let _ = tx.send(Err(Failure::Input(msg)));
-    rx
-}
-
-fn parse_chunk(chunk: Bytes, schema: &SchemaRef, format: Format, batch_rows: usize) -> Parsed {
+fn parse_chunk(
+    chunk: Bytes,
+    schema: &SchemaRef,
+    format: Format,
+    batch_rows: usize,
+) -> Result<Vec<RecordBatch>, String> {
     arrow::csv::ReaderBuilder::new(schema.clone())
         .with_format(format)
         .with_batch_size(batch_rows)
         .build(Cursor::new(chunk))
         .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-        .map_err(|e| Failure::Parse(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 /// `msg` with the number after its first "line " moved by `offset`.
@@ -306,6 +222,7 @@ mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     fn end_state(text: &str) -> (QuoteState, u64) {
         let mut q = Quotes::new(b',');
@@ -353,23 +270,27 @@ mod tests {
         ]))
     }
 
-    fn layout(chunk_bytes: usize, workers: usize) -> CsvLayout {
-        CsvLayout {
-            delimiter: b',',
-            header: true,
-            batch_rows: 3,
+    const LAYOUT: CsvLayout = CsvLayout {
+        delimiter: b',',
+        header: true,
+        batch_rows: 3,
+    };
+
+    fn layout(chunk_bytes: usize, workers: usize) -> Split {
+        Split {
             chunk_bytes,
             workers,
         }
     }
 
-    fn run(text: &str, layout: CsvLayout) -> Result<Vec<RecordBatch>, String> {
+    fn run(text: &str, split: Split) -> Result<Vec<RecordBatch>, String> {
         let mut out = Vec::new();
         let mut err = None;
         parse(
             Cursor::new(text.as_bytes().to_vec()),
             schema(),
-            layout,
+            LAYOUT,
+            split,
             &|_| {},
             &mut |b| match b {
                 Ok(b) => {
@@ -390,15 +311,12 @@ mod tests {
 
     /// What one arrow reader over the whole text gives.
     fn single(text: &str) -> Result<Vec<RecordBatch>, String> {
-        let parsed = parse_chunk(
+        parse_chunk(
             Bytes::from(text.as_bytes().to_vec()),
             &schema(),
             Format::default().with_header(true),
             3,
-        );
-        parsed.map_err(|e| match e {
-            Failure::Parse(m) | Failure::Input(m) => m,
-        })
+        )
     }
 
     fn rows(batches: &[RecordBatch]) -> Vec<String> {
@@ -440,7 +358,7 @@ mod tests {
             }
         }
         // the default size: one chunk
-        let got = run(TRICKY, layout(CHUNK_BYTES, 2)).unwrap();
+        let got = run(TRICKY, layout(split::CHUNK_BYTES, 2)).unwrap();
         assert_eq!(rows(&got), expected);
     }
 
@@ -466,7 +384,7 @@ mod tests {
     #[test]
     fn a_file_ending_inside_quotes_is_an_error_naming_its_line() {
         let text = "id,text,x\n1,a,1\n2,\"never closed,2\n3,b,3\n";
-        for chunk in [5, CHUNK_BYTES] {
+        for chunk in [5, split::CHUNK_BYTES] {
             let err = run(text, layout(chunk, 2)).unwrap_err();
             assert!(err.contains("opened on line 3 is never closed"), "{err}");
         }
@@ -482,6 +400,7 @@ mod tests {
         parse(
             Cursor::new(text.into_bytes()),
             schema(),
+            LAYOUT,
             layout(100, 2),
             &|_| {},
             &mut |_| {

@@ -6,7 +6,7 @@
 //! flow through a small bounded channel, which is what keeps memory bounded.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +22,8 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use futures::StreamExt;
 
 use super::csv_split::{self, CsvLayout};
+use super::json_lines_split;
+use super::split::Split;
 use crate::store::backend::{FileFormat, Object};
 use crate::store::error::{Result, StoreError};
 
@@ -125,22 +127,6 @@ impl PartitionStream for OnceStream {
     }
 }
 
-/// Counts bytes read into a progress bar.
-struct Counting<R> {
-    inner: R,
-    progress: Option<indicatif::ProgressBar>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Some(p) = &self.progress {
-            p.inc(n as u64);
-        }
-        Ok(n)
-    }
-}
-
 fn open(path: &FsPath) -> Result<File> {
     File::open(path).map_err(|e| StoreError::io(path, e))
 }
@@ -235,31 +221,38 @@ pub fn read_file(
                     delimiter: csv_delimiter(&path),
                     header: true,
                     batch_rows: BATCH_ROWS,
-                    chunk_bytes: csv_split::CHUNK_BYTES,
-                    workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 };
                 let on_read = |n: u64| {
                     if let Some(p) = &progress {
                         p.inc(n);
                     }
                 };
-                csv_split::parse(file, reader_schema, layout, &on_read, &mut |b| {
-                    send(b.map_err(|msg| context(&msg)))
-                });
+                csv_split::parse(
+                    file,
+                    reader_schema,
+                    layout,
+                    Split::all_cores(),
+                    &on_read,
+                    &mut |b| send(b.map_err(|msg| context(&msg))),
+                );
                 return;
             }
             FileFormat::JsonLines => {
-                let file = Counting {
-                    inner: file,
-                    progress,
+                // parsed on all cores too
+                let on_read = |n: u64| {
+                    if let Some(p) = &progress {
+                        p.inc(n);
+                    }
                 };
-                match arrow::json::ReaderBuilder::new(reader_schema)
-                    .with_batch_size(BATCH_ROWS)
-                    .build(BufReader::with_capacity(1 << 20, file))
-                {
-                    Ok(r) => Box::new(r.map(move |b| b.map_err(|e| context(&e)))),
-                    Err(e) => Box::new(std::iter::once(Err(context(&e)))),
-                }
+                json_lines_split::parse(
+                    file,
+                    reader_schema,
+                    BATCH_ROWS,
+                    Split::all_cores(),
+                    &on_read,
+                    &mut |b| send(b.map_err(|msg| context(&msg))),
+                );
+                return;
             }
             FileFormat::Parquet => {
                 match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)

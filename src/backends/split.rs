@@ -1,0 +1,198 @@
+//! A text file of records parsed on all cores.
+//!
+//! One thread reads the file in blocks and cuts each block after the last
+//! record that ends in it, as the format's [`RecordEnds`] finds it without
+//! parsing (a newline outside quotes for CSV, outside strings and brackets
+//! for JSON lines). Workers parse the chunks with the format's
+//! [`ChunkParser`], and the batches come out in file order. Parsing text to
+//! numbers is the cost of a put from text; the cut is one scan of the bytes.
+//!
+//! Memory stays bounded: at most `2 × workers` chunks are read ahead of the
+//! consumer. A file that ends inside a record is an error the format words,
+//! and a parse error is reported as the format's reader over the whole file
+//! would report it ([`ChunkParser::locate`]).
+
+use std::io::Read;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+
+/// Bytes per chunk: large enough that a worker's start-up is noise, small
+/// enough that a few chunks in flight are a few tens of MiB.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// Finds where records end in a byte stream fed in pieces, without parsing.
+pub(crate) trait RecordEnds: Send {
+    /// Feeds the next bytes; returns the offset just past the last record
+    /// end among them, if there is one.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize>;
+
+    /// The error for a stream that ended here, if it ended inside a record
+    /// that can never be whole (an open quote).
+    fn unterminated(&self) -> Option<String>;
+}
+
+/// Parses one chunk of whole records.
+pub(crate) trait ChunkParser: Sync {
+    /// The chunk's rows; `first` is the file's first chunk (a CSV header).
+    fn parse(&self, chunk: Bytes, first: bool) -> Result<Vec<RecordBatch>, String>;
+
+    /// A chunk's parse error as one reader over the whole file would word
+    /// it, given the rows of the chunks before it.
+    fn locate(&self, msg: String, _rows_before: usize, _first: bool) -> String {
+        msg
+    }
+}
+
+/// How a file is cut and how many threads parse it.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    pub chunk_bytes: usize,
+    pub workers: usize,
+}
+
+impl Split {
+    /// Chunks of [`CHUNK_BYTES`], one worker per core.
+    pub fn all_cores() -> Self {
+        Split {
+            chunk_bytes: CHUNK_BYTES,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// What a worker hands back for one chunk.
+type Parsed = Result<Vec<RecordBatch>, Failure>;
+
+/// Why a chunk gave no rows.
+enum Failure {
+    /// The parser refused it; about the chunk.
+    Parse(String),
+    /// Reading the file failed (or it ended inside a record): about the file.
+    Input(String),
+}
+
+/// Parses `input` cut by `ends` and parsed by `parser` on `split.workers`
+/// threads, calling `send` with each batch in file order and with an error
+/// (as text, for the caller to wrap) at the first failure. Stops reading
+/// when `send` returns false. `on_read` sees the size of every block read
+/// (a progress bar).
+pub(crate) fn parse<R: Read + Send>(
+    mut input: R,
+    mut ends: impl RecordEnds,
+    parser: &impl ChunkParser,
+    split: Split,
+    on_read: &(dyn Fn(u64) + Sync),
+    send: &mut dyn FnMut(Result<RecordBatch, String>) -> bool,
+) {
+    let workers = split.workers.max(1);
+    let chunk_bytes = split.chunk_bytes.max(1);
+    // Jobs to parse, and, in file order, where each one's answer will be.
+    let (jobs_tx, jobs_rx) = sync_channel::<(Bytes, bool, SyncSender<Parsed>)>(workers);
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let (order_tx, order_rx) = sync_channel::<Receiver<Parsed>>(2 * workers);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let jobs = jobs_rx.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = match jobs.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((chunk, first, answer)) = job else {
+                        return;
+                    };
+                    let parsed = parser.parse(chunk, first).map_err(Failure::Parse);
+                    // the reader may have stopped: nobody waits for this one
+                    let _ = answer.send(parsed);
+                }
+            });
+        }
+        scope.spawn(move || {
+            let enqueue = |chunk: Bytes, first: bool| {
+                let (tx, rx) = sync_channel(1);
+                order_tx.send(rx).is_ok() && jobs_tx.send((chunk, first, tx)).is_ok()
+            };
+            let mut carry: Vec<u8> = Vec::new();
+            let mut first = true;
+            loop {
+                let mut block = std::mem::take(&mut carry);
+                let start = block.len();
+                block.reserve(chunk_bytes);
+                let read = match (&mut input)
+                    .take(chunk_bytes as u64)
+                    .read_to_end(&mut block)
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = order_tx.send(failed(e.to_string()));
+                        return;
+                    }
+                };
+                on_read(read as u64);
+                let end = ends.feed(&block[start..]).map(|e| start + e);
+                if read < chunk_bytes {
+                    // The end of the file: the rest is the last chunk, unless
+                    // it ends inside a record that can never close (its parse
+                    // would fail on a short record, or store the rest of the
+                    // file as one value).
+                    if let Some(msg) = ends.unterminated() {
+                        let _ = order_tx.send(failed(msg));
+                    } else if !block.is_empty() {
+                        enqueue(Bytes::from(block), first);
+                    }
+                    return;
+                }
+                match end {
+                    Some(end) => {
+                        let block = Bytes::from(block);
+                        carry = block[end..].to_vec();
+                        if !enqueue(block.slice(..end), first) {
+                            return;
+                        }
+                        first = false;
+                    }
+                    // one record longer than a chunk: read on
+                    None => carry = block,
+                }
+            }
+        });
+        // Answers in file order.
+        let mut rows_before = 0usize;
+        let mut first = true;
+        for answer in order_rx {
+            let parsed = answer
+                .recv()
+                .unwrap_or_else(|_| Err(Failure::Input("a parsing thread failed".into())));
+            match parsed {
+                Ok(batches) => {
+                    for b in batches {
+                        rows_before += b.num_rows();
+                        if !send(Ok(b)) {
+                            return;
+                        }
+                    }
+                }
+                Err(Failure::Input(msg)) => {
+                    send(Err(msg));
+                    return;
+                }
+                Err(Failure::Parse(msg)) => {
+                    send(Err(parser.locate(msg, rows_before, first)));
+                    return;
+                }
+            }
+            first = false;
+        }
+    });
+}
+
+/// An answer, already there, that reading the file failed.
+fn failed(msg: String) -> Receiver<Parsed> {
+    let (tx, rx) = sync_channel(1);
+    let _ = tx.send(Err(Failure::Input(msg)));
+    rx
+}
