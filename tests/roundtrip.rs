@@ -338,6 +338,72 @@ async fn csv_parquet_and_jsonl_files_become_tables() {
     assert_eq!(a.value(0), 3);
 }
 
+/// A CSV or JSON-lines file is cut into chunks of a few MiB parsed on all
+/// cores: a file of several chunks, with quoted newlines, commas and quotes
+/// in its values, is stored whole, every value intact.
+#[tokio::test]
+async fn files_of_many_chunks_are_stored_whole() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rows: i64 = 200_000;
+    const PAD: &str = ": a value long enough to fill several chunks";
+    let text = |i: i64| {
+        if i % 7 == 0 {
+            format!("row {i}{PAD}\nsays \"hi\", then {{goes}} [on]")
+        } else {
+            format!("row {i}{PAD}")
+        }
+    };
+    let mut csv = String::from("id,text\n");
+    let mut jsonl = String::new();
+    for i in 0..rows {
+        csv.push_str(&format!("{i},\"{}\"\n", text(i).replace('"', "\"\"")));
+        jsonl.push_str(&format!("{}\n", json!({"id": i, "text": text(i)})));
+    }
+    // several chunks of the splitter (4 MiB) each
+    assert!(csv.len() > 9 << 20 && jsonl.len() > 9 << 20);
+    let expected_len: i64 = (0..rows).map(|i| text(i).chars().count() as i64).sum();
+    for (file, body, format) in [
+        ("big.csv", csv, FileFormat::Csv),
+        ("big.jsonl", jsonl, FileFormat::JsonLines),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, body).unwrap();
+        let name = format!("big/{format:?}");
+        let obj = Object::File {
+            path,
+            format,
+            schema: None,
+        };
+        let meta = om
+            .datasets()
+            .put(obj, &name, PutOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(meta.kind_meta["rows"], rows, "{file}");
+        let sql = format!(
+            "SELECT count(*) AS n, count(DISTINCT id) AS ids, min(id) AS lo, max(id) AS hi, \
+             sum(character_length(text)) AS chars, \
+             sum(CASE WHEN text = concat('row ', CAST(id AS VARCHAR), '{PAD}') OR \
+                 text = concat('row ', CAST(id AS VARCHAR), '{PAD}', chr(10), 'says \"hi\", then {{goes}} [on]') \
+                 THEN 1 ELSE 0 END) AS intact \
+             FROM \"{name}\""
+        );
+        let b = om.sql(&sql).await.unwrap().collect().await.unwrap();
+        let get = |c: &str| {
+            let col = cast(b[0].column_by_name(c).unwrap(), &DataType::Int64).unwrap();
+            col.as_primitive::<Int64Type>().value(0)
+        };
+        assert_eq!(
+            [get("n"), get("ids"), get("lo"), get("hi"), get("intact")],
+            [rows, rows, 0, rows - 1, rows],
+            "{file}"
+        );
+        assert_eq!(get("chars"), expected_len, "{file}");
+    }
+}
+
 #[tokio::test]
 async fn external_tables_are_read_in_place() {
     let root = common::local();
