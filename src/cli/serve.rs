@@ -44,9 +44,10 @@ pub struct ServeArgs {
     /// Most rows an HTTP JSON or CSV answer returns (Arrow and Parquet stream all).
     #[arg(long)]
     max_result_rows: Option<usize>,
-    /// Failed authentications a client address may have per minute; past
-    /// them its requests get 429 / RESOURCE_EXHAUSTED for the rest of the
-    /// minute, unless they carry a key this server verified before.
+    /// Failed authentications a client (an IPv4 address or an IPv6 /64)
+    /// may have per minute; past them its requests get 429 /
+    /// RESOURCE_EXHAUSTED for the rest of the minute, unless they carry a
+    /// key this server verified before.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     max_failed_auths: u32,
     /// Memory for tables marked `cache = 'memory'` (decoded batches, least
