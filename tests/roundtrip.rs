@@ -1032,6 +1032,83 @@ async fn sort_order_and_bloom_filters_skip_data() {
     assert_eq!(matched, 0, "{pruned} pruned after the delete");
 }
 
+/// Bloom filters added to a table already stored (`ALTER TABLE … SET
+/// (bloom_filters = …)`, `om datasets optimize --bloom`): the files are
+/// rewritten with them, the sort order stays, later writes add them too,
+/// and `''` takes them away again. The rows never change.
+#[tokio::test]
+async fn bloom_filters_are_added_to_a_stored_table_and_taken_away() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let batch = |part: i64| {
+        let ids: Vec<i64> = (0..25_000).map(|i| (i * 7919 + part) % 100_000).collect();
+        let keys: Vec<String> = ids.iter().map(|i| format!("key-{i:06}")).collect();
+        RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("key", Arc::new(StringArray::from(keys)) as _),
+        ])
+        .unwrap()
+    };
+    let opts = PutOptions {
+        sort_by: vec!["id".into()],
+        ..Default::default()
+    };
+    om.datasets().put(batch(0), "t", opts).await.unwrap();
+    om.datasets()
+        .put(batch(1), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let absent = "SELECT count(*) FROM t WHERE key = 'key-050000x'";
+    let present = "SELECT count(*), sum(id) FROM t WHERE key = 'key-004242'";
+    let answer = |om: &Omega| {
+        let om = om.clone();
+        async move {
+            let b = om.sql(present).await.unwrap().collect().await.unwrap();
+            arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string()
+        }
+    };
+    let before = answer(&om).await;
+    let metric = "row_groups_pruned_bloom_filter";
+    assert_eq!(pruning(&om, absent, metric).await.0, 0, "none yet");
+
+    common::exec(&om, "ALTER TABLE t SET (bloom_filters = 'key')").await;
+    let meta = om.datasets().metadata("t").await.unwrap();
+    assert_eq!(meta.version, 3);
+    assert_eq!(meta.kind_meta["bloom_filters"], json!(["key"]));
+    assert_eq!(meta.kind_meta["sort_by"], json!(["id"]), "the order stays");
+    let (pruned, matched) = pruning(&om, absent, metric).await;
+    assert!(
+        pruned > 0 && matched == 0,
+        "{pruned} pruned, {matched} read"
+    );
+    assert_eq!(answer(&om).await, before);
+
+    // a later write adds them to its files too
+    om.datasets()
+        .put(batch(2), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let (pruned_after, matched) = pruning(&om, absent, metric).await;
+    assert!(
+        pruned_after > pruned && matched == 0,
+        "{pruned_after} pruned, {matched} read"
+    );
+
+    // none again: through the store's API (what optimize --bloom '' runs)
+    let (meta, rows) = om
+        .datasets()
+        .change_table("t", omegastore::store::TableChange::Bloom(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(rows, 75_000);
+    assert!(meta.kind_meta.get("bloom_filters").is_none());
+    assert_eq!(meta.kind_meta["sort_by"], json!(["id"]));
+    assert_eq!(pruning(&om, absent, metric).await.0, 0, "taken away");
+    assert_eq!(common::scalar(&om, "SELECT count(*) FROM t").await, 75_000);
+}
+
 /// `optimize --zorder x,y` clusters the rows so that pages hold narrow
 /// ranges of both columns: a filter on either skips pages, where a sort by
 /// x leaves y's pages spanning everything. Same rows, a new version, typed

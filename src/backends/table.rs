@@ -1075,24 +1075,50 @@ impl DeltaTableBackend {
                 (t, Some(m.num_updated_rows as u64))
             }
             TableChange::Sort(columns) => {
-                // the version's own rows, as stored, in the new order: one overwrite commit
-                let current = table_provider(cx.root, cx.session, meta, self.scan).await?;
-                let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
-                    "current",
-                    datafusion::datasource::provider_as_source(current),
-                    None,
-                )
-                .and_then(|b| b.build())
-                .map_err(|e| StoreError::invalid_input(name, e))?;
-                let plan = sorted(name, cx.session, plan, &columns).await?;
-                let session = write_session(cx.session, true);
-                let builder = table.write(vec![]).with_save_mode(SaveMode::Overwrite);
-                let mut written = run_write(
-                    builder, properties, plan, session, &write_id, cx.root, &dir, &staging, name,
-                )
-                .await?;
+                let mut written = self
+                    .rewrite(
+                        cx, meta, table, &staging, &dir, &write_id, &columns, properties,
+                    )
+                    .await?;
                 carry_table_meta(&meta.kind_meta, &mut written.kind_meta, false);
                 written.kind_meta["sort_by"] = json!(columns);
+                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
+                return Ok((written, rows));
+            }
+            TableChange::Bloom(columns) => {
+                let columns: Vec<String> = columns.into_iter().filter(|c| !c.is_empty()).collect();
+                let schema = table
+                    .snapshot()
+                    .map_err(|e| delta_err(name, e))?
+                    .snapshot()
+                    .arrow_schema();
+                check_columns(name, &schema, &columns, "a Bloom filter column")?;
+                // the rows keep the order they are stored in (a sort order is
+                // re-applied; otherwise files are read one after another)
+                let order = stored_sort_order(meta);
+                let mut written = self
+                    .rewrite(
+                        cx,
+                        meta,
+                        table,
+                        &staging,
+                        &dir,
+                        &write_id,
+                        &order,
+                        writer_properties(&columns),
+                    )
+                    .await?;
+                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, true);
+                if let Some(z) = meta.kind_meta.get("zorder") {
+                    written.kind_meta["zorder"] = z.clone();
+                }
+                if columns.is_empty() {
+                    if let Some(m) = written.kind_meta.as_object_mut() {
+                        m.remove("bloom_filters");
+                    }
+                } else {
+                    written.kind_meta["bloom_filters"] = json!(columns);
+                }
                 let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
                 return Ok((written, rows));
             }
@@ -1139,6 +1165,42 @@ impl DeltaTableBackend {
         }
         let rows = rows.unwrap_or_else(|| written.kind_meta["rows"].as_u64().unwrap_or(0));
         Ok((written, rows))
+    }
+}
+
+impl DeltaTableBackend {
+    /// Stages the rows of version `meta`, as stored, rewritten in one
+    /// overwrite commit: sorted by `sort_by` (when given), written with
+    /// `properties`. The caller records what the rewrite changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn rewrite(
+        &self,
+        cx: &BackendContext<'_>,
+        meta: &Metadata,
+        table: DeltaTable,
+        staging: &StagingStore,
+        dir: &Path,
+        write_id: &str,
+        sort_by: &[String],
+        properties: parquet::file::properties::WriterProperties,
+    ) -> Result<Written> {
+        let name = meta.name.as_str();
+        let current = table_provider(cx.root, cx.session, meta, self.scan).await?;
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+            "current",
+            datafusion::datasource::provider_as_source(current),
+            None,
+        )
+        .and_then(|b| b.build())
+        .map_err(|e| StoreError::invalid_input(name, e))?;
+        let plan = sorted(name, cx.session, plan, sort_by).await?;
+        // one partition: the rows reach the writer in the order planned
+        let session = write_session(cx.session, true);
+        let builder = table.write(vec![]).with_save_mode(SaveMode::Overwrite);
+        run_write(
+            builder, properties, plan, session, write_id, cx.root, dir, staging, name,
+        )
+        .await
     }
 }
 

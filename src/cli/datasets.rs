@@ -106,6 +106,15 @@ pub enum DatasetsCommand {
         /// filters on any of them skip files (appends do not follow it).
         #[arg(long, value_delimiter = ',', value_name = "COL,...")]
         zorder: Vec<String>,
+        /// Rewrite the rows (in their order) with Bloom filters on these columns
+        /// instead, kept for later writes; `--bloom ''` writes none.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "COL,...",
+            conflicts_with_all = ["zorder", "sort_by"]
+        )]
+        bloom: Option<Vec<String>>,
     },
     /// Keep a table's latest version in memory in long-lived processes (om serve
     /// --cache-memory, an application with a cache budget); --off to stop.
@@ -382,8 +391,29 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
         }
         DatasetsCommand::Optimize {
             name,
+            bloom: Some(bloom),
+            ..
+        } => {
+            let bloom: Vec<String> = bloom.into_iter().filter(|c| !c.is_empty()).collect();
+            let before = store.metadata(&name).await?;
+            let (meta, rows) = store
+                .change_table(&name, crate::store::TableChange::Bloom(bloom.clone()))
+                .await?;
+            let filters = if bloom.is_empty() {
+                "no Bloom filters".to_string()
+            } else {
+                format!("Bloom filters on {}", bloom.join(", "))
+            };
+            println!(
+                "rewrote {rows} rows of {name} with {filters} into {} files (version {} -> {})",
+                meta.kind_meta["files"], before.version, meta.version
+            );
+        }
+        DatasetsCommand::Optimize {
+            name,
             sort_by,
             zorder,
+            ..
         } if !sort_by.is_empty() || !zorder.is_empty() => {
             // clap lets at most one of the two be given
             let (change, verb, columns) = if zorder.is_empty() {

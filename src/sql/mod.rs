@@ -13,7 +13,7 @@
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
 //! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
-//! | `table_settings.rs` | `ALTER TABLE … SET (cache = 'memory')`: table options kept in the record |
+//! | `table_settings.rs` | `ALTER TABLE … SET (cache = 'memory', sort_by = 'a', bloom_filters = 'b')`: table options kept in the record |
 //! | `cache_table.rs` | `omega.system.cache`: what the memory cache holds |
 //! | `system.rs` | `omega.system.*` tables contributed by the layers above (`SystemTable`) |
 

@@ -1,10 +1,14 @@
 //! `ALTER TABLE t SET (option = value, …)`: settings of a stored table,
-//! kept in its record's attributes (so they stay with the dataset across new
-//! versions). One option so far:
+//! kept in its record (so they stay with the dataset across new versions).
 //!
 //! | option | values | what |
 //! | --- | --- | --- |
 //! | `cache` | `'memory'`, `'none'` | hold the latest version's batches in the process's memory cache |
+//! | `sort_by` | `'col, …'` | rewrite the rows in this order and keep it (appends follow it): `om datasets optimize --sort-by` |
+//! | `bloom_filters` | `'col, …'`, `''` for none | rewrite the files with Bloom filters on these columns, kept for later writes: `om datasets optimize --bloom` |
+//!
+//! The two layout options rewrite the table as one new version (the rows
+//! unchanged); both in one statement rewrite it twice.
 
 use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
@@ -18,10 +22,11 @@ use serde_json::{Map, Value as Json};
 use super::SqlError;
 use crate::backends::memory_cache::{self, CACHE_ATTRIBUTE, CACHE_MEMORY};
 use crate::engine::Engine;
-use crate::store::{Metadata, StoreError};
+use crate::store::{Metadata, StoreError, TableChange};
 
 /// The options `SET (…)` accepts, for messages.
-const OPTIONS: &str = "cache = 'memory' | 'none'";
+const OPTIONS: &str =
+    "cache = 'memory' | 'none', sort_by = 'col, ...', bloom_filters = 'col, ...' | ''";
 
 /// A parsed `ALTER TABLE … SET (…)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +34,10 @@ pub struct TableSettings {
     pub table: TableReference,
     /// `cache`: true for `'memory'`, false for `'none'`.
     pub cache: Option<bool>,
+    /// `sort_by`: the columns to sort by.
+    pub sort_by: Option<Vec<String>>,
+    /// `bloom_filters`: the columns to write Bloom filters on (empty: none).
+    pub bloom_filters: Option<Vec<String>>,
 }
 
 /// `Some` when `statement` is `ALTER TABLE name SET (…)`; options other
@@ -46,22 +55,54 @@ pub fn parse(statement: &DFStatement) -> Result<Option<TableSettings>, SqlError>
         )));
     };
     let table = object_name_to_table_reference(alter.name.clone(), true)?;
-    let mut settings = TableSettings { table, cache: None };
+    let mut settings = TableSettings {
+        table,
+        cache: None,
+        sort_by: None,
+        bloom_filters: None,
+    };
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(SqlError::Usage(format!(
                 "ALTER TABLE … SET expects name = value options ({OPTIONS}); got: {option}"
             )));
         };
-        let text = match value {
+        let raw = match value {
             SqlExpr::Value(v) => match &v.value {
-                Value::SingleQuotedString(s) => s.to_ascii_lowercase(),
-                _ => String::new(),
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
             },
-            SqlExpr::Identifier(i) => i.value.to_ascii_lowercase(),
-            _ => String::new(),
+            SqlExpr::Identifier(i) => Some(i.value.clone()),
+            _ => None,
         };
-        match (key.value.to_ascii_lowercase().as_str(), text.as_str()) {
+        let text = raw.as_deref().unwrap_or_default().to_ascii_lowercase();
+        let key = key.value.to_ascii_lowercase();
+        if key == "sort_by" || key == "bloom_filters" {
+            let Some(list) = raw else {
+                return Err(SqlError::Usage(format!(
+                    "table option {key} takes column names as a string, e.g. {key} = 'a, b'; got: {value}"
+                )));
+            };
+            // column names as written (case kept), without blanks around them
+            let columns: Vec<String> = list
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if key == "sort_by" {
+                if columns.is_empty() {
+                    return Err(SqlError::Usage(
+                        "table option sort_by needs at least one column, e.g. sort_by = 'a, b'"
+                            .into(),
+                    ));
+                }
+                settings.sort_by = Some(columns);
+            } else {
+                settings.bloom_filters = Some(columns);
+            }
+            continue;
+        }
+        match (key.as_str(), text.as_str()) {
             ("cache", CACHE_MEMORY) => settings.cache = Some(true),
             ("cache", "none") => settings.cache = Some(false),
             ("cache", _) => {
@@ -83,6 +124,16 @@ pub fn parse(statement: &DFStatement) -> Result<Option<TableSettings>, SqlError>
 /// access required).
 pub async fn apply(engine: &Engine, settings: TableSettings) -> Result<DataFrame, SqlError> {
     let (om, name) = super::execute::write_target(engine, &settings.table).await?;
+    if let Some(columns) = settings.sort_by {
+        om.datasets()
+            .change_table(&name, TableChange::Sort(columns))
+            .await?;
+    }
+    if let Some(columns) = settings.bloom_filters {
+        om.datasets()
+            .change_table(&name, TableChange::Bloom(columns))
+            .await?;
+    }
     if let Some(on) = settings.cache {
         set_cache(&om, &name, on).await?;
     }

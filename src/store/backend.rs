@@ -433,6 +433,11 @@ pub enum TableChange {
     /// helps mostly its leading column. Drops a stored sort order; appends do
     /// not follow it. Reports the rows written.
     ZOrder(Vec<String>),
+    /// Rewrite the rows, in the order they are stored, with Bloom filters
+    /// on these columns (none: without any), and record them so that later
+    /// writes add them too (see [`PutOptions::bloom_filters`]); the rows are
+    /// unchanged. Reports the rows written.
+    Bloom(Vec<String>),
 }
 
 /// The relative paths `meta` records at the `kind_meta` keys given (for
