@@ -1251,6 +1251,22 @@ async fn a_session_can_turn_filters_inside_the_parquet_decoder_on() {
 async fn large_local_scans_read_through_maps_and_answer_exactly() {
     let root = common::local();
     let om = Omega::open(&root.url).await.unwrap();
+    // a small table is read with plain reads (the count is this test's
+    // own: it counts on this thread, and a tokio test runs on one)
+    om.datasets()
+        .put(sample_batch(0, 100), "small", PutOptions::default())
+        .await
+        .unwrap();
+    let before = omegastore::store::durable::mapped_reads();
+    assert_eq!(
+        common::scalar(&om, "SELECT count(id) FROM small WHERE id >= 0").await,
+        100
+    );
+    assert_eq!(
+        omegastore::store::durable::mapped_reads(),
+        before,
+        "a scan of a few KiB used a map"
+    );
     let n = 400_000;
     let stored = sample_batch(0, n);
     om.datasets()

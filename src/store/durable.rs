@@ -22,13 +22,19 @@ use object_store::{
 /// directories); tests check that commits make them.
 static SYNCS: AtomicU64 = AtomicU64::new(0);
 
-/// Range reads served through a memory map in this process (see
-/// [`super::mapped`]); tests check that large scans take that path.
-static MAPPED: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Range reads served through a memory map (see [`super::mapped`]),
+    /// counted on the thread that polled the read. Per thread, not per
+    /// process, so that a test on a current-thread runtime counts its own
+    /// scan's reads and not those of tests running beside it.
+    static MAPPED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
-/// How many range reads durable local stores served through a memory map.
+/// How many range reads durable local stores served through a memory map
+/// for tasks polled on this thread (on a current-thread runtime: all of the
+/// runtime's reads).
 pub fn mapped_reads() -> u64 {
-    MAPPED.load(Ordering::Relaxed)
+    MAPPED.with(|m| m.get())
 }
 
 /// How many fsync calls durable local stores have made in this process.
@@ -204,7 +210,7 @@ impl MultipartUpload for DurableUpload {
 #[cfg(unix)]
 async fn mapped_ranges(location: &Path, ranges: &[std::ops::Range<u64>]) -> Result<Vec<Bytes>> {
     let (file, ranges, path) = (fs_path(location), ranges.to_vec(), location.clone());
-    MAPPED.fetch_add(1, Ordering::Relaxed);
+    MAPPED.with(|m| m.set(m.get() + 1));
     tokio::task::spawn_blocking(move || super::mapped::ranges(&file, &ranges))
         .await
         .map_err(generic)?
