@@ -277,6 +277,19 @@ async fn raw_files_stream_in_and_out() {
     }
 }
 
+/// Puts the file at `path`, read as `format`, as dataset `name`.
+async fn put_file(om: &Omega, path: &std::path::Path, format: FileFormat, name: &str) -> Metadata {
+    let obj = Object::File {
+        path: path.to_path_buf(),
+        format,
+        schema: None,
+    };
+    om.datasets()
+        .put(obj, name, PutOptions::default())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn csv_parquet_and_jsonl_files_become_tables() {
     let root = common::local();
@@ -300,16 +313,7 @@ async fn csv_parquet_and_jsonl_files_become_tables() {
         (&parquet, FileFormat::Parquet, 10),
     ] {
         let name = format!("files/{format:?}");
-        let obj = Object::File {
-            path: path.clone(),
-            format,
-            schema: None,
-        };
-        let meta = om
-            .datasets()
-            .put(obj, &name, PutOptions::default())
-            .await
-            .unwrap();
+        let meta = put_file(&om, path, format, &name).await;
         assert_eq!(meta.kind, "table.delta");
         assert_eq!(meta.kind_meta["rows"], rows, "{name}");
         let back = om
@@ -371,16 +375,7 @@ async fn files_of_many_chunks_are_stored_whole() {
         let path = dir.path().join(file);
         std::fs::write(&path, body).unwrap();
         let name = format!("big/{format:?}");
-        let obj = Object::File {
-            path,
-            format,
-            schema: None,
-        };
-        let meta = om
-            .datasets()
-            .put(obj, &name, PutOptions::default())
-            .await
-            .unwrap();
+        let meta = put_file(&om, &path, format, &name).await;
         assert_eq!(meta.kind_meta["rows"], rows, "{file}");
         let sql = format!(
             "SELECT count(*) AS n, count(DISTINCT id) AS ids, min(id) AS lo, max(id) AS hi, \
@@ -898,6 +893,18 @@ async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
     (total - matched, matched)
 }
 
+/// 25,000 rows of `id` and `key` (`key-000042`), ids and keys spread over
+/// the whole range 0..100,000 in every part.
+fn spread_keys(part: i64) -> RecordBatch {
+    let ids: Vec<i64> = (0..25_000).map(|i| (i * 7919 + part) % 100_000).collect();
+    let keys: Vec<String> = ids.iter().map(|i| format!("key-{i:06}")).collect();
+    RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+        ("key", Arc::new(StringArray::from(keys)) as _),
+    ])
+    .unwrap()
+}
+
 /// What the writer lays out shows in the scan: a stored sort order lets a
 /// lookup skip pages by their statistics, Bloom filters let an equality
 /// filter skip row groups that min/max cannot rule out; without them
@@ -906,19 +913,7 @@ async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
 async fn sort_order_and_bloom_filters_skip_data() {
     let root = common::local();
     let om = Omega::open(&root.url).await.unwrap();
-    // ids and keys spread over the whole range in every put
-    let batch = |part: i64| {
-        let ids: Vec<i64> = (0..25_000).map(|i| (i * 7919 + part) % 100_000).collect();
-        let keys: Vec<String> = ids.iter().map(|i| format!("key-{i:06}")).collect();
-        RecordBatch::try_from_iter(vec![
-            (
-                "id",
-                Arc::new(Int64Array::from(ids)) as arrow::array::ArrayRef,
-            ),
-            ("key", Arc::new(arrow::array::StringArray::from(keys)) as _),
-        ])
-        .unwrap()
-    };
+    let batch = spread_keys;
     for (name, opts) in [
         ("plain", PutOptions::default()),
         (
@@ -1040,15 +1035,7 @@ async fn sort_order_and_bloom_filters_skip_data() {
 async fn bloom_filters_are_added_to_a_stored_table_and_taken_away() {
     let root = common::local();
     let om = Omega::open(&root.url).await.unwrap();
-    let batch = |part: i64| {
-        let ids: Vec<i64> = (0..25_000).map(|i| (i * 7919 + part) % 100_000).collect();
-        let keys: Vec<String> = ids.iter().map(|i| format!("key-{i:06}")).collect();
-        RecordBatch::try_from_iter(vec![
-            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
-            ("key", Arc::new(StringArray::from(keys)) as _),
-        ])
-        .unwrap()
-    };
+    let batch = spread_keys;
     let opts = PutOptions {
         sort_by: vec!["id".into()],
         ..Default::default()

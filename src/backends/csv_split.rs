@@ -284,29 +284,8 @@ mod tests {
     }
 
     fn run(text: &str, split: Split) -> Result<Vec<RecordBatch>, String> {
-        let mut out = Vec::new();
-        let mut err = None;
-        parse(
-            Cursor::new(text.as_bytes().to_vec()),
-            schema(),
-            LAYOUT,
-            split,
-            &|_| {},
-            &mut |b| match b {
-                Ok(b) => {
-                    out.push(b);
-                    true
-                }
-                Err(e) => {
-                    err = Some(e);
-                    false
-                }
-            },
-        );
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        let input = Cursor::new(text.as_bytes().to_vec());
+        split::gather(|send| parse(input, schema(), LAYOUT, split, &|_| {}, send))
     }
 
     /// What one arrow reader over the whole text gives.

@@ -215,43 +215,22 @@ pub fn read_file(
         };
         let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>>> = match format
         {
+            // text formats are parsed on all cores and send their batches themselves
             FileFormat::Csv => {
-                // parsed on all cores; sends its batches itself
                 let layout = CsvLayout {
                     delimiter: csv_delimiter(&path),
                     header: true,
                     batch_rows: BATCH_ROWS,
                 };
-                let on_read = |n: u64| {
-                    if let Some(p) = &progress {
-                        p.inc(n);
-                    }
-                };
-                csv_split::parse(
-                    file,
-                    reader_schema,
-                    layout,
-                    Split::all_cores(),
-                    &on_read,
-                    &mut |b| send(b.map_err(|msg| context(&msg))),
-                );
+                let (split, on_read) = (Split::all_cores(), read_progress(&progress));
+                let send = &mut |b: Result<RecordBatch, String>| send(b.map_err(|m| context(&m)));
+                csv_split::parse(file, reader_schema, layout, split, &on_read, send);
                 return;
             }
             FileFormat::JsonLines => {
-                // parsed on all cores too
-                let on_read = |n: u64| {
-                    if let Some(p) = &progress {
-                        p.inc(n);
-                    }
-                };
-                json_lines_split::parse(
-                    file,
-                    reader_schema,
-                    BATCH_ROWS,
-                    Split::all_cores(),
-                    &on_read,
-                    &mut |b| send(b.map_err(|msg| context(&msg))),
-                );
+                let (split, on_read) = (Split::all_cores(), read_progress(&progress));
+                let send = &mut |b: Result<RecordBatch, String>| send(b.map_err(|m| context(&m)));
+                json_lines_split::parse(file, reader_schema, BATCH_ROWS, split, &on_read, send);
                 return;
             }
             FileFormat::Parquet => {
@@ -275,6 +254,15 @@ pub fn read_file(
             }
         }
     }))
+}
+
+/// Advances `progress` (when shown) by the bytes of each block read.
+fn read_progress(progress: &Option<indicatif::ProgressBar>) -> impl Fn(u64) + Sync + '_ {
+    move |n| {
+        if let Some(p) = progress {
+            p.inc(n);
+        }
+    }
 }
 
 /// A stream of the batches `produce` sends from a blocking thread. The

@@ -180,32 +180,12 @@ mod tests {
     }
 
     fn run(text: &str, chunk_bytes: usize, workers: usize) -> Result<Vec<RecordBatch>, String> {
-        let mut out = Vec::new();
-        let mut err = None;
-        parse(
-            Cursor::new(text.as_bytes().to_vec()),
-            schema(),
-            3,
-            Split {
-                chunk_bytes,
-                workers,
-            },
-            &|_| {},
-            &mut |b| match b {
-                Ok(b) => {
-                    out.push(b);
-                    true
-                }
-                Err(e) => {
-                    err = Some(e);
-                    false
-                }
-            },
-        );
-        match err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+        let split = Split {
+            chunk_bytes,
+            workers,
+        };
+        let input = Cursor::new(text.as_bytes().to_vec());
+        split::gather(|send| parse(input, schema(), 3, split, &|_| {}, send))
     }
 
     /// The rows as one table, for comparing answers cut differently.

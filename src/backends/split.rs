@@ -197,3 +197,26 @@ fn failed(msg: String) -> Receiver<Parsed> {
     let _ = tx.send(Err(Failure::Input(msg)));
     rx
 }
+
+/// What a parse sent to its callback: the batches, or the first error.
+#[cfg(test)]
+pub(crate) fn gather(
+    parse: impl FnOnce(&mut dyn FnMut(Result<RecordBatch, String>) -> bool),
+) -> Result<Vec<RecordBatch>, String> {
+    let mut out = Vec::new();
+    let mut err = None;
+    parse(&mut |b| match b {
+        Ok(b) => {
+            out.push(b);
+            true
+        }
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
