@@ -262,7 +262,17 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
     let good: String = (0..12_000).map(|i| format!("{{\"a\":{i}}}\n")).collect();
     let late_bad = format!("{good}{{\"a\":\"not a number\"}}\n{{\"a\":1}}\n");
     let late_open = format!("{good}{{\"a\":1,\"s\":\"never closed}}\n{{\"a\":2}}\n");
-    let cases: [(&str, &[u8], &[&str]); 7] = [
+    let cases: [(&str, &[u8], &[&str]); 9] = [
+        (
+            "empty.csv",
+            b"",
+            &["empty.csv", "no columns", "a header row"],
+        ),
+        (
+            "blank.jsonl",
+            b"\n\n\n",
+            &["blank.jsonl", "no columns", "at least one record"],
+        ),
         (
             "unterminated.csv",
             b"a,b\n1,x\n2,\"never closed\n3,z\n",
@@ -337,6 +347,20 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
         .await
         .unwrap();
     assert_eq!(b[0].schema().field(0).name(), "id");
+    // and JSON lines with one read (a JSON reader would fail on the mark)
+    let path = dir.path().join("bom.jsonl");
+    std::fs::write(&path, b"\xef\xbb\xbf{\"id\":1}\n{\"id\":2}\n").unwrap();
+    let obj = Object::File {
+        path,
+        format: FileFormat::JsonLines,
+        schema: None,
+    };
+    let meta = om
+        .datasets()
+        .put(obj, "bom_lines", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(meta.kind_meta["rows"], 2);
 }
 
 #[tokio::test]

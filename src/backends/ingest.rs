@@ -6,7 +6,7 @@
 //! flow through a small bounded channel, which is what keeps memory bounded.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -131,35 +131,53 @@ fn open(path: &FsPath) -> Result<File> {
     File::open(path).map_err(|e| StoreError::io(path, e))
 }
 
+/// Opens a text file positioned after its UTF-8 byte-order mark, when it
+/// starts with one (Windows editors write it; a reader would take it for
+/// data: a JSON reader fails on it, a CSV reader makes it part of the first
+/// column's name).
+fn open_text(path: &FsPath) -> Result<File> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = open(path)?;
+    let mut head = Vec::with_capacity(3);
+    (&mut file)
+        .take(3)
+        .read_to_end(&mut head)
+        .map_err(|e| StoreError::io(path, e))?;
+    if head != b"\xef\xbb\xbf" {
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| StoreError::io(path, e))?;
+    }
+    Ok(file)
+}
+
 /// The schema a file would be read with (inferred unless given).
 pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Result<SchemaRef> {
     let bad = |e: &dyn std::fmt::Display| {
         StoreError::invalid_input(name, format!("cannot read {}: {e}", path.display()))
     };
+    let text_schema = |schema: arrow::datatypes::Schema, what: &str| {
+        if schema.fields().is_empty() {
+            return Err(bad(&format!(
+                "it has no columns (the file is empty or blank); put a file with {what}"
+            )));
+        }
+        Ok(Arc::new(schema))
+    };
     match format {
         FileFormat::Csv => {
             let fmt = csv_format(path);
             let (schema, _) = fmt
-                .infer_schema(BufReader::new(open(path)?), Some(INFER_ROWS))
+                .infer_schema(BufReader::new(open_text(path)?), Some(INFER_ROWS))
                 .map_err(|e| bad(&e))?;
-            // a byte-order mark is not part of the first column's name
-            let fields: Vec<_> = schema
-                .fields()
-                .iter()
-                .map(|f| match f.name().strip_prefix('\u{feff}') {
-                    Some(n) => Arc::new(f.as_ref().clone().with_name(n)),
-                    None => f.clone(),
-                })
-                .collect();
-            Ok(Arc::new(arrow::datatypes::Schema::new(fields)))
+            text_schema(schema, "a header row")
         }
         FileFormat::JsonLines => {
             let (schema, _) = arrow::json::reader::infer_json_schema_from_seekable(
-                BufReader::new(open(path)?),
+                BufReader::new(open_text(path)?),
                 Some(INFER_ROWS),
             )
             .map_err(|e| bad(&e))?;
-            Ok(Arc::new(schema))
+            text_schema(schema, "at least one record")
         }
         FileFormat::Parquet => {
             let builder =
@@ -203,7 +221,10 @@ pub fn read_file(
     let object = name.to_string();
     let path: PathBuf = path.to_path_buf();
     // Opened here so that a missing file fails the put at once.
-    let file = open(&path)?;
+    let file = match format {
+        FileFormat::Csv | FileFormat::JsonLines => open_text(&path)?,
+        _ => open(&path)?,
+    };
     let reader_schema = schema.clone();
     let what = format!("reading {}", path.display());
     Ok(blocking_batches(name, &what, schema, move |send| {
