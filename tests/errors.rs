@@ -262,7 +262,22 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
     let good: String = (0..12_000).map(|i| format!("{{\"a\":{i}}}\n")).collect();
     let late_bad = format!("{good}{{\"a\":\"not a number\"}}\n{{\"a\":1}}\n");
     let late_open = format!("{good}{{\"a\":1,\"s\":\"never closed}}\n{{\"a\":2}}\n");
-    let cases: [(&str, &[u8], &[&str]); 9] = [
+    let cases: [(&str, &[u8], &[&str]); 12] = [
+        (
+            "twice.csv",
+            b"id,name,ID\n1,x,2\n",
+            &["twice.csv", "'id' and 'ID' have the same name"],
+        ),
+        (
+            "unnamed.csv",
+            b"id,,name\n1,2,x\n",
+            &["unnamed.csv", "column 2 has no name"],
+        ),
+        (
+            "twice.jsonl",
+            b"{\"a\":1}\n{\"A\":2}\n",
+            &["twice.jsonl", "'a' and 'A' have the same name"],
+        ),
         (
             "empty.csv",
             b"",

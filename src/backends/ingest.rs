@@ -161,6 +161,7 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
                 "it has no columns (the file is empty or blank); put a file with {what}"
             )));
         }
+        check_column_names(&schema).map_err(|e| bad(&e))?;
         Ok(Arc::new(schema))
     };
     match format {
@@ -190,6 +191,28 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             "JSON documents and raw files have no table schema",
         )),
     }
+}
+
+/// Column names a table can hold: none empty, none twice when case is
+/// ignored (Delta compares names so; its own error would come after the
+/// file was read and name neither column).
+fn check_column_names(schema: &arrow::datatypes::Schema) -> std::result::Result<(), String> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        if f.name().trim().is_empty() {
+            return Err(format!(
+                "column {} has no name; name every column and put the file again",
+                i + 1
+            ));
+        }
+        if let Some(first) = seen.insert(f.name().to_lowercase(), f.name()) {
+            return Err(format!(
+                "columns '{first}' and '{}' have the same name (names are compared ignoring case); rename one and put the file again",
+                f.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn csv_delimiter(path: &FsPath) -> u8 {
