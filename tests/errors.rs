@@ -262,7 +262,7 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
     let good: String = (0..12_000).map(|i| format!("{{\"a\":{i}}}\n")).collect();
     let late_bad = format!("{good}{{\"a\":\"not a number\"}}\n{{\"a\":1}}\n");
     let late_open = format!("{good}{{\"a\":1,\"s\":\"never closed}}\n{{\"a\":2}}\n");
-    let cases: [(&str, &[u8], &[&str]); 12] = [
+    let cases: [(&str, &[u8], &[&str]); 13] = [
         (
             "twice.csv",
             b"id,name,ID\n1,x,2\n",
@@ -305,8 +305,13 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
         ),
         (
             "bad.jsonl",
+            b"{\"a\":1}\n{\"a\":2}\n{\"a\":,}\n",
+            &["bad.jsonl", "not valid JSON", "line 3 column 6"],
+        ),
+        (
+            "cut.jsonl",
             b"{\"a\":1}\n{\"a\":2\n",
-            &["bad.jsonl", "line 1"],
+            &["cut.jsonl", "not valid JSON", "EOF while parsing an object"],
         ),
         (
             "late_bad.jsonl",

@@ -298,7 +298,8 @@ async fn csv_parquet_and_jsonl_files_become_tables() {
     let csv = dir.path().join("t.csv");
     std::fs::write(&csv, "a,b,c\n1,x,2.5\n2,,3.5\n3,ü,\n").unwrap();
     let jsonl = dir.path().join("t.jsonl");
-    std::fs::write(&jsonl, "{\"a\":1,\"b\":\"x\"}\n{\"a\":2,\"b\":null}\n").unwrap();
+    // a value may span lines (arrow's reader takes it; inference too)
+    std::fs::write(&jsonl, "{\"a\":1,\n \"b\":\"x\"}\n{\"a\":2,\"b\":null}\n").unwrap();
     let parquet = dir.path().join("t.parquet");
     {
         let f = std::fs::File::create(&parquet).unwrap();

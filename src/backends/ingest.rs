@@ -173,11 +173,18 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             text_schema(schema, "a header row")
         }
         FileFormat::JsonLines => {
-            let (schema, _) = arrow::json::reader::infer_json_schema_from_seekable(
-                BufReader::new(open_text(path)?),
-                Some(INFER_ROWS),
-            )
-            .map_err(|e| bad(&e))?;
+            // Values read as one stream, as the reader will read them (a
+            // value may span lines) and with line numbers counted from the
+            // top of the file; arrow's own inference parses line by line and
+            // names "line 1" for an error on any line.
+            let values = serde_json::Deserializer::from_reader(BufReader::new(open_text(path)?))
+                .into_iter::<serde_json::Value>()
+                .take(INFER_ROWS)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(&format!("not valid JSON: {e}")))?;
+            let schema =
+                arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
+                    .map_err(|e| bad(&e))?;
             text_schema(schema, "at least one record")
         }
         FileFormat::Parquet => {
