@@ -366,7 +366,7 @@ async fn files_of_many_chunks_are_stored_whole() {
         csv.push_str(&format!("{i},\"{}\"\n", text(i).replace('"', "\"\"")));
         jsonl.push_str(&format!("{}\n", json!({"id": i, "text": text(i)})));
     }
-    // several chunks of the splitter (4 MiB) each
+    // several chunks of the splitter (1 MiB) each
     assert!(csv.len() > 9 << 20 && jsonl.len() > 9 << 20);
     let expected_len: i64 = (0..rows).map(|i| text(i).chars().count() as i64).sum();
     for (file, body, format) in [

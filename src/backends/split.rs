@@ -21,8 +21,9 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 /// Bytes per chunk: large enough that a worker's start-up is noise, small
-/// enough that a few chunks in flight are a few tens of MiB.
-pub const CHUNK_BYTES: usize = 4 << 20;
+/// enough that the chunks in flight and their batches stay a few MiB
+/// (4 MiB chunks measured the same speed and ~50 MB more at the peak).
+pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// Finds where records end in a byte stream fed in pieces, without parsing.
 pub(crate) trait RecordEnds: Send {
