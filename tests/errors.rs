@@ -321,7 +321,7 @@ async fn malformed_input_files_are_typed_errors_with_file_and_line_and_store_not
         (
             "late_open.jsonl",
             late_open.as_bytes(),
-            &["late_open.jsonl", "ends inside a string", "line 12001"],
+            &["late_open.jsonl", "a string is never closed", "line 12001"],
         ),
         (
             "fake.parquet",

@@ -280,6 +280,7 @@ mod tests {
         Split {
             chunk_bytes,
             workers,
+            max_record_bytes: split::MAX_RECORD_BYTES,
         }
     }
 

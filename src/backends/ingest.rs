@@ -23,7 +23,7 @@ use futures::StreamExt;
 
 use super::csv_split::{self, CsvLayout};
 use super::json_lines_split;
-use super::split::Split;
+use super::split::{self, Split};
 use crate::store::backend::{FileFormat, Object};
 use crate::store::error::{Result, StoreError};
 
@@ -31,6 +31,11 @@ use crate::store::error::{Result, StoreError};
 pub const BATCH_ROWS: usize = 64 * 1024;
 /// Rows used to infer a CSV or JSON-lines schema.
 pub const INFER_ROWS: usize = 10_000;
+/// Bytes after which inference takes no further rows; with the longest
+/// record ([`split::MAX_RECORD_BYTES`]) past it, what inference reads at
+/// most, so a file that is not what its name says is not read whole.
+const INFER_BYTES: u64 = 16 << 20;
+const INFER_CAP: u64 = INFER_BYTES + split::MAX_RECORD_BYTES as u64;
 
 /// A plan producing the rows of `obj`, and their schema.
 pub fn object_to_plan(
@@ -168,7 +173,10 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
         FileFormat::Csv => {
             let fmt = csv_format(path);
             let (schema, _) = fmt
-                .infer_schema(BufReader::new(open_text(path)?), Some(INFER_ROWS))
+                .infer_schema(
+                    BufReader::new(open_text(path)?).take(INFER_CAP),
+                    Some(INFER_ROWS),
+                )
                 .map_err(|e| bad(&e))?;
             text_schema(schema, "a header row")
         }
@@ -177,7 +185,14 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             // value may span lines) and with line numbers counted from the
             // top of the file; arrow's own inference parses line by line and
             // names "line 1" for an error on any line.
-            let values = serde_json::Deserializer::from_reader(BufReader::new(open_text(path)?))
+            let span = json_lines_split::inference_span(
+                open_text(path)?,
+                INFER_BYTES,
+                split::MAX_RECORD_BYTES,
+            )
+            .map_err(|e| bad(&e))?;
+            let reader = BufReader::new(open_text(path)?).take(span);
+            let values = serde_json::Deserializer::from_reader(reader)
                 .into_iter::<serde_json::Value>()
                 .take(INFER_ROWS)
                 .collect::<std::result::Result<Vec<_>, _>>()

@@ -105,7 +105,7 @@ impl RecordEnds for Nesting {
         self.in_string.then(|| {
             let line = self.first_spanning.unwrap_or(self.string_opened_on);
             format!(
-                "the file ends inside a string: the string opened on line {line} is never closed on its line; close its quote (escape quotes inside it as \\\") and put the file again"
+                "a string is never closed: the string opened on line {line} runs past the end of its line; close its quote (escape quotes inside it as \\\") and put the file again"
             )
         })
     }
@@ -148,6 +148,40 @@ pub fn parse<R: Read + Send>(
     split::parse(input, Nesting::new(), &parser, split, on_read, send);
 }
 
+/// How many bytes from the start of `input` hold whole values up to just
+/// past `budget` bytes (or the end): what schema inference may parse. A
+/// value longer than `max_record` bytes is an error, found by the cutter
+/// before anything is parsed (a JSON document saved as `.jsonl` would
+/// otherwise be parsed whole into memory).
+pub(crate) fn inference_span<R: Read>(
+    mut input: R,
+    budget: u64,
+    max_record: usize,
+) -> Result<u64, String> {
+    let mut ends = Nesting::new();
+    let mut block = vec![0u8; 1 << 20];
+    let (mut read, mut last_end) = (0u64, 0u64);
+    loop {
+        let n = input.read(&mut block).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(read);
+        }
+        if let Some(end) = ends.feed(&block[..n]) {
+            last_end = read + end as u64;
+        }
+        read += n as u64;
+        if last_end > budget {
+            return Ok(last_end);
+        }
+        if read - last_end > max_record as u64 {
+            let why = ends.unterminated().unwrap_or_else(|| {
+                "no record ends in it; is it a JSON-lines file (one value per line)?".to_string()
+            });
+            return Err(format!("a record runs past {max_record} bytes: {why}"));
+        }
+    }
+}
+
 fn parse_chunk(
     chunk: Bytes,
     schema: &SchemaRef,
@@ -183,6 +217,7 @@ mod tests {
         let split = Split {
             chunk_bytes,
             workers,
+            max_record_bytes: split::MAX_RECORD_BYTES,
         };
         let input = Cursor::new(text.as_bytes().to_vec());
         split::gather(|send| parse(input, schema(), 3, split, &|_| {}, send))
@@ -260,8 +295,68 @@ mod tests {
         let text = "{\"id\": 1}\n{\"id\": 2}\n{\"id\": 3, \"text\": \"never closed}\n{\"id\": 4}\n";
         for chunk in [5, split::CHUNK_BYTES] {
             let err = run(text, chunk, 2).unwrap_err();
-            assert!(err.contains("opened on line 3 is never closed"), "{err}");
-            assert!(err.contains("ends inside a string"), "{err}");
+            assert!(err.contains("opened on line 3 runs past"), "{err}");
+            assert!(err.contains("a string is never closed"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_record_past_the_bound_fails_without_reading_the_rest() {
+        let rest: String = (0..1000).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+        let cases = [
+            // a quote never closed: every later line is inside the string
+            (
+                format!("{{\"id\": 1}}\n{{\"id\": 2, \"text\": \"open\n{rest}"),
+                "opened on line 2",
+            ),
+            // a JSON document, not lines: no record ever ends
+            (
+                format!("[{}]", rest.replace('\n', ",").trim_end_matches(',')),
+                "no record ends in it",
+            ),
+        ];
+        for (text, why) in cases {
+            let read = std::sync::atomic::AtomicU64::new(0);
+            let split = Split {
+                chunk_bytes: 64,
+                workers: 2,
+                max_record_bytes: 1000,
+            };
+            let on_read = |n: u64| {
+                read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            };
+            let input = Cursor::new(text.as_bytes().to_vec());
+            let err =
+                split::gather(|send| parse(input, schema(), 3, split, &on_read, send)).unwrap_err();
+            assert!(err.contains("a record runs past 1000 bytes"), "{err}");
+            assert!(err.contains(why), "{err}");
+            let read = read.into_inner();
+            assert!(
+                read < 2000 && (read as usize) < text.len(),
+                "{read} of {} bytes read",
+                text.len()
+            );
+        }
+    }
+
+    #[test]
+    fn inference_reads_whole_values_up_to_its_budget_and_no_giant_record() {
+        let lines: String = (0..100).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+        // just past the budget, at a record's end
+        let span = inference_span(Cursor::new(lines.clone()), 30, 1000).unwrap();
+        assert!(
+            span > 30 && lines.as_bytes()[span as usize - 1] == b'\n',
+            "{span}"
+        );
+        // a small file: all of it
+        assert_eq!(
+            inference_span(Cursor::new("{\"a\": 1}"), 30, 1000).unwrap(),
+            8
+        );
+        // a document, not lines: refused once past the bound
+        let doc = format!("[{}]", lines.replace('\n', ","));
+        let doc = doc.repeat(1 << 10);
+        let err = inference_span(Cursor::new(doc), 30, 1 << 20).unwrap_err();
+        assert!(err.contains("no record ends in it"), "{err}");
     }
 }

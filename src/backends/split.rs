@@ -48,11 +48,18 @@ pub(crate) trait ChunkParser: Sync {
     }
 }
 
+/// The longest record read: past it, the file is refused instead of being
+/// held in memory whole (a JSON document saved as `.jsonl`, a quote that is
+/// never closed, line ends the format does not know).
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
 /// How a file is cut and how many threads parse it.
 #[derive(Debug, Clone, Copy)]
 pub struct Split {
     pub chunk_bytes: usize,
     pub workers: usize,
+    /// The longest record accepted ([`MAX_RECORD_BYTES`]).
+    pub max_record_bytes: usize,
 }
 
 impl Split {
@@ -61,6 +68,7 @@ impl Split {
         Split {
             chunk_bytes: CHUNK_BYTES,
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_record_bytes: MAX_RECORD_BYTES,
         }
     }
 }
@@ -157,7 +165,18 @@ pub(crate) fn parse<R: Read + Send>(
                         }
                         first = false;
                     }
-                    // one record longer than a chunk: read on
+                    // one record longer than a chunk: read on, up to a bound
+                    None if block.len() > split.max_record_bytes => {
+                        let why = ends.unterminated().unwrap_or_else(|| {
+                            "no record ends in it; is the file in the format its name says?"
+                                .to_string()
+                        });
+                        let _ = order_tx.send(failed(format!(
+                            "a record runs past {} bytes: {why}",
+                            split.max_record_bytes
+                        )));
+                        return;
+                    }
                     None => carry = block,
                 }
             }
