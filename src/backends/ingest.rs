@@ -31,11 +31,10 @@ use crate::store::error::{Result, StoreError};
 pub const BATCH_ROWS: usize = 64 * 1024;
 /// Rows used to infer a CSV or JSON-lines schema.
 pub const INFER_ROWS: usize = 10_000;
-/// Bytes after which inference takes no further rows; with the longest
-/// record ([`split::MAX_RECORD_BYTES`]) past it, what inference reads at
-/// most, so a file that is not what its name says is not read whole.
+/// Bytes after which inference takes no further rows (it reads to the end
+/// of the record there, at most [`split::MAX_RECORD_BYTES`] more), so a
+/// file that is not what its name says is not read whole.
 const INFER_BYTES: u64 = 16 << 20;
-const INFER_CAP: u64 = INFER_BYTES + split::MAX_RECORD_BYTES as u64;
 
 /// A plan producing the rows of `obj`, and their schema.
 pub fn object_to_plan(
@@ -171,10 +170,11 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
     };
     match format {
         FileFormat::Csv => {
-            let fmt = csv_format(path);
-            let (schema, _) = fmt
+            let ends = csv_split::Quotes::new(csv_delimiter(path));
+            let span = inference_span(open_text(path)?, ends).map_err(|e| bad(&e))?;
+            let (schema, _) = csv_format(path)
                 .infer_schema(
-                    BufReader::new(open_text(path)?).take(INFER_CAP),
+                    BufReader::new(open_text(path)?).take(span),
                     Some(INFER_ROWS),
                 )
                 .map_err(|e| bad(&e))?;
@@ -185,12 +185,8 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             // value may span lines) and with line numbers counted from the
             // top of the file; arrow's own inference parses line by line and
             // names "line 1" for an error on any line.
-            let span = json_lines_split::inference_span(
-                open_text(path)?,
-                INFER_BYTES,
-                split::MAX_RECORD_BYTES,
-            )
-            .map_err(|e| bad(&e))?;
+            let span = inference_span(open_text(path)?, json_lines_split::Nesting::new())
+                .map_err(|e| bad(&e))?;
             let reader = BufReader::new(open_text(path)?).take(span);
             let values = serde_json::Deserializer::from_reader(reader)
                 .into_iter::<serde_json::Value>()
@@ -213,6 +209,13 @@ pub fn infer_file_schema(name: &str, path: &FsPath, format: FileFormat) -> Resul
             "JSON documents and raw files have no table schema",
         )),
     }
+}
+
+/// The bytes of a text file that schema inference reads: whole
+/// records, as `ends` cuts them, up to [`INFER_BYTES`] (see
+/// [`split::whole_records`]).
+fn inference_span(file: File, ends: impl split::RecordEnds) -> std::result::Result<u64, String> {
+    split::whole_records(file, ends, INFER_BYTES, split::MAX_RECORD_BYTES)
 }
 
 /// Column names a table can hold: none empty, none twice when case is

@@ -38,9 +38,7 @@ impl Nesting {
             ..Default::default()
         }
     }
-}
 
-impl Nesting {
     fn count_lines_in_string(&mut self, text: &[u8]) {
         let lines = text.iter().filter(|&&b| b == b'\n').count() as u64;
         if lines > 0 && self.first_spanning.is_none() {
@@ -101,6 +99,12 @@ impl RecordEnds for Nesting {
         end
     }
 
+    /// Inside a string only by chance where a long value was cut, unless a
+    /// string ran past its line: that is the quote that never closed.
+    fn no_end(&self) -> Option<String> {
+        self.first_spanning.and_then(|_| self.unterminated())
+    }
+
     fn unterminated(&self) -> Option<String> {
         self.in_string.then(|| {
             let line = self.first_spanning.unwrap_or(self.string_opened_on);
@@ -146,40 +150,6 @@ pub fn parse<R: Read + Send>(
 ) {
     let parser = JsonChunks { schema, batch_rows };
     split::parse(input, Nesting::new(), &parser, split, on_read, send);
-}
-
-/// How many bytes from the start of `input` hold whole values up to just
-/// past `budget` bytes (or the end): what schema inference may parse. A
-/// value longer than `max_record` bytes is an error, found by the cutter
-/// before anything is parsed (a JSON document saved as `.jsonl` would
-/// otherwise be parsed whole into memory).
-pub(crate) fn inference_span<R: Read>(
-    mut input: R,
-    budget: u64,
-    max_record: usize,
-) -> Result<u64, String> {
-    let mut ends = Nesting::new();
-    let mut block = vec![0u8; 1 << 20];
-    let (mut read, mut last_end) = (0u64, 0u64);
-    loop {
-        let n = input.read(&mut block).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(read);
-        }
-        if let Some(end) = ends.feed(&block[..n]) {
-            last_end = read + end as u64;
-        }
-        read += n as u64;
-        if last_end > budget {
-            return Ok(last_end);
-        }
-        if read - last_end > max_record as u64 {
-            let why = ends.unterminated().unwrap_or_else(|| {
-                "no record ends in it; is it a JSON-lines file (one value per line)?".to_string()
-            });
-            return Err(format!("a record runs past {max_record} bytes: {why}"));
-        }
-    }
 }
 
 fn parse_chunk(
@@ -343,20 +313,21 @@ mod tests {
     fn inference_reads_whole_values_up_to_its_budget_and_no_giant_record() {
         let lines: String = (0..100).map(|i| format!("{{\"id\": {i}}}\n")).collect();
         // just past the budget, at a record's end
-        let span = inference_span(Cursor::new(lines.clone()), 30, 1000).unwrap();
+        let span =
+            split::whole_records(Cursor::new(lines.clone()), Nesting::new(), 30, 1000).unwrap();
         assert!(
             span > 30 && lines.as_bytes()[span as usize - 1] == b'\n',
             "{span}"
         );
         // a small file: all of it
         assert_eq!(
-            inference_span(Cursor::new("{\"a\": 1}"), 30, 1000).unwrap(),
+            split::whole_records(Cursor::new("{\"a\": 1}"), Nesting::new(), 30, 1000).unwrap(),
             8
         );
         // a document, not lines: refused once past the bound
         let doc = format!("[{}]", lines.replace('\n', ","));
         let doc = doc.repeat(1 << 10);
-        let err = inference_span(Cursor::new(doc), 30, 1 << 20).unwrap_err();
+        let err = split::whole_records(Cursor::new(doc), Nesting::new(), 30, 1 << 20).unwrap_err();
         assert!(err.contains("no record ends in it"), "{err}");
     }
 }

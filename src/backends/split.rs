@@ -34,6 +34,12 @@ pub(crate) trait RecordEnds: Send {
     /// The error for a stream that ended here, if it ended inside a record
     /// that can never be whole (an open quote).
     fn unterminated(&self) -> Option<String>;
+
+    /// Why no record has ended for a long way, when the state says so (a
+    /// quote open across lines); `None`: the text has no record ends at all.
+    fn no_end(&self) -> Option<String> {
+        self.unterminated()
+    }
 }
 
 /// Parses one chunk of whole records.
@@ -167,14 +173,7 @@ pub(crate) fn parse<R: Read + Send>(
                     }
                     // one record longer than a chunk: read on, up to a bound
                     None if block.len() > split.max_record_bytes => {
-                        let why = ends.unterminated().unwrap_or_else(|| {
-                            "no record ends in it; is the file in the format its name says?"
-                                .to_string()
-                        });
-                        let _ = order_tx.send(failed(format!(
-                            "a record runs past {} bytes: {why}",
-                            split.max_record_bytes
-                        )));
+                        let _ = order_tx.send(failed(too_long(&ends, split.max_record_bytes)));
                         return;
                     }
                     None => carry = block,
@@ -209,6 +208,46 @@ pub(crate) fn parse<R: Read + Send>(
             first = false;
         }
     });
+}
+
+/// The error for a record longer than `max_record` bytes, where `ends`
+/// stopped.
+fn too_long(ends: &impl RecordEnds, max_record: usize) -> String {
+    let why = ends.no_end().unwrap_or_else(|| {
+        "no record ends in it; is the file in the format its name says?".to_string()
+    });
+    format!("a record runs past {max_record} bytes: {why}")
+}
+
+/// How many bytes from the start of `input` hold whole records, as `ends`
+/// cuts them, up to just past `budget` bytes (or the end): what schema
+/// inference may read. A record longer than `max_record` bytes is an
+/// error, found without parsing (a file that is not what its name says
+/// would otherwise be read whole).
+pub(crate) fn whole_records<R: Read>(
+    mut input: R,
+    mut ends: impl RecordEnds,
+    budget: u64,
+    max_record: usize,
+) -> Result<u64, String> {
+    let mut block = vec![0u8; CHUNK_BYTES];
+    let (mut read, mut last_end) = (0u64, 0u64);
+    loop {
+        let n = input.read(&mut block).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(read);
+        }
+        if let Some(end) = ends.feed(&block[..n]) {
+            last_end = read + end as u64;
+        }
+        read += n as u64;
+        if last_end > budget {
+            return Ok(last_end);
+        }
+        if read - last_end > max_record as u64 {
+            return Err(too_long(&ends, max_record));
+        }
+    }
 }
 
 /// An answer, already there, that reading the file failed.

@@ -603,11 +603,7 @@ impl DataBackend for DeltaTableBackend {
                         .with_save_mode(SaveMode::Overwrite)
                         .with_schema_mode(SchemaMode::Overwrite)
                 } else {
-                    let current = table
-                        .snapshot()
-                        .map_err(|e| delta_err(name, e))?
-                        .snapshot()
-                        .arrow_schema();
+                    let current = table_schema(name, &table)?;
                     check_append_schema(name, &current, &schema, opts.merge_schema)?;
                     let b = table.write(vec![]).with_save_mode(SaveMode::Append);
                     if opts.merge_schema {
@@ -1087,11 +1083,7 @@ impl DeltaTableBackend {
             }
             TableChange::Bloom(columns) => {
                 let columns: Vec<String> = columns.into_iter().filter(|c| !c.is_empty()).collect();
-                let schema = table
-                    .snapshot()
-                    .map_err(|e| delta_err(name, e))?
-                    .snapshot()
-                    .arrow_schema();
+                let schema = table_schema(name, &table)?;
                 check_columns(name, &schema, &columns, "a Bloom filter column")?;
                 // the rows keep the order they are stored in (a sort order is
                 // re-applied; otherwise files are read one after another)
@@ -1133,11 +1125,7 @@ impl DeltaTableBackend {
                 (t, Some(m.num_files_removed))
             }
             TableChange::ZOrder(columns) => {
-                let schema = table
-                    .snapshot()
-                    .map_err(|e| delta_err(name, e))?
-                    .snapshot()
-                    .arrow_schema();
+                let schema = table_schema(name, &table)?;
                 if columns.is_empty() {
                     return Err(StoreError::invalid_input(
                         name,
@@ -1166,9 +1154,7 @@ impl DeltaTableBackend {
         let rows = rows.unwrap_or_else(|| written.kind_meta["rows"].as_u64().unwrap_or(0));
         Ok((written, rows))
     }
-}
 
-impl DeltaTableBackend {
     /// Stages the rows of version `meta`, as stored, rewritten in one
     /// overwrite commit: sorted by `sort_by` (when given), written with
     /// `properties`. The caller records what the rewrite changed.
@@ -1202,6 +1188,15 @@ impl DeltaTableBackend {
         )
         .await
     }
+}
+
+/// The Arrow schema of `table`'s loaded version (of dataset `name`).
+fn table_schema(name: &str, table: &DeltaTable) -> Result<arrow::datatypes::SchemaRef> {
+    Ok(table
+        .snapshot()
+        .map_err(|e| delta_err(name, e))?
+        .snapshot()
+        .arrow_schema())
 }
 
 /// What a new version of a table keeps of the one it was made from: the
