@@ -829,7 +829,7 @@ async fn a_sort_order_is_written_kept_and_followed_by_appends() {
     // optimize --sort-by: the same rows rewritten in a new order, kept as the order
     let (meta, rows) = om
         .datasets()
-        .change_table("s", omegastore::store::TableChange::Sort(vec!["v".into()]))
+        .change_table("s", omegastore::store::TableChange::sort(vec!["v".into()]))
         .await
         .unwrap();
     assert_eq!((meta.version, rows), (3, 1000));
@@ -969,7 +969,7 @@ async fn sort_order_and_bloom_filters_skip_data() {
         .datasets()
         .change_table(
             "laid_out",
-            omegastore::store::TableChange::Sort(vec!["id".into()]),
+            omegastore::store::TableChange::sort(vec!["id".into()]),
         )
         .await
         .unwrap();
@@ -1087,7 +1087,7 @@ async fn bloom_filters_are_added_to_a_stored_table_and_taken_away() {
     // none again: through the store's API (what optimize --bloom '' runs)
     let (meta, rows) = om
         .datasets()
-        .change_table("t", omegastore::store::TableChange::Bloom(vec![]))
+        .change_table("t", omegastore::store::TableChange::bloom(vec![]))
         .await
         .unwrap();
     assert_eq!(rows, 75_000);
@@ -1095,6 +1095,97 @@ async fn bloom_filters_are_added_to_a_stored_table_and_taken_away() {
     assert_eq!(meta.kind_meta["sort_by"], json!(["id"]));
     assert_eq!(pruning(&om, absent, metric).await.0, 0, "taken away");
     assert_eq!(common::scalar(&om, "SELECT count(*) FROM t").await, 75_000);
+}
+
+/// Both layout options in one statement are one rewrite: one new version,
+/// sorted (pages skipped on the sort column) and with Bloom filters (row
+/// groups skipped on the filtered one), the rows unchanged; `om datasets
+/// optimize --sort-by … --bloom …` does the same, and `--bloom ''` there
+/// drops the filters while re-sorting.
+#[tokio::test]
+async fn sort_order_and_bloom_filters_are_one_rewrite() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    for part in 0..2 {
+        om.datasets()
+            .put(spread_keys(part), "t", PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let sum = "SELECT count(*), sum(id), min(key), max(key) FROM t";
+    let answer = |om: &Omega| {
+        let om = om.clone();
+        async move {
+            let b = om.sql(sum).await.unwrap().collect().await.unwrap();
+            arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string()
+        }
+    };
+    let before = answer(&om).await;
+    let lookup = "SELECT count(*) FROM t WHERE id = 4242";
+    let absent = "SELECT count(*) FROM t WHERE key = 'key-050000x'";
+    assert_eq!(pruning(&om, lookup, "page_index_rows_pruned").await.0, 0);
+
+    common::exec(
+        &om,
+        "ALTER TABLE t SET (sort_by = 'id', bloom_filters = 'key')",
+    )
+    .await;
+    let meta = om.datasets().metadata("t").await.unwrap();
+    assert_eq!(meta.version, 3, "one new version for both options");
+    assert_eq!(meta.kind_meta["sort_by"], json!(["id"]));
+    assert_eq!(meta.kind_meta["bloom_filters"], json!(["key"]));
+    assert_eq!(answer(&om).await, before);
+    let (pages, _) = pruning(&om, lookup, "page_index_rows_pruned").await;
+    assert!(pages > 0, "sorted: the lookup skips pages");
+    let (groups, read) = pruning(&om, absent, "row_groups_pruned_bloom_filter").await;
+    assert!(groups > 0 && read == 0, "{groups} pruned, {read} read");
+
+    // the CLI: a new order and no filters, again one version
+    let out = common::run_ok(common::om(&root).args([
+        "datasets",
+        "optimize",
+        "t",
+        "--sort-by",
+        "key",
+        "--bloom",
+        "",
+    ]));
+    assert!(
+        out.contains("rewrote 50000 rows of t sorted by key with no Bloom filters")
+            && out.contains("(version 3 -> 4)"),
+        "{out}"
+    );
+    let meta = om.datasets().metadata("t").await.unwrap();
+    assert_eq!(meta.kind_meta["sort_by"], json!(["key"]));
+    assert!(meta.kind_meta.get("bloom_filters").is_none());
+    assert_eq!(answer(&om).await, before);
+    assert_eq!(
+        pruning(&om, absent, "row_groups_pruned_bloom_filter")
+            .await
+            .0,
+        0
+    );
+
+    // a bad column in either refuses the whole statement: nothing committed
+    for (sql, says) in [
+        (
+            "ALTER TABLE t SET (sort_by = 'nope', bloom_filters = 'key')",
+            "'nope' cannot be a sort key",
+        ),
+        (
+            "ALTER TABLE t SET (sort_by = 'id', bloom_filters = 'nope')",
+            "'nope' cannot be a Bloom filter column",
+        ),
+    ] {
+        let e = match om.sql(sql).await {
+            Ok(df) => df.collect().await.unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(says), "{sql}: {e}");
+    }
+    assert_eq!(om.datasets().metadata("t").await.unwrap().version, 4);
 }
 
 /// `optimize --zorder x,y` clusters the rows so that pages hold narrow
@@ -1137,7 +1228,7 @@ async fn z_order_lets_filters_on_every_column_skip_data() {
     assert_eq!(meta.kind_meta["zorder"], json!(["x", "y"]));
     assert_eq!(common::scalar(&om, &sum.replace("{t}", "z")).await, before);
     om.datasets()
-        .change_table("s", omegastore::store::TableChange::Sort(vec!["x".into()]))
+        .change_table("s", omegastore::store::TableChange::sort(vec!["x".into()]))
         .await
         .unwrap();
 

@@ -371,6 +371,36 @@ mod tests {
     }
 
     #[test]
+    fn a_quote_open_past_the_bound_fails_without_reading_the_rest() {
+        let rest: String = (0..1000).map(|i| format!("{i},t,{i}\n")).collect();
+        let text = format!("id,text,x\n1,a,1\n2,\"open,2\n{rest}");
+        let read = std::sync::atomic::AtomicU64::new(0);
+        let on_read = |n: u64| {
+            read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
+        let split = Split {
+            chunk_bytes: 64,
+            workers: 2,
+            max_record_bytes: 1000,
+        };
+        let input = Cursor::new(text.as_bytes().to_vec());
+        let err = split::gather(|send| parse(input, schema(), LAYOUT, split, &on_read, send))
+            .unwrap_err();
+        assert!(
+            err.contains(
+                "a record runs past 1000 bytes: the quoted field opened on line 3 is never closed"
+            ),
+            "{err}"
+        );
+        let read = read.into_inner();
+        assert!(read < 2000 && (read as usize) < text.len(), "{read} read");
+        // schema inference stops at the same bound, with the same words
+        let err =
+            split::whole_records(Cursor::new(text), Quotes::new(b','), 1 << 20, 1000).unwrap_err();
+        assert!(err.contains("opened on line 3 is never closed"), "{err}");
+    }
+
+    #[test]
     fn a_reader_that_stops_early_stops_the_parse() {
         let mut text = String::from("id,text,x\n");
         for i in 0..10_000 {

@@ -18,6 +18,7 @@
 pub mod batch_pruning;
 pub mod csv_split;
 pub mod delta_scan;
+pub mod dictionary_filter;
 pub mod document;
 pub mod external;
 pub mod file;

@@ -1070,48 +1070,55 @@ impl DeltaTableBackend {
                 let (t, m) = b.await.map_err(|e| delta_err(name, e))?;
                 (t, Some(m.num_updated_rows as u64))
             }
-            TableChange::Sort(columns) => {
-                let mut written = self
-                    .rewrite(
-                        cx, meta, table, &staging, &dir, &write_id, &columns, properties,
-                    )
-                    .await?;
-                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, false);
-                written.kind_meta["sort_by"] = json!(columns);
-                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
-                return Ok((written, rows));
-            }
-            TableChange::Bloom(columns) => {
-                let columns: Vec<String> = columns.into_iter().filter(|c| !c.is_empty()).collect();
+            TableChange::Rewrite {
+                sort_by,
+                bloom_filters,
+            } => {
                 let schema = table_schema(name, &table)?;
-                check_columns(name, &schema, &columns, "a Bloom filter column")?;
-                // the rows keep the order they are stored in (a sort order is
-                // re-applied; otherwise files are read one after another)
-                let order = stored_sort_order(meta);
+                // (the sort's columns are checked where it is planned)
+                if sort_by.as_ref().is_some_and(Vec::is_empty) {
+                    return Err(StoreError::invalid_input(
+                        name,
+                        "a sort needs at least one column",
+                    ));
+                }
+                let bloom_filters = bloom_filters
+                    .map(|cs| cs.into_iter().filter(|c| !c.is_empty()).collect::<Vec<_>>());
+                if let Some(columns) = &bloom_filters {
+                    check_columns(name, &schema, columns, "a Bloom filter column")?;
+                }
+                // without a new order the rows keep the one they are stored in
+                // (a sort order is re-applied; otherwise files are read in turn)
+                let order = sort_by.clone().unwrap_or_else(|| stored_sort_order(meta));
+                let properties = match &bloom_filters {
+                    Some(columns) => writer_properties(columns),
+                    None => properties,
+                };
                 let mut written = self
                     .rewrite(
-                        cx,
-                        meta,
-                        table,
-                        &staging,
-                        &dir,
-                        &write_id,
-                        &order,
-                        writer_properties(&columns),
+                        cx, meta, table, &staging, &dir, &write_id, &order, properties,
                     )
                     .await?;
-                carry_table_meta(&meta.kind_meta, &mut written.kind_meta, true);
-                if let Some(z) = meta.kind_meta.get("zorder") {
-                    written.kind_meta["zorder"] = z.clone();
-                }
-                if columns.is_empty() {
-                    if let Some(m) = written.kind_meta.as_object_mut() {
-                        m.remove("bloom_filters");
+                let kind_meta = &mut written.kind_meta;
+                carry_table_meta(&meta.kind_meta, kind_meta, sort_by.is_none());
+                match sort_by {
+                    Some(columns) => kind_meta["sort_by"] = json!(columns),
+                    None => {
+                        if let Some(z) = meta.kind_meta.get("zorder") {
+                            kind_meta["zorder"] = z.clone();
+                        }
                     }
-                } else {
-                    written.kind_meta["bloom_filters"] = json!(columns);
                 }
-                let rows = written.kind_meta["rows"].as_u64().unwrap_or(0);
+                match bloom_filters {
+                    Some(columns) if columns.is_empty() => {
+                        if let Some(m) = kind_meta.as_object_mut() {
+                            m.remove("bloom_filters");
+                        }
+                    }
+                    Some(columns) => kind_meta["bloom_filters"] = json!(columns),
+                    None => {}
+                }
+                let rows = kind_meta["rows"].as_u64().unwrap_or(0);
                 return Ok((written, rows));
             }
             TableChange::Compact => {

@@ -106,13 +106,14 @@ pub enum DatasetsCommand {
         /// filters on any of them skip files (appends do not follow it).
         #[arg(long, value_delimiter = ',', value_name = "COL,...")]
         zorder: Vec<String>,
-        /// Rewrite the rows (in their order) with Bloom filters on these columns
-        /// instead, kept for later writes; `--bloom ''` writes none.
+        /// Rewrite the rows (in their order, or sorted by --sort-by in the same
+        /// rewrite) with Bloom filters on these columns instead, kept for later
+        /// writes; `--bloom ''` writes none.
         #[arg(
             long,
             value_delimiter = ',',
             value_name = "COL,...",
-            conflicts_with_all = ["zorder", "sort_by"]
+            conflicts_with = "zorder"
         )]
         bloom: Option<Vec<String>>,
     },
@@ -389,51 +390,45 @@ pub async fn run(om: &Omega, cmd: DatasetsCommand) -> Result<(), CliError> {
                 meta.name, meta.version, meta.uri
             );
         }
-        DatasetsCommand::Optimize {
-            name,
-            bloom: Some(bloom),
-            ..
-        } => {
-            let bloom: Vec<String> = bloom.into_iter().filter(|c| !c.is_empty()).collect();
+        DatasetsCommand::Optimize { name, zorder, .. } if !zorder.is_empty() => {
             let before = store.metadata(&name).await?;
-            let (meta, rows) = store
-                .change_table(&name, crate::store::TableChange::Bloom(bloom.clone()))
-                .await?;
-            let filters = if bloom.is_empty() {
-                "no Bloom filters".to_string()
-            } else {
-                format!("Bloom filters on {}", bloom.join(", "))
-            };
+            let change = crate::store::TableChange::ZOrder(zorder.clone());
+            let (meta, rows) = store.change_table(&name, change).await?;
             println!(
-                "rewrote {rows} rows of {name} with {filters} into {} files (version {} -> {})",
-                meta.kind_meta["files"], before.version, meta.version
+                "Z-ordered {rows} rows of {name} by {} into {} files (version {} -> {})",
+                zorder.join(", "),
+                meta.kind_meta["files"],
+                before.version,
+                meta.version
             );
         }
         DatasetsCommand::Optimize {
             name,
             sort_by,
-            zorder,
+            bloom,
             ..
-        } if !sort_by.is_empty() || !zorder.is_empty() => {
-            // clap lets at most one of the two be given
-            let (change, verb, columns) = if zorder.is_empty() {
-                (
-                    crate::store::TableChange::Sort(sort_by.clone()),
-                    "sorted",
-                    sort_by,
-                )
-            } else {
-                (
-                    crate::store::TableChange::ZOrder(zorder.clone()),
-                    "Z-ordered",
-                    zorder,
-                )
+        } if !sort_by.is_empty() || bloom.is_some() => {
+            // both in one rewrite: one new version
+            let bloom: Option<Vec<String>> =
+                bloom.map(|b| b.into_iter().filter(|c| !c.is_empty()).collect());
+            let mut how = Vec::new();
+            if !sort_by.is_empty() {
+                how.push(format!("sorted by {}", sort_by.join(", ")));
+            }
+            match &bloom {
+                Some(b) if b.is_empty() => how.push("with no Bloom filters".into()),
+                Some(b) => how.push(format!("with Bloom filters on {}", b.join(", "))),
+                None => {}
+            }
+            let change = crate::store::TableChange::Rewrite {
+                sort_by: (!sort_by.is_empty()).then_some(sort_by),
+                bloom_filters: bloom,
             };
             let before = store.metadata(&name).await?;
             let (meta, rows) = store.change_table(&name, change).await?;
             println!(
-                "{verb} {rows} rows of {name} by {} into {} files (version {} -> {})",
-                columns.join(", "),
+                "rewrote {rows} rows of {name} {} into {} files (version {} -> {})",
+                how.join(" "),
                 meta.kind_meta["files"],
                 before.version,
                 meta.version

@@ -60,6 +60,9 @@ pub const SESSION_OPTIONS: &[(&str, &str)] = &[
         "datafusion.optimizer.enable_dynamic_filter_pushdown",
         "false",
     ),
+    // Executors open files with DataFusion's own reader (a plan carries no
+    // reader factory): they would convert strings into dictionaries.
+    ("omega_scan.dictionary_filters", "false"),
 ];
 
 /// Errors of a cluster: its address, its processes, its queries.

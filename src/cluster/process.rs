@@ -31,13 +31,16 @@ use super::ClusterError;
 use super::codec::{OmegaPhysicalCodec, logical_codec};
 use super::models::ModelSource;
 use super::watch::{JobState, JobWatch, NO_EXECUTORS_GRACE, STUCK_JOB_GRACE, Verdict};
+use crate::backends::dictionary_filter::ScanOptions;
 use crate::sql::OmegaOptions;
 use crate::store::Root;
 
 /// The session configuration scheduler and executors start from: Ballista's,
 /// knowing omegastore's options (clients send them with every query).
 fn session_config() -> SessionConfig {
-    SessionConfig::new_with_ballista().with_option_extension(OmegaOptions::default())
+    SessionConfig::new_with_ballista()
+        .with_option_extension(OmegaOptions::default())
+        .with_option_extension(ScanOptions::default())
 }
 
 /// How tasks reach executors: each executor polls the scheduler with the

@@ -95,6 +95,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
         .with_option_extension(options)
+        .with_option_extension(crate::backends::dictionary_filter::ScanOptions::default())
         .with_extension(parts.policies.clone())
         .with_extension(parts.system_tables.clone())
         .with_extension(parts.memory_cache.clone())

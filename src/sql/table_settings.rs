@@ -8,7 +8,7 @@
 //! | `bloom_filters` | `'col, …'`, `''` for none | rewrite the files with Bloom filters on these columns, kept for later writes: `om datasets optimize --bloom` |
 //!
 //! The two layout options rewrite the table as one new version (the rows
-//! unchanged); both in one statement rewrite it twice.
+//! unchanged), also when both are given in one statement.
 
 use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrame;
@@ -124,15 +124,13 @@ pub fn parse(statement: &DFStatement) -> Result<Option<TableSettings>, SqlError>
 /// access required).
 pub async fn apply(engine: &Engine, settings: TableSettings) -> Result<DataFrame, SqlError> {
     let (om, name) = super::execute::write_target(engine, &settings.table).await?;
-    if let Some(columns) = settings.sort_by {
-        om.datasets()
-            .change_table(&name, TableChange::Sort(columns))
-            .await?;
-    }
-    if let Some(columns) = settings.bloom_filters {
-        om.datasets()
-            .change_table(&name, TableChange::Bloom(columns))
-            .await?;
+    // both layout options in one rewrite: one new version
+    if settings.sort_by.is_some() || settings.bloom_filters.is_some() {
+        let change = TableChange::Rewrite {
+            sort_by: settings.sort_by,
+            bloom_filters: settings.bloom_filters,
+        };
+        om.datasets().change_table(&name, change).await?;
     }
     if let Some(on) = settings.cache {
         set_cache(&om, &name, on).await?;

@@ -423,21 +423,44 @@ pub enum TableChange {
     /// Rewrite small files (many appends) into files of about 100 MB; the
     /// rows are unchanged. Reports the files removed.
     Compact,
-    /// Rewrite the rows sorted by these columns and keep that as the
-    /// table's sort order (see [`PutOptions::sort_by`]); the rows are
-    /// unchanged. Reports the rows written.
-    Sort(Vec<String>),
+    /// Rewrite the rows in one new version, the rows unchanged: sorted by
+    /// `sort_by` and kept as the table's sort order (see
+    /// [`PutOptions::sort_by`]; appends follow it, a Z-order record is
+    /// dropped), and with Bloom filters on `bloom_filters` (empty: without
+    /// any), recorded so that later writes add them too (see
+    /// [`PutOptions::bloom_filters`]). A field left `None` keeps what the
+    /// table has: its stored sort order (otherwise files are read one after
+    /// another) and Z-order record, or its Bloom filter columns. Reports the
+    /// rows written. [`TableChange::sort`] and [`TableChange::bloom`] set one.
+    Rewrite {
+        sort_by: Option<Vec<String>>,
+        bloom_filters: Option<Vec<String>>,
+    },
     /// Rewrite the rows clustered along a Z-order curve of these columns
     /// (delta-rs's Z-order optimize): each file then holds narrow ranges of
     /// every one of them, so filters on any of them skip files, where a sort
     /// helps mostly its leading column. Drops a stored sort order; appends do
     /// not follow it. Reports the rows written.
     ZOrder(Vec<String>),
-    /// Rewrite the rows, in the order they are stored, with Bloom filters
-    /// on these columns (none: without any), and record them so that later
-    /// writes add them too (see [`PutOptions::bloom_filters`]); the rows are
-    /// unchanged. Reports the rows written.
-    Bloom(Vec<String>),
+}
+
+impl TableChange {
+    /// Rewrite the rows sorted by `columns`, kept as the sort order.
+    pub fn sort(columns: Vec<String>) -> Self {
+        TableChange::Rewrite {
+            sort_by: Some(columns),
+            bloom_filters: None,
+        }
+    }
+
+    /// Rewrite the rows, in their stored order, with Bloom filters on
+    /// `columns` (none: without any).
+    pub fn bloom(columns: Vec<String>) -> Self {
+        TableChange::Rewrite {
+            sort_by: None,
+            bloom_filters: Some(columns),
+        }
+    }
 }
 
 /// The relative paths `meta` records at the `kind_meta` keys given (for

@@ -1,0 +1,777 @@
+//! String filters answered on dictionary codes by the plain scan.
+//!
+//! The writer keeps a column dictionary-encoded while its dictionary stays
+//! small (few distinct values: categories, codes, flags as text).
+//! DataFusion's Parquet scan decodes such a column into one string view per
+//! row and compares every row; DuckDB and Polars compare the dictionary's
+//! few values once and pick rows by their codes. For a filter `c = 'x'`,
+//! `c <> 'x'` or `c [NOT] IN ('x', …)` on a string column that the table's
+//! files store dictionary-encoded, the plain scan reads `c` as an Arrow
+//! dictionary, filters on it, and gives the surviving rows back as the
+//! table's type:
+//!
+//! ```text
+//! DictionaryFilterExec   the string filters, decided once per distinct
+//!   |                    value; c given back as Utf8View (views into the
+//!   |                    dictionary's values)
+//! DataSourceExec         c read as Dictionary(Int32, Utf8)
+//! ```
+//!
+//! DataFusion still applies every filter above the scan (the provider
+//! declares them inexact), so this is a pre-filter that can only drop rows
+//! the full filter drops too. The Parquet reader yields a dictionary when
+//! the file's Arrow schema asks for one: [`DictionaryReads`] presents each
+//! file's footer with that schema for the columns the file stores
+//! dictionary-encoded in every row group; in a file where one is not (the
+//! columns are chosen from a sample of files), DataFusion casts its strings,
+//! which is slower but gives the same rows.
+//!
+//! `SET omega_scan.dictionary_filters = false` turns it off for a session
+//! (a cluster's sessions do: the reader is not part of a serialised plan).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions};
+use arrow::compute::{BatchCoalescer, filter_record_batch};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use bytes::Bytes;
+use datafusion::catalog::Session;
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics, extensions_options};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::datasource::physical_plan::{
+    FileScanConfig, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, expr::InList};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::expressions::{self, CastExpr, Column, Literal};
+use datafusion::physical_expr::{PhysicalExpr, conjunction};
+use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildFilterDescription, FilterDescription, FilterPushdownPhase,
+};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::{
+    ChildStats, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, StatisticsArgs,
+};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt, ready};
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ARROW_SCHEMA_META_KEY, encode_arrow_schema, parquet_to_arrow_schema};
+use parquet::basic::Encoding;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, FileMetaData, KeyValue, PageIndexPolicy, ParquetMetaData,
+    ParquetMetaDataBuilder, RowGroupMetaData,
+};
+
+extensions_options! {
+    /// Session options of omegastore's Parquet scan (`SET omega_scan.…`).
+    pub struct ScanOptions {
+        /// Answer `=`, `<>` and `IN` filters on dictionary-encoded string
+        /// columns on the dictionary's values (see `dictionary_filter.rs`).
+        pub dictionary_filters: bool, default = true
+    }
+}
+
+impl ConfigExtension for ScanOptions {
+    const PREFIX: &'static str = "omega_scan";
+}
+
+/// The Arrow type a dictionary-encoded string column is read as.
+fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// Whether `state` wants string filters on dictionary codes (on when the
+/// session does not carry [`ScanOptions`]).
+pub(crate) fn enabled(state: &dyn Session) -> bool {
+    state
+        .config_options()
+        .extensions
+        .get::<ScanOptions>()
+        .is_none_or(|o| o.dictionary_filters)
+}
+
+/// What a filter asks of one string column's values.
+#[derive(Debug, Clone)]
+enum Test {
+    /// `=` or `<>` a value.
+    Compare(Operator, String),
+    /// `[NOT] IN` a list of values.
+    In(Vec<String>, bool),
+    /// Tests of the same column joined by `AND` or `OR` (DataFusion
+    /// writes a short `IN` list as `=` tests joined by `OR`).
+    Both(Operator, Box<Test>, Box<Test>),
+    Not(Box<Test>),
+}
+
+/// The column and test of a filter the dictionary can answer alone: one
+/// column against string literals (no NULL among them), in any
+/// combination of `AND`, `OR` and `NOT`.
+fn string_test(expr: &Expr) -> Option<(&str, Test)> {
+    fn literal(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::Utf8View(Some(s))
+                | ScalarValue::LargeUtf8(Some(s)),
+                _,
+            ) => Some(s.clone()),
+            _ => None,
+        }
+    }
+    fn column(e: &Expr) -> Option<&str> {
+        match e {
+            Expr::Column(c) => Some(c.name.as_str()),
+            _ => None,
+        }
+    }
+    match expr {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::Eq | Operator::NotEq) =>
+        {
+            let (c, v) = match (column(left), literal(right)) {
+                (Some(c), Some(v)) => (c, v),
+                _ => (column(right)?, literal(left)?),
+            };
+            Some((c, Test::Compare(*op, v)))
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if matches!(op, Operator::And | Operator::Or) =>
+        {
+            let (a, l) = string_test(left)?;
+            let (b, r) = string_test(right)?;
+            (a == b).then(|| (a, Test::Both(*op, Box::new(l), Box::new(r))))
+        }
+        Expr::Not(e) => string_test(e).map(|(c, t)| (c, Test::Not(Box::new(t)))),
+        Expr::InList(InList {
+            expr,
+            list,
+            negated,
+        }) => {
+            let values = list.iter().map(literal).collect::<Option<Vec<_>>>()?;
+            Some((column(expr)?, Test::In(values, *negated)))
+        }
+        _ => None,
+    }
+}
+
+/// `test` as a physical expression over `column`, a dictionary of strings
+/// in `schema`: the same three-valued logic as on the strings.
+fn physical(
+    test: Test,
+    column: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+) -> DfResult<Arc<dyn PhysicalExpr>> {
+    let value =
+        |v: String| -> Arc<dyn PhysicalExpr> { Arc::new(Literal::new(ScalarValue::Utf8(Some(v)))) };
+    Ok(match test {
+        Test::Compare(op, v) => {
+            Arc::new(expressions::BinaryExpr::new(column.clone(), op, value(v)))
+        }
+        Test::In(values, negated) => expressions::in_list(
+            column.clone(),
+            values.into_iter().map(value).collect(),
+            &negated,
+            schema,
+        )?,
+        Test::Both(op, l, r) => Arc::new(expressions::BinaryExpr::new(
+            physical(*l, column, schema)?,
+            op,
+            physical(*r, column, schema)?,
+        )),
+        Test::Not(t) => expressions::not(physical(*t, column, schema)?)?,
+    })
+}
+
+/// The indices of the string columns of `schema` that `filters` test in a
+/// way the dictionary can answer, among those `projection` reads; empty when
+/// there are none.
+pub(crate) fn tested_columns(
+    schema: &Schema,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+) -> Vec<usize> {
+    let mut columns: Vec<usize> = filters
+        .iter()
+        .filter_map(string_test)
+        .filter_map(|(c, _)| schema.index_of(c).ok())
+        .filter(|i| *schema.field(*i).data_type() == DataType::Utf8View)
+        .filter(|i| projection.is_none_or(|p| p.contains(i)))
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    columns
+}
+
+/// True when every page of data in `chunk` is dictionary-encoded (the
+/// test parquet's documentation gives for its encoding statistics).
+fn all_dictionary(chunk: &ColumnChunkMetaData) -> bool {
+    chunk.dictionary_page_offset().is_some()
+        && chunk.page_encoding_stats_mask().is_some_and(|mask| {
+            mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
+        })
+}
+
+/// The leaf column of top-level field `name` in `metadata`, if it is one
+/// (not nested).
+fn leaf_of(metadata: &ParquetMetaData, name: &str) -> Option<usize> {
+    metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.path().parts() == [name])
+}
+
+/// True when the file of `metadata` stores column `name` dictionary-encoded
+/// in every row group.
+fn stored_as_dictionary(metadata: &ParquetMetaData, name: &str) -> bool {
+    leaf_of(metadata, name).is_some_and(|leaf| {
+        metadata
+            .row_groups()
+            .iter()
+            .all(|rg: &RowGroupMetaData| all_dictionary(rg.column(leaf)))
+    })
+}
+
+/// Of `candidates` (column indices of `schema`), those every sampled file
+/// (the first, middle and last of `files`) stores dictionary-encoded. Reads
+/// the sampled footers through the session's metadata cache, where the
+/// scan finds them again. `None` when a footer could not be read (the scan
+/// then reports it as usual).
+pub(crate) async fn dictionary_columns(
+    state: &dyn Session,
+    store_url: &ObjectStoreUrl,
+    files: &[PartitionedFile],
+    schema: &Schema,
+    candidates: &[usize],
+) -> Option<Vec<usize>> {
+    let store = state.runtime_env().object_store(store_url).ok()?;
+    let cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let hint = state
+        .default_table_options()
+        .parquet
+        .global
+        .metadata_size_hint;
+    let mut sample: Vec<&PartitionedFile> = [0, files.len() / 2, files.len().saturating_sub(1)]
+        .into_iter()
+        .filter_map(|i| files.get(i))
+        .collect();
+    sample.dedup_by(|a, b| a.object_meta.location == b.object_meta.location);
+    let footers = futures::future::try_join_all(sample.iter().map(|f| {
+        let (store, cache) = (store.clone(), cache.clone());
+        async move {
+            DFParquetMetadata::new(store.as_ref(), &f.object_meta)
+                .with_metadata_size_hint(hint)
+                .with_file_metadata_cache(Some(cache))
+                .with_page_index_policy(Some(PageIndexPolicy::Skip))
+                .fetch_metadata()
+                .await
+        }
+    }))
+    .await
+    .ok()?;
+    let columns = candidates
+        .iter()
+        .copied()
+        .filter(|i| {
+            let name = schema.field(*i).name();
+            footers.iter().all(|m| stored_as_dictionary(m, name))
+        })
+        .collect();
+    Some(columns)
+}
+
+/// `schema` with the fields at `columns` read as dictionaries.
+pub(crate) fn read_schema(schema: &SchemaRef, columns: &[usize]) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            if columns.contains(&i) {
+                Arc::new(Field::clone(f).with_data_type(dictionary_type()))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `statistics` with the minimum and maximum of `columns` as dictionary
+/// values (the type the scan reads them as), so pruning keeps using them.
+pub(crate) fn read_statistics(statistics: &Statistics, columns: &[usize]) -> Statistics {
+    let convert = |p: &Precision<ScalarValue>| -> Precision<ScalarValue> {
+        let cast = |v: &ScalarValue| v.cast_to(&dictionary_type()).ok();
+        match p {
+            Precision::Exact(v) => cast(v).map_or(Precision::Absent, Precision::Exact),
+            Precision::Inexact(v) => cast(v).map_or(Precision::Absent, Precision::Inexact),
+            Precision::Absent => Precision::Absent,
+        }
+    };
+    let mut s = statistics.clone();
+    for &i in columns {
+        if let Some(c) = s.column_statistics.get_mut(i) {
+            let converted = ColumnStatistics {
+                min_value: convert(&c.min_value),
+                max_value: convert(&c.max_value),
+                ..c.clone()
+            };
+            *c = converted;
+        }
+    }
+    s
+}
+
+/// The scan `plan` (a Parquet `DataSourceExec` over [`read_schema`]) with
+/// its files read through [`DictionaryReads`] for `columns`, under a
+/// [`DictionaryFilterExec`] that applies the string tests among `filters`
+/// on the dictionaries and gives the columns back as `output` (the table's
+/// projected schema) says.
+pub(crate) fn filtered(
+    plan: Arc<dyn ExecutionPlan>,
+    columns: &[String],
+    filters: &[Expr],
+    output: &SchemaRef,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let Some(exec) = plan.downcast_ref::<DataSourceExec>() else {
+        return Ok(plan);
+    };
+    let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+        return Ok(plan);
+    };
+    let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
+        return Ok(plan);
+    };
+    let Some(inner) = source.parquet_file_reader_factory().cloned() else {
+        return Ok(plan);
+    };
+    let reads = DictionaryReads {
+        inner,
+        columns: columns.into(),
+    };
+    let source = source
+        .clone()
+        .with_parquet_file_reader_factory(Arc::new(reads));
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(Arc::new(source))
+        .build();
+    let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+    let read = scan.schema();
+
+    let mut tests: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for (name, test) in filters.iter().filter_map(string_test) {
+        if !columns.iter().any(|c| c == name) {
+            continue;
+        }
+        let Ok(i) = read.index_of(name) else {
+            continue;
+        };
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, i));
+        tests.push(physical(test, &column, &read)?);
+    }
+    Ok(Arc::new(DictionaryFilterExec::new(
+        scan,
+        conjunction(tests),
+        output.clone(),
+    )))
+}
+
+/// Filters the batches of a scan that reads some string columns as
+/// dictionaries by `predicate` (tests of those columns), then casts the
+/// columns to the types of `schema`. A node of its own rather than a
+/// `FilterExec` and a `ProjectionExec`: DataFusion's filter pushdown would
+/// merge the filters above into a `FilterExec` here, ahead of its own
+/// predicate, and compare every row's string again. Filters from above pass
+/// through to the scan for pruning (on the string values, cast back) and
+/// stay above.
+#[derive(Debug)]
+pub struct DictionaryFilterExec {
+    input: Arc<dyn ExecutionPlan>,
+    predicate: Arc<dyn PhysicalExpr>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl DictionaryFilterExec {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        predicate: Arc<dyn PhysicalExpr>,
+        schema: SchemaRef,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        DictionaryFilterExec {
+            input,
+            predicate,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// `expr` (over this node's output) over its input: the columns read
+    /// as dictionaries cast back to the output's types.
+    fn over_input(&self, expr: &Arc<dyn PhysicalExpr>) -> DfResult<Arc<dyn PhysicalExpr>> {
+        let input = self.input.schema();
+        Ok(expr
+            .clone()
+            .transform_down(|e| {
+                let Some(c) = e.downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(e));
+                };
+                let (Some(out), Some(read)) = (
+                    self.schema.fields().get(c.index()),
+                    input.fields().get(c.index()),
+                ) else {
+                    return Ok(Transformed::no(e));
+                };
+                if out.data_type() == read.data_type() {
+                    return Ok(Transformed::no(e));
+                }
+                let cast = CastExpr::new_with_target_field(e.clone(), out.clone(), None);
+                Ok(Transformed::new(
+                    Arc::new(cast),
+                    true,
+                    TreeNodeRecursion::Jump,
+                ))
+            })?
+            .data)
+    }
+}
+
+impl DisplayAs for DictionaryFilterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "DictionaryFilterExec: {}", self.predicate)
+    }
+}
+
+impl ExecutionPlan for DictionaryFilterExec {
+    fn name(&self) -> &str {
+        "DictionaryFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        f(&self.predicate)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match (children.pop(), children.is_empty()) {
+            (Some(input), true) => Ok(Arc::new(DictionaryFilterExec::new(
+                input,
+                self.predicate.clone(),
+                self.schema.clone(),
+            ))),
+            _ => datafusion::common::internal_err!("DictionaryFilterExec has one child"),
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batch_size = context.session_config().batch_size();
+        let input = self.input.execute(partition, context)?;
+        Ok(Box::pin(DictionaryFilterStream {
+            input,
+            predicate: self.predicate.clone(),
+            schema: self.schema.clone(),
+            coalescer: BatchCoalescer::new(self.schema.clone(), batch_size),
+            done: false,
+            metrics: BaselineMetrics::new(&self.metrics, partition),
+        }))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    /// The scan's, as upper bounds, in the output's types (the filters
+    /// above estimate their selectivity from them as they would from the
+    /// scan's).
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        let Some(input) = input_stats.first() else {
+            return Ok(Arc::new(Statistics::new_unknown(&self.schema)));
+        };
+        let mut stats = input.as_ref().clone().to_inexact();
+        for (c, f) in stats.column_statistics.iter_mut().zip(self.schema.fields()) {
+            let back = |p: &Precision<ScalarValue>| match p {
+                Precision::Inexact(v) if v.data_type() != *f.data_type() => v
+                    .cast_to(f.data_type())
+                    .map_or(Precision::Absent, Precision::Inexact),
+                other => other.clone(),
+            };
+            c.min_value = back(&c.min_value);
+            c.max_value = back(&c.max_value);
+        }
+        Ok(Arc::new(stats))
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::LowerEqual
+    }
+
+    /// Filters from above go on to the scan (for pruning; they stay above
+    /// unless the scan applies them itself), with this node's own predicate.
+    fn gather_filters_for_pushdown(
+        &self,
+        phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterDescription> {
+        let over_input = parent_filters
+            .iter()
+            .map(|f| self.over_input(f))
+            .collect::<DfResult<Vec<_>>>()?;
+        let mut child = ChildFilterDescription::from_child(&over_input, &self.input)?;
+        if phase == FilterPushdownPhase::Pre {
+            child = child.with_self_filter(self.predicate.clone());
+        }
+        Ok(FilterDescription::new().with_child(child))
+    }
+}
+
+/// The batches of a [`DictionaryFilterExec`]: filtered, cast, and gathered
+/// into batches of the session's size again.
+struct DictionaryFilterStream {
+    input: SendableRecordBatchStream,
+    predicate: Arc<dyn PhysicalExpr>,
+    schema: SchemaRef,
+    coalescer: BatchCoalescer,
+    done: bool,
+    metrics: BaselineMetrics,
+}
+
+impl DictionaryFilterStream {
+    /// Filters `batch` and hands the rows left to the coalescer.
+    fn push(&mut self, batch: RecordBatch) -> DfResult<()> {
+        let _timer = self.metrics.elapsed_compute().timer();
+        let mask = self
+            .predicate
+            .evaluate(&batch)?
+            .into_array(batch.num_rows())?;
+        let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
+            return datafusion::common::internal_err!("a dictionary filter gave no booleans");
+        };
+        let kept = filter_record_batch(&batch, mask)?;
+        if kept.num_rows() == 0 {
+            return Ok(());
+        }
+        let columns = kept
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    arrow::compute::cast(c, f.data_type())
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(kept.num_rows()));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        self.coalescer.push_batch(batch)?;
+        Ok(())
+    }
+}
+
+impl Stream for DictionaryFilterStream {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(batch) = self.coalescer.next_completed_batch() {
+                let poll = Poll::Ready(Some(Ok(batch)));
+                return self.metrics.record_poll(poll);
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match ready!(self.input.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => {
+                    if let Err(e) = self.push(batch) {
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    self.done = true;
+                    if let Err(e) = self.coalescer.finish_buffered_batch() {
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for DictionaryFilterStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// Opens each file with the reader DataFusion chose and presents its
+/// footer with an Arrow schema that reads `columns` as dictionaries where
+/// the file stores them so.
+#[derive(Debug)]
+struct DictionaryReads {
+    inner: Arc<dyn ParquetFileReaderFactory>,
+    columns: Arc<[String]>,
+}
+
+impl ParquetFileReaderFactory for DictionaryReads {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> DfResult<Box<dyn AsyncFileReader + Send>> {
+        let inner = self
+            .inner
+            .create_reader(partition_index, file, metadata_size_hint, metrics)?;
+        Ok(Box::new(DictionaryFooter {
+            inner,
+            columns: self.columns.clone(),
+        }))
+    }
+}
+
+/// A file reader whose footer asks for dictionaries (see [`DictionaryReads`]).
+struct DictionaryFooter {
+    inner: Box<dyn AsyncFileReader + Send>,
+    columns: Arc<[String]>,
+}
+
+impl AsyncFileReader for DictionaryFooter {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let DictionaryFooter { inner, columns } = self;
+        async move {
+            let metadata = inner.get_metadata(options).await?;
+            with_dictionaries(metadata, columns)
+        }
+        .boxed()
+    }
+}
+
+/// `metadata` with its Arrow schema (what the reader decodes columns as)
+/// asking for dictionaries for those of `columns` the file stores
+/// dictionary-encoded in every row group; unchanged when there are none.
+fn with_dictionaries(
+    metadata: Arc<ParquetMetaData>,
+    columns: &[String],
+) -> parquet::errors::Result<Arc<ParquetMetaData>> {
+    let file = metadata.file_metadata();
+    let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())?;
+    let mut changed = false;
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let string = matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            if string && columns.contains(f.name()) && stored_as_dictionary(&metadata, f.name()) {
+                changed = true;
+                Arc::new(Field::clone(f).with_data_type(dictionary_type()))
+            } else {
+                f.clone()
+            }
+        })
+        .collect();
+    if !changed {
+        return Ok(metadata);
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    let mut kv: Vec<KeyValue> = file
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter(|kv| kv.key != ARROW_SCHEMA_META_KEY)
+        .cloned()
+        .collect();
+    kv.push(KeyValue::new(
+        ARROW_SCHEMA_META_KEY.to_string(),
+        encode_arrow_schema(&schema),
+    ));
+    let file = FileMetaData::new(
+        file.version(),
+        file.num_rows(),
+        file.created_by().map(str::to_string),
+        Some(kv),
+        file.schema_descr_ptr(),
+        file.column_orders().cloned(),
+    );
+    let rewritten = ParquetMetaDataBuilder::new(file)
+        .set_row_groups(metadata.row_groups().to_vec())
+        .set_column_index(metadata.column_index().cloned())
+        .set_offset_index(metadata.offset_index().cloned())
+        .build();
+    Ok(Arc::new(rewritten))
+}
