@@ -16,6 +16,7 @@
 //! records; the store commits the version (see [`crate::store::Catalog`]).
 
 pub mod batch_pruning;
+pub mod conform;
 pub mod csv_split;
 pub mod delta_scan;
 pub mod dictionary_filter;

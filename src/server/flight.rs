@@ -47,6 +47,7 @@ use super::ServerState;
 use super::auth::{Credential, Identity, key_of};
 use super::error::{ErrorKind, ServerError};
 use crate::Omega;
+use crate::backends::conform::conform;
 use crate::store::{Object, PutMode, PutOptions};
 
 /// A statement prepared by a client: its SQL (`?` already numbered) and the
@@ -358,30 +359,6 @@ pub fn flight_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// A batch in exactly the announced schema.
-fn conform(
-    batch: RecordBatch,
-    schema: &SchemaRef,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c.clone())
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )
-}
-
 /// The parameter rows a DoPut binds: `None` when it sends no parameter
 /// schema (nothing bound), else every row of its batches (maybe none).
 async fn bound_rows(
@@ -562,7 +539,7 @@ impl FlightSqlService for OmegaFlightSql {
         let batches = stream.map(move |batch| {
             batch
                 .map_err(|e| FlightError::ExternalError(Box::new(e)))
-                .and_then(|b| conform(b, &schema).map_err(FlightError::from))
+                .and_then(|b| conform(&b, &schema).map_err(FlightError::from))
         });
         let (abort, registration) = AbortHandle::new_pair();
         let abort_check = abort.clone();
