@@ -49,6 +49,16 @@ use serde_json::Value;
 /// as such, not what a data file means.
 const PLAIN_READER_FEATURES: &[&str] = &["timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"];
 
+/// Whose writer made a table's statistics, and so what they promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    /// The store's own (delta-rs, from the Parquet footers): the minimum and
+    /// maximum of integer, decimal and date columns are the exact values.
+    Store,
+    /// Anyone: Delta asks only for bounds (a writer may truncate or round).
+    Other,
+}
+
 /// The provider for a loaded Delta version: the plain Parquet scan when the
 /// version allows it, delta-rs's provider otherwise. `store_url` is the
 /// session's URL of the object store that holds `dir` (paths of data files
@@ -57,8 +67,9 @@ pub(crate) async fn provider(
     table: &DeltaTable,
     store_url: &ObjectStoreUrl,
     dir: &Path,
+    writer: Writer,
 ) -> deltalake::DeltaResult<Arc<dyn TableProvider>> {
-    match SnapshotTable::try_new(table, store_url, dir)? {
+    match SnapshotTable::try_new(table, store_url, dir, writer)? {
         Some(plain) => Ok(Arc::new(plain)),
         None => Ok(table.table_provider().await?),
     }
@@ -85,6 +96,7 @@ impl SnapshotTable {
         table: &DeltaTable,
         store_url: &ObjectStoreUrl,
         dir: &Path,
+        writer: Writer,
     ) -> deltalake::DeltaResult<Option<Self>> {
         let state = table.snapshot()?;
         if !plain_protocol(state.protocol()) || !plain_metadata(state.metadata()) {
@@ -105,7 +117,7 @@ impl SnapshotTable {
             let size = u64::try_from(file.size()).unwrap_or(0);
             let mut pf = PartitionedFile::new(location.to_string(), size);
             pf.object_meta.location = location;
-            files.push(pf.with_statistics(Arc::new(file_statistics(&file, &schema))));
+            files.push(pf.with_statistics(Arc::new(file_statistics(&file, &schema, writer))));
         }
         let statistics = table_statistics(&files, &schema);
         Ok(Some(Self {
@@ -336,7 +348,7 @@ fn view_schema(schema: &Schema) -> SchemaRef {
 /// A file's statistics from its add action: the row count (exact: no
 /// deletion vectors here), null counts (exact), and minimum and maximum
 /// values (inexact: Delta truncates long strings and rounds timestamps).
-fn file_statistics(file: &LogicalFileView, schema: &Schema) -> Statistics {
+fn file_statistics(file: &LogicalFileView, schema: &Schema, writer: Writer) -> Statistics {
     let mut stats = Statistics::new_unknown(schema);
     stats.total_byte_size = Precision::Inexact(usize::try_from(file.size()).unwrap_or(0));
     let Some(rows) = file.num_records() else {
@@ -351,14 +363,27 @@ fn file_statistics(file: &LogicalFileView, schema: &Schema) -> Statistics {
         if let Some(n) = struct_field(nulls.as_ref(), f.name()).and_then(count) {
             col.null_count = Precision::Exact(n);
         }
+        // DataFusion prunes files only by exact values (and answers min()
+        // and max() from them): only where the writer is known to give them
+        let bound = |v| match writer {
+            Writer::Store if exact_type(f.data_type()) => Precision::Exact(v),
+            _ => Precision::Inexact(v),
+        };
         if let Some(v) = struct_field(mins.as_ref(), f.name()).and_then(|s| value(s, f)) {
-            col.min_value = Precision::Inexact(v);
+            col.min_value = bound(v);
         }
         if let Some(v) = struct_field(maxs.as_ref(), f.name()).and_then(|s| value(s, f)) {
-            col.max_value = Precision::Inexact(v);
+            col.max_value = bound(v);
         }
     }
     stats
+}
+
+/// Types whose minimum and maximum delta-rs records exactly: not strings
+/// (truncated), timestamps (milliseconds) or floats (NaN is left out of
+/// Parquet's statistics but is the largest value to `max()`).
+fn exact_type(t: &DataType) -> bool {
+    t.is_integer() || matches!(t, DataType::Date32 | DataType::Decimal128(_, _))
 }
 
 /// The files' statistics merged: row and null counts summed (exact when
@@ -589,7 +614,7 @@ mod tests {
         for version in 0..=2 {
             let mut t = DeltaTable::try_from_url(url.clone()).await.unwrap();
             t.load_version(version).await.unwrap();
-            let plain = SnapshotTable::try_new(&t, &store_url, &table_dir).unwrap();
+            let plain = SnapshotTable::try_new(&t, &store_url, &table_dir, Writer::Store).unwrap();
             assert_eq!(
                 plain.is_some(),
                 expect_plain,
@@ -601,16 +626,33 @@ mod tests {
                 let stats = plain.statistics().unwrap();
                 let n = 1000 * (version as usize + 1);
                 assert_eq!(stats.num_rows, Precision::Exact(n));
-                // the id range of all files: the smallest minimum, the largest maximum
+                // the id range of all files: the smallest minimum, the largest
+                // maximum, exact (an integer column the store wrote)
                 let id = &stats.column_statistics[0];
-                assert_eq!(
-                    id.min_value,
-                    Precision::Inexact(ScalarValue::Int64(Some(0)))
-                );
+                assert_eq!(id.min_value, Precision::Exact(ScalarValue::Int64(Some(0))));
                 let max = ScalarValue::Int64(Some(n as i64 - 1));
-                assert_eq!(id.max_value, Precision::Inexact(max));
+                assert_eq!(id.max_value, Precision::Exact(max));
+                // strings, timestamps and floats only bound
+                for c in [3, 7, 2] {
+                    let s = &stats.column_statistics[c];
+                    assert!(matches!(s.max_value, Precision::Inexact(_)), "{c}: {s:?}");
+                }
             }
-            let chosen = provider(&t, &store_url, &table_dir).await.unwrap();
+            let chosen = provider(&t, &store_url, &table_dir, Writer::Store)
+                .await
+                .unwrap();
+            if expect_plain {
+                // files are skipped by the log's statistics alone
+                let ctx = session(chosen.clone(), true);
+                let sql = "EXPLAIN ANALYZE SELECT count(*) FROM t WHERE id >= 2500";
+                let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                let text = pretty_format_batches(&b).unwrap().to_string();
+                let files = [1, 3, 4][version as usize];
+                let matched = usize::from(version == 2);
+                let want =
+                    format!("files_ranges_pruned_statistics={files} total → {matched} matched");
+                assert!(text.contains(&want), "v{version}: {text}");
+            }
             let delta_rs = t.table_provider().await.unwrap();
             assert_eq!(chosen.schema(), delta_rs.schema(), "schemas at v{version}");
             if plain.is_some() {
@@ -674,7 +716,7 @@ mod tests {
                 .unwrap();
         }
         let plain: Arc<dyn TableProvider> = Arc::new(
-            SnapshotTable::try_new(&table, &store_url, &table_dir)
+            SnapshotTable::try_new(&table, &store_url, &table_dir, Writer::Store)
                 .unwrap()
                 .unwrap(),
         );

@@ -8,6 +8,7 @@ use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, S
 use serde_json::{Value, json};
 use url::Url;
 
+use super::delta_scan::Writer;
 use super::table::{open_table, schema_json};
 use crate::store::Metadata;
 use crate::store::backend::{
@@ -107,14 +108,15 @@ async fn read(
             let provider = if dir_url.scheme() == root.base.scheme()
                 && dir_url.host_str() == root.base.host_str()
             {
-                // on the root's own store (registered in every session): the plain scan
+                // on the root's own store (registered in every session): the
+                // plain scan; written by anyone, so its statistics are bounds
                 let path =
                     object_store::path::Path::from_url_path(dir_url.path()).map_err(|e| bad(&e))?;
                 let table = open_table(root, &path, None).await.map_err(|e| bad(&e))?;
                 let store_url =
                     datafusion::execution::object_store::ObjectStoreUrl::parse(root.base.as_str())
                         .map_err(|e| bad(&e))?;
-                super::delta_scan::provider(&table, &store_url, &path)
+                super::delta_scan::provider(&table, &store_url, &path, Writer::Other)
                     .await
                     .map_err(|e| bad(&e))?
             } else {

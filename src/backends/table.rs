@@ -19,6 +19,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder};
 use object_store::path::Path;
 use serde_json::{Value, json};
 
+use super::delta_scan::Writer;
 use super::ingest::{describe_schema, object_to_plan};
 use super::staged::StagingStore;
 use crate::store::Metadata;
@@ -1398,7 +1399,9 @@ pub(crate) async fn table_provider(
     let store_url =
         ObjectStoreUrl::parse(root.base.as_str()).map_err(|e| StoreError::table(&meta.name, e))?;
     let provider = match scan {
-        TableScan::Plain => super::delta_scan::provider(&table, &store_url, &dir).await,
+        TableScan::Plain => {
+            super::delta_scan::provider(&table, &store_url, &dir, Writer::Store).await
+        }
         TableScan::DeltaRs => table.table_provider().await.map_err(Into::into),
     }
     .map_err(|e| StoreError::table(&meta.name, e))?;
