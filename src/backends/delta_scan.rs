@@ -747,6 +747,20 @@ mod tests {
             ("SELECT count(*) FROM t WHERE cat = 'c07'", true),
             ("SELECT id, cat FROM t WHERE cat IN ('c01', 'c13')", true),
             ("SELECT count(*) FROM t WHERE cat > 'c07'", false),
+            // most rows pass: decided on the strings (cheaper)
+            ("SELECT count(*) FROM t WHERE cat <> 'c07'", false),
+            (
+                "SELECT count(*) FROM t WHERE cat NOT IN ('c01', 'c02')",
+                false,
+            ),
+            (
+                "SELECT count(*) FROM t WHERE cat = 'c01' OR cat <> 'c02'",
+                false,
+            ),
+            (
+                "SELECT count(*) FROM t WHERE cat IN ('c01', 'c02') AND cat <> 'c02'",
+                true,
+            ),
             ("SELECT count(*) FROM t WHERE long_text = 'x'", false),
             ("SELECT count(*) FROM t", false),
         ] {

@@ -4,8 +4,9 @@
 //! small (few distinct values: categories, codes, flags as text).
 //! DataFusion's Parquet scan decodes such a column into one string view per
 //! row and compares every row; DuckDB and Polars compare the dictionary's
-//! few values once and pick rows by their codes. For a filter `c = 'x'`,
-//! `c <> 'x'` or `c [NOT] IN ('x', …)` on a string column that the table's
+//! few values once and pick rows by their codes. For a filter `c = 'x'` or
+//! `c IN ('x', …)` (also under AND, OR and NOT with other tests of `c`, as
+//! long as the whole keeps few rows) on a string column that the table's
 //! files store dictionary-encoded, the plain scan reads `c` as an Arrow
 //! dictionary, filters on it, and gives the surviving rows back as the
 //! table's type:
@@ -79,8 +80,8 @@ use parquet::file::metadata::{
 extensions_options! {
     /// Session options of omegastore's Parquet scan (`SET omega_scan.…`).
     pub struct ScanOptions {
-        /// Answer `=`, `<>` and `IN` filters on dictionary-encoded string
-        /// columns on the dictionary's values (see `dictionary_filter.rs`).
+        /// Answer `=` and `IN` filters on dictionary-encoded string columns
+        /// on the dictionary's values (see `dictionary_filter.rs`).
         pub dictionary_filters: bool, default = true
     }
 }
@@ -117,7 +118,23 @@ enum Test {
     Not(Box<Test>),
 }
 
-/// The column and test of a filter the dictionary can answer alone: one
+impl Test {
+    /// Whether the test keeps few rows as a rule (`=`, `IN`), where deciding
+    /// it on codes pays; `<>` and `NOT IN` keep most, which then cost a cast
+    /// back to strings more than they save (measured: `c <> 'x'` 1.28x).
+    fn selective(&self) -> bool {
+        match self {
+            Test::Compare(op, _) => *op == Operator::Eq,
+            Test::In(_, negated) => !negated,
+            Test::Both(Operator::And, l, r) => l.selective() || r.selective(),
+            Test::Both(_, l, r) => l.selective() && r.selective(),
+            Test::Not(_) => false,
+        }
+    }
+}
+
+/// The column and test of a selective filter (see [`Test::selective`])
+/// the dictionary can answer alone: one
 /// column against string literals (no NULL among them), in any
 /// combination of `AND`, `OR` and `NOT`.
 fn string_test(expr: &Expr) -> Option<(&str, Test)> {
@@ -168,6 +185,11 @@ fn string_test(expr: &Expr) -> Option<(&str, Test)> {
     }
 }
 
+/// [`string_test`] of a selective filter.
+fn selective_test(expr: &Expr) -> Option<(&str, Test)> {
+    string_test(expr).filter(|(_, t)| t.selective())
+}
+
 /// `test` as a physical expression over `column`, a dictionary of strings
 /// in `schema`: the same three-valued logic as on the strings.
 fn physical(
@@ -206,7 +228,7 @@ pub(crate) fn tested_columns(
 ) -> Vec<usize> {
     let mut columns: Vec<usize> = filters
         .iter()
-        .filter_map(string_test)
+        .filter_map(selective_test)
         .filter_map(|(c, _)| schema.index_of(c).ok())
         .filter(|i| *schema.field(*i).data_type() == DataType::Utf8View)
         .filter(|i| projection.is_none_or(|p| p.contains(i)))
@@ -374,7 +396,7 @@ pub(crate) fn filtered(
     let read = scan.schema();
 
     let mut tests: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-    for (name, test) in filters.iter().filter_map(string_test) {
+    for (name, test) in filters.iter().filter_map(selective_test) {
         if !columns.iter().any(|c| c == name) {
             continue;
         }
@@ -393,7 +415,9 @@ pub(crate) fn filtered(
 
 /// Filters the batches of a scan that reads some string columns as
 /// dictionaries by `predicate` (tests of those columns), then casts the
-/// columns to the types of `schema`. A node of its own rather than a
+/// columns to the types of `schema`. A pre-filter: every filter is applied
+/// above it (the provider declares them inexact), so a batch most of whose
+/// rows pass goes on whole. A node of its own rather than a
 /// `FilterExec` and a `ProjectionExec`: DataFusion's filter pushdown would
 /// merge the filters above into a `FilterExec` here, ahead of its own
 /// predicate, and compare every row's string again. Filters from above pass
@@ -514,7 +538,9 @@ impl ExecutionPlan for DictionaryFilterExec {
             input,
             predicate: self.predicate.clone(),
             schema: self.schema.clone(),
-            coalescer: BatchCoalescer::new(self.schema.clone(), batch_size),
+            // batches of at least half the size go on without a copy
+            coalescer: BatchCoalescer::new(self.schema.clone(), batch_size)
+                .with_biggest_coalesce_batch_size(Some(batch_size / 2)),
             done: false,
             metrics: BaselineMetrics::new(&self.metrics, partition),
         }))
@@ -589,7 +615,10 @@ struct DictionaryFilterStream {
 }
 
 impl DictionaryFilterStream {
-    /// Filters `batch` and hands the rows left to the coalescer.
+    /// Filters `batch` and hands the rows left to the coalescer. A batch
+    /// most of whose rows pass goes on whole: this is a pre-filter (the
+    /// filters above drop the rest), and copying most of a batch costs more
+    /// than comparing a few more strings there.
     fn push(&mut self, batch: RecordBatch) -> DfResult<()> {
         let _timer = self.metrics.elapsed_compute().timer();
         let mask = self
@@ -599,10 +628,11 @@ impl DictionaryFilterStream {
         let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
             return datafusion::common::internal_err!("a dictionary filter gave no booleans");
         };
-        let kept = filter_record_batch(&batch, mask)?;
-        if kept.num_rows() == 0 {
-            return Ok(());
-        }
+        let kept = match mask.true_count() {
+            0 => return Ok(()),
+            n if n * 2 >= batch.num_rows() => batch,
+            _ => filter_record_batch(&batch, mask)?,
+        };
         let batch = super::conform::conform(&kept, &self.schema)?;
         self.coalescer.push_batch(batch)?;
         Ok(())
