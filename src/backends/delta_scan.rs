@@ -162,18 +162,21 @@ impl TableProvider for SnapshotTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         if self.files.is_empty() {
-            let schema = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => self.schema.clone(),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
+            return Ok(Arc::new(EmptyExec::new(self.projected(projection)?)));
         }
-        let dictionaries = match limit {
-            // a limit is only pushed here without filters to apply first
-            Some(_) => Vec::new(),
-            None => self.dictionary_columns(state, projection, filters).await,
+        // a limit is only pushed here without filters to apply first
+        let tests = match limit {
+            None if dictionary_filter::enabled(state) => {
+                dictionary_filter::string_tests(&self.schema, projection, filters)
+            }
+            _ => Vec::new(),
         };
-        if dictionaries.is_empty() {
+        let dictionaries = self.dictionary_columns(state, &tests).await;
+        let tests: Vec<_> = tests
+            .into_iter()
+            .filter(|(i, _)| dictionaries.contains(i))
+            .collect();
+        if tests.is_empty() {
             return self
                 .parquet_scan(
                     state,
@@ -204,19 +207,20 @@ impl TableProvider for SnapshotTable {
         let plan = self
             .parquet_scan(state, schema, files, statistics, projection, None)
             .await?;
-        let names: Vec<String> = dictionaries
-            .iter()
-            .map(|i| self.schema.field(*i).name().clone())
-            .collect();
-        let output = match projection {
-            Some(p) => Arc::new(self.schema.project(p)?),
-            None => self.schema.clone(),
-        };
-        dictionary_filter::filtered(plan, &names, filters, &output)
+        let output = self.projected(projection)?;
+        dictionary_filter::filtered(plan, &self.schema, tests, &output)
     }
 }
 
 impl SnapshotTable {
+    /// The table's schema as `projection` reads it.
+    fn projected(&self, projection: Option<&Vec<usize>>) -> DfResult<SchemaRef> {
+        Ok(match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        })
+    }
+
     /// A Parquet scan of `files` as `schema`.
     async fn parquet_scan(
         &self,
@@ -242,19 +246,17 @@ impl SnapshotTable {
         format.create_physical_plan(state, config).await
     }
 
-    /// The string columns `filters` test with `=`, `<>` or `IN` that the
-    /// files store dictionary-encoded (see [`dictionary_filter`]); none
-    /// when the session turned that off.
+    /// The columns of `tests` that the files store dictionary-encoded
+    /// (see [`dictionary_filter`]), decided once per column from a sample
+    /// of footers.
     async fn dictionary_columns(
         &self,
         state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
+        tests: &[(usize, dictionary_filter::Test)],
     ) -> Vec<usize> {
-        if !dictionary_filter::enabled(state) {
-            return Vec::new();
-        }
-        let tested = dictionary_filter::tested_columns(&self.schema, projection, filters);
+        let mut tested: Vec<usize> = tests.iter().map(|(i, _)| *i).collect();
+        tested.sort_unstable();
+        tested.dedup();
         let known = |d: &[Option<bool>]| -> Option<Vec<usize>> {
             tested
                 .iter()
@@ -632,6 +634,15 @@ mod tests {
                 assert_eq!(id.min_value, Precision::Exact(ScalarValue::Int64(Some(0))));
                 let max = ScalarValue::Int64(Some(n as i64 - 1));
                 assert_eq!(id.max_value, Precision::Exact(max));
+                // another writer's statistics are only bounds
+                let other = SnapshotTable::try_new(&t, &store_url, &table_dir, Writer::Other)
+                    .unwrap()
+                    .unwrap();
+                let other = &other.statistics().unwrap().column_statistics[0];
+                assert!(
+                    matches!(other.min_value, Precision::Inexact(_)),
+                    "{other:?}"
+                );
                 // strings, timestamps and floats only bound
                 for c in [3, 7, 2] {
                     let s = &stats.column_statistics[c];

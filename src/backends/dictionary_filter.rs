@@ -107,7 +107,7 @@ pub(crate) fn enabled(state: &dyn Session) -> bool {
 
 /// What a filter asks of one string column's values.
 #[derive(Debug, Clone)]
-enum Test {
+pub(crate) enum Test {
     /// `=` or `<>` a value.
     Compare(Operator, String),
     /// `[NOT] IN` a list of values.
@@ -133,8 +133,7 @@ impl Test {
     }
 }
 
-/// The column and test of a selective filter (see [`Test::selective`])
-/// the dictionary can answer alone: one
+/// The column and test of a filter the dictionary can answer alone: one
 /// column against string literals (no NULL among them), in any
 /// combination of `AND`, `OR` and `NOT`.
 fn string_test(expr: &Expr) -> Option<(&str, Test)> {
@@ -185,11 +184,6 @@ fn string_test(expr: &Expr) -> Option<(&str, Test)> {
     }
 }
 
-/// [`string_test`] of a selective filter.
-fn selective_test(expr: &Expr) -> Option<(&str, Test)> {
-    string_test(expr).filter(|(_, t)| t.selective())
-}
-
 /// `test` as a physical expression over `column`, a dictionary of strings
 /// in `schema`: the same three-valued logic as on the strings.
 fn physical(
@@ -218,24 +212,22 @@ fn physical(
     })
 }
 
-/// The indices of the string columns of `schema` that `filters` test in a
-/// way the dictionary can answer, among those `projection` reads; empty when
-/// there are none.
-pub(crate) fn tested_columns(
+/// The selective tests (see [`Test::selective`]) among `filters` the
+/// dictionary can answer, each with the index of its string column in
+/// `schema`, for columns `projection` reads.
+pub(crate) fn string_tests(
     schema: &Schema,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
-) -> Vec<usize> {
-    let mut columns: Vec<usize> = filters
+) -> Vec<(usize, Test)> {
+    filters
         .iter()
-        .filter_map(selective_test)
-        .filter_map(|(c, _)| schema.index_of(c).ok())
-        .filter(|i| *schema.field(*i).data_type() == DataType::Utf8View)
-        .filter(|i| projection.is_none_or(|p| p.contains(i)))
-        .collect();
-    columns.sort_unstable();
-    columns.dedup();
-    columns
+        .filter_map(string_test)
+        .filter(|(_, t)| t.selective())
+        .filter_map(|(c, t)| Some((schema.index_of(c).ok()?, t)))
+        .filter(|(i, _)| *schema.field(*i).data_type() == DataType::Utf8View)
+        .filter(|(i, _)| projection.is_none_or(|p| p.contains(i)))
+        .collect()
 }
 
 /// True when every page of data in `chunk` is dictionary-encoded (the
@@ -337,80 +329,84 @@ pub(crate) fn read_schema(schema: &SchemaRef, columns: &[usize]) -> SchemaRef {
 /// `statistics` with the minimum and maximum of `columns` as dictionary
 /// values (the type the scan reads them as), so pruning keeps using them.
 pub(crate) fn read_statistics(statistics: &Statistics, columns: &[usize]) -> Statistics {
-    let convert = |p: &Precision<ScalarValue>| -> Precision<ScalarValue> {
-        let cast = |v: &ScalarValue| v.cast_to(&dictionary_type()).ok();
-        match p {
-            Precision::Exact(v) => cast(v).map_or(Precision::Absent, Precision::Exact),
-            Precision::Inexact(v) => cast(v).map_or(Precision::Absent, Precision::Inexact),
-            Precision::Absent => Precision::Absent,
-        }
-    };
     let mut s = statistics.clone();
     for &i in columns {
         if let Some(c) = s.column_statistics.get_mut(i) {
-            let converted = ColumnStatistics {
-                min_value: convert(&c.min_value),
-                max_value: convert(&c.max_value),
-                ..c.clone()
-            };
-            *c = converted;
+            cast_bounds(c, &dictionary_type());
         }
     }
     s
 }
 
+/// `column`'s minimum and maximum cast to `to`, kept as exact or bounds;
+/// dropped where they do not cast.
+fn cast_bounds(column: &mut ColumnStatistics, to: &DataType) {
+    let cast = |p: &Precision<ScalarValue>| match p {
+        Precision::Exact(v) if v.data_type() != *to => {
+            v.cast_to(to).map_or(Precision::Absent, Precision::Exact)
+        }
+        Precision::Inexact(v) if v.data_type() != *to => {
+            v.cast_to(to).map_or(Precision::Absent, Precision::Inexact)
+        }
+        other => other.clone(),
+    };
+    column.min_value = cast(&column.min_value);
+    column.max_value = cast(&column.max_value);
+}
+
 /// The scan `plan` (a Parquet `DataSourceExec` over [`read_schema`]) with
-/// its files read through [`DictionaryReads`] for `columns`, under a
-/// [`DictionaryFilterExec`] that applies the string tests among `filters`
-/// on the dictionaries and gives the columns back as `output` (the table's
-/// projected schema) says.
+/// its files read through [`DictionaryReads`], under a
+/// [`DictionaryFilterExec`] that applies `tests` (by column of `table`) on
+/// the dictionaries and gives the columns back as `output` (the table's
+/// projected schema) says. A scan whose reader cannot be replaced still
+/// reads the columns as dictionaries (DataFusion casts them: slower, the
+/// same rows).
 pub(crate) fn filtered(
     plan: Arc<dyn ExecutionPlan>,
-    columns: &[String],
-    filters: &[Expr],
+    table: &Schema,
+    tests: Vec<(usize, Test)>,
     output: &SchemaRef,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let Some(exec) = plan.downcast_ref::<DataSourceExec>() else {
-        return Ok(plan);
-    };
-    let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-        return Ok(plan);
-    };
-    let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
-        return Ok(plan);
-    };
-    let Some(inner) = source.parquet_file_reader_factory().cloned() else {
-        return Ok(plan);
-    };
-    let reads = DictionaryReads {
-        inner,
-        columns: columns.into(),
-    };
-    let source = source
-        .clone()
-        .with_parquet_file_reader_factory(Arc::new(reads));
-    let config = FileScanConfigBuilder::from(config.clone())
-        .with_source(Arc::new(source))
-        .build();
-    let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+    let mut columns: Vec<String> = tests
+        .iter()
+        .map(|(i, _)| table.field(*i).name().clone())
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let scan = with_dictionary_reads(&plan, columns.into()).unwrap_or(plan);
     let read = scan.schema();
-
-    let mut tests: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
-    for (name, test) in filters.iter().filter_map(selective_test) {
-        if !columns.iter().any(|c| c == name) {
-            continue;
-        }
-        let Ok(i) = read.index_of(name) else {
-            continue;
-        };
-        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, i));
-        tests.push(physical(test, &column, &read)?);
+    let mut predicates: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    for (i, test) in tests {
+        let name = table.field(i).name();
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, read.index_of(name)?));
+        predicates.push(physical(test, &column, &read)?);
     }
     Ok(Arc::new(DictionaryFilterExec::new(
         scan,
-        conjunction(tests),
+        conjunction(predicates),
         output.clone(),
     )))
+}
+
+/// `plan`, a Parquet `DataSourceExec`, opening its files through
+/// [`DictionaryReads`] for `columns`; `None` when it is not one.
+fn with_dictionary_reads(
+    plan: &Arc<dyn ExecutionPlan>,
+    columns: Arc<[String]>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    let config = plan
+        .downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()?;
+    let source = config.file_source().downcast_ref::<ParquetSource>()?;
+    let inner = source.parquet_file_reader_factory().cloned()?;
+    let source = source
+        .clone()
+        .with_parquet_file_reader_factory(Arc::new(DictionaryReads { inner, columns }));
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(Arc::new(source))
+        .build();
+    Some(DataSourceExec::from_data_source(config))
 }
 
 /// Filters the batches of a scan that reads some string columns as
@@ -567,14 +563,7 @@ impl ExecutionPlan for DictionaryFilterExec {
         };
         let mut stats = input.as_ref().clone().to_inexact();
         for (c, f) in stats.column_statistics.iter_mut().zip(self.schema.fields()) {
-            let back = |p: &Precision<ScalarValue>| match p {
-                Precision::Inexact(v) if v.data_type() != *f.data_type() => v
-                    .cast_to(f.data_type())
-                    .map_or(Precision::Absent, Precision::Inexact),
-                other => other.clone(),
-            };
-            c.min_value = back(&c.min_value);
-            c.max_value = back(&c.max_value);
+            cast_bounds(c, f.data_type());
         }
         Ok(Arc::new(stats))
     }
