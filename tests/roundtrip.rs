@@ -1272,17 +1272,25 @@ async fn z_order_lets_filters_on_every_column_skip_data() {
     assert_eq!(om.datasets().metadata("z").await.unwrap().version, 5);
 }
 
-/// A count metric of the Parquet scan in `EXPLAIN ANALYZE` of `sql`, summed
-/// over partitions; 0 when the scan does not report it.
+/// A count metric in `EXPLAIN ANALYZE` of `sql`, summed over the nodes
+/// that report it; 0 when none does. Counts are shown rounded past a
+/// thousand (`199.9 K`), so they are read to that precision.
 async fn scan_count(om: &Omega, sql: &str, metric: &str) -> u64 {
     let text = explain_analyze(om, sql).await;
     text.match_indices(&format!("{metric}="))
         .map(|(at, m)| {
-            let digits: String = text[at + m.len()..]
+            let rest = &text[at + m.len()..];
+            let number: String = rest
                 .chars()
-                .take_while(char::is_ascii_digit)
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
-            digits.parse::<u64>().unwrap()
+            let scale = match rest[number.len()..].get(..2) {
+                Some(" K") => 1e3,
+                Some(" M") => 1e6,
+                Some(" B") => 1e9,
+                _ => 1.0,
+            };
+            (number.parse::<f64>().unwrap() * scale).round() as u64
         })
         .sum()
 }
@@ -1369,5 +1377,130 @@ async fn large_local_scans_read_through_maps_and_answer_exactly() {
     for (i, want) in stored.columns().iter().enumerate() {
         let column = cast(got.column(i), want.data_type()).unwrap();
         assert_eq!(&column, want, "column {}", stored.schema().field(i).name());
+    }
+}
+
+/// The rows of `sql`, as text (the query orders them).
+async fn rows_text(om: &Omega, sql: &str) -> String {
+    let batches = om.sql(sql).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+/// A hash join's dynamic filter (its build keys) drops the probe rows it
+/// rules out as they leave the scan when they would otherwise reach costly
+/// work first (here an aggregate); a join right over the scan drops them
+/// itself, for less; a filter that keeps every row is soon let be. Answers
+/// are those of the plan without it, and joins that must keep unmatched
+/// probe rows (outer joins, NULL keys) keep them.
+#[tokio::test]
+async fn join_filters_drop_probe_rows_at_the_scan() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let n = 200_000i64;
+    let k: Vec<Option<i64>> = (0..n)
+        .map(|i| (i % 1000 != 999).then_some(i % 10_000))
+        .collect();
+    let facts = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(Int64Array::from(k)) as ArrayRef),
+        (
+            "v",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    om.datasets()
+        .put(facts, "facts", PutOptions::default())
+        .await
+        .unwrap();
+    let keys = RecordBatch::try_from_iter(vec![(
+        "k",
+        Arc::new(Int64Array::from(vec![
+            Some(3),
+            Some(77),
+            Some(9000),
+            Some(12_345),
+            None,
+        ])) as ArrayRef,
+    )])
+    .unwrap();
+    om.datasets()
+        .put(keys, "keys", PutOptions::default())
+        .await
+        .unwrap();
+    // every facts key, as a build side that keeps every probe row
+    common::exec(&om, "CREATE TABLE all_keys AS SELECT DISTINCT k FROM facts").await;
+
+    let through_aggregate = "SELECT k, n, s FROM (SELECT k, count(*) AS n, sum(v) AS s FROM facts GROUP BY k) JOIN keys USING (k) ORDER BY k";
+    let direct =
+        "SELECT f.k, count(*), sum(f.v) FROM facts f JOIN keys USING (k) GROUP BY f.k ORDER BY f.k";
+    let keeps_all = "SELECT count(*), sum(s) FROM (SELECT k, sum(v) AS s FROM facts GROUP BY k) JOIN all_keys USING (k)";
+    let queries = [
+        through_aggregate,
+        direct,
+        keeps_all,
+        "SELECT count(*), count(f.k), sum(f.v) FROM facts f LEFT JOIN keys k ON f.k = k.k",
+        "SELECT count(*), sum(v) FROM facts WHERE k IN (SELECT k FROM keys)",
+        "SELECT count(*), sum(v) FROM facts WHERE k NOT IN (SELECT k FROM keys WHERE k IS NOT NULL)",
+        "SELECT v FROM facts ORDER BY v DESC LIMIT 3",
+    ];
+    let mut with = vec![];
+    for q in queries {
+        with.push(rows_text(&om, q).await);
+    }
+    assert!(
+        with[0].contains("| 3 ") && with[0].contains("| 9000 ") && !with[0].contains("12345"),
+        "{}",
+        with[0]
+    );
+    let body = |t: &str| {
+        t.lines()
+            .skip(3)
+            .filter(|l| !l.starts_with('+'))
+            .map(|l| l.split_whitespace().collect::<String>())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(body(&with[0]), body(&with[1]), "the two joins agree");
+    let plan = explain_analyze(&om, through_aggregate).await;
+    assert!(plan.contains("DynamicFilterExec"), "{plan}");
+    let dropped = scan_count(&om, through_aggregate, "rows_dropped").await;
+    assert!(
+        dropped as f64 >= 0.999 * (n - 60) as f64,
+        "the scan of facts gives out only matching rows: {dropped} dropped\n{plan}"
+    );
+    let plan = explain_analyze(&om, direct).await;
+    assert!(
+        !plan.contains("DynamicFilterExec"),
+        "the join drops them: {plan}"
+    );
+    // the build side holds every key: only rows with a NULL key (200)
+    // dropped, most rows not even evaluated
+    assert!(scan_count(&om, keeps_all, "rows_dropped").await <= 200);
+    assert!(scan_count(&om, keeps_all, "rows_let_through").await > (n / 2) as u64);
+
+    common::exec(&om, "SET omega_scan.dynamic_filters = false").await;
+    assert!(
+        !explain_analyze(&om, through_aggregate)
+            .await
+            .contains("DynamicFilterExec")
+    );
+    for (q, want) in queries.iter().zip(&with) {
+        assert_eq!(&rows_text(&om, q).await, want, "{q}");
+    }
+    // DataFusion's own: the filters inside the decoder
+    common::exec(&om, "SET omega_scan.dynamic_filters = true").await;
+    common::exec(
+        &om,
+        "SET datafusion.execution.parquet.pushdown_filters = true",
+    )
+    .await;
+    assert!(
+        !explain_analyze(&om, through_aggregate)
+            .await
+            .contains("DynamicFilterExec")
+    );
+    for (q, want) in queries.iter().zip(&with) {
+        assert_eq!(&rows_text(&om, q).await, want, "{q}");
     }
 }

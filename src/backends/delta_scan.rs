@@ -41,7 +41,7 @@ use deltalake::DeltaTable;
 use deltalake::kernel::LogicalFileView;
 use object_store::path::Path;
 
-use super::dictionary_filter;
+use super::{dictionary_filter, scan_options};
 use serde_json::Value;
 
 /// Reader features a plain Parquet scan of the add actions honours: they
@@ -166,7 +166,7 @@ impl TableProvider for SnapshotTable {
         }
         // a limit is only pushed here without filters to apply first
         let tests = match limit {
-            None if dictionary_filter::enabled(state) => {
+            None if scan_options::dictionary_filters(state) => {
                 dictionary_filter::string_tests(&self.schema, projection, filters)
             }
             _ => Vec::new(),
@@ -471,7 +471,7 @@ mod tests {
     use arrow::util::pretty::pretty_format_batches;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
-    use crate::backends::dictionary_filter::ScanOptions;
+    use crate::backends::scan_options::ScanOptions;
     use deltalake::protocol::SaveMode;
 
     /// Rows `from..to`: every type the store writes, nulls in each column;
@@ -566,6 +566,7 @@ mod tests {
     fn session(provider: Arc<dyn TableProvider>, dictionaries: bool) -> SessionContext {
         let options = ScanOptions {
             dictionary_filters: dictionaries,
+            ..ScanOptions::default()
         };
         let config = SessionConfig::new().with_option_extension(options);
         let ctx = SessionContext::new_with_config(config);

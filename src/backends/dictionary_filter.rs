@@ -28,7 +28,8 @@
 //! which is slower but gives the same rows.
 //!
 //! `SET omega_scan.dictionary_filters = false` turns it off for a session
-//! (a cluster's sessions do: the reader is not part of a serialised plan).
+//! (a cluster's sessions do: the reader is not part of a serialised plan;
+//! see [`super::scan_options`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,10 +40,9 @@ use arrow::compute::{BatchCoalescer, filter_record_batch};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use bytes::Bytes;
 use datafusion::catalog::Session;
-use datafusion::common::config::ConfigExtension;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{ColumnStatistics, ScalarValue, Statistics, extensions_options};
+use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
@@ -77,32 +77,9 @@ use parquet::file::metadata::{
     ParquetMetaDataBuilder, RowGroupMetaData,
 };
 
-extensions_options! {
-    /// Session options of omegastore's Parquet scan (`SET omega_scan.…`).
-    pub struct ScanOptions {
-        /// Answer `=` and `IN` filters on dictionary-encoded string columns
-        /// on the dictionary's values (see `dictionary_filter.rs`).
-        pub dictionary_filters: bool, default = true
-    }
-}
-
-impl ConfigExtension for ScanOptions {
-    const PREFIX: &'static str = "omega_scan";
-}
-
 /// The Arrow type a dictionary-encoded string column is read as.
 fn dictionary_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
-/// Whether `state` wants string filters on dictionary codes (on when the
-/// session does not carry [`ScanOptions`]).
-pub(crate) fn enabled(state: &dyn Session) -> bool {
-    state
-        .config_options()
-        .extensions
-        .get::<ScanOptions>()
-        .is_none_or(|o| o.dictionary_filters)
 }
 
 /// What a filter asks of one string column's values.

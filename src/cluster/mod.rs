@@ -63,6 +63,8 @@ pub const SESSION_OPTIONS: &[(&str, &str)] = &[
     // Executors open files with DataFusion's own reader (a plan carries no
     // reader factory): they would convert strings into dictionaries.
     ("omega_scan.dictionary_filters", "false"),
+    // Dynamic filters are off above; the node would not serialise either.
+    ("omega_scan.dynamic_filters", "false"),
 ];
 
 /// Errors of a cluster: its address, its processes, its queries.

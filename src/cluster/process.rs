@@ -31,7 +31,7 @@ use super::ClusterError;
 use super::codec::{OmegaPhysicalCodec, logical_codec};
 use super::models::ModelSource;
 use super::watch::{JobState, JobWatch, NO_EXECUTORS_GRACE, STUCK_JOB_GRACE, Verdict};
-use crate::backends::dictionary_filter::ScanOptions;
+use crate::backends::scan_options::ScanOptions;
 use crate::sql::OmegaOptions;
 use crate::store::Root;
 

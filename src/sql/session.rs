@@ -19,6 +19,7 @@ use super::mixins::MixinRule;
 use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
 use super::policies::{POLICY_STORE, Policies, PolicyCache, SETTINGS_STORE};
+use crate::backends::dynamic_filter::DynamicFilters;
 use crate::backends::memory_cache::MemoryCache;
 use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
 use crate::models::Models;
@@ -95,7 +96,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
         .with_option_extension(options)
-        .with_option_extension(crate::backends::dictionary_filter::ScanOptions::default())
+        .with_option_extension(crate::backends::scan_options::ScanOptions::default())
         .with_extension(parts.policies.clone())
         .with_extension(parts.system_tables.clone())
         .with_extension(parts.memory_cache.clone())
@@ -122,6 +123,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_default_features()
         .with_config(config)
         .with_analyzer_rules(rules)
+        .with_physical_optimizer_rule(Arc::new(DynamicFilters))
         .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
         .build();
     let session = SessionContext::new_with_state(state);

@@ -1,0 +1,42 @@
+//! Session options of omegastore's Parquet scan (`SET omega_scan.…`), and
+//! how the scan code reads them.
+
+use datafusion::catalog::Session;
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+use datafusion::config::ConfigOptions;
+
+extensions_options! {
+    /// Session options of omegastore's Parquet scan (`SET omega_scan.…`).
+    pub struct ScanOptions {
+        /// Answer `=` and `IN` filters on dictionary-encoded string columns
+        /// on the dictionary's values (see `dictionary_filter.rs`).
+        pub dictionary_filters: bool, default = true
+        /// Drop the rows a join's (or a top-k's) dynamic filter rules out as
+        /// they leave the scan (see `dynamic_filter.rs`).
+        pub dynamic_filters: bool, default = true
+    }
+}
+
+impl ConfigExtension for ScanOptions {
+    const PREFIX: &'static str = "omega_scan";
+}
+
+/// Whether `state` wants string filters on dictionary codes (on when the
+/// session does not carry [`ScanOptions`]).
+pub(crate) fn dictionary_filters(state: &dyn Session) -> bool {
+    state
+        .config_options()
+        .extensions
+        .get::<ScanOptions>()
+        .is_none_or(|o| o.dictionary_filters)
+}
+
+/// Whether `config` wants dynamic filters applied above scans (on when the
+/// session does not carry [`ScanOptions`]).
+pub(crate) fn dynamic_filters(config: &ConfigOptions) -> bool {
+    config
+        .extensions
+        .get::<ScanOptions>()
+        .is_none_or(|o| o.dynamic_filters)
+}
