@@ -5,8 +5,8 @@ mod common;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int32Array, Int64Array, ListArray, StringArray,
-    StructArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Decimal128Array, DictionaryArray, Int32Array, Int64Array, ListArray,
+    StringArray, StructArray, TimestampMicrosecondArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema};
@@ -1501,6 +1501,92 @@ async fn join_filters_drop_probe_rows_at_the_scan() {
             .contains("DynamicFilterExec")
     );
     for (q, want) in queries.iter().zip(&with) {
+        assert_eq!(&rows_text(&om, q).await, want, "{q}");
+    }
+}
+
+/// Decimal products in projections and aggregate arguments are multiplied in
+/// 64 bits where the values fit (`decimal_multiply.rs`); answers, types and
+/// NULLs are arrow's, also in a batch holding a value beyond 64 bits.
+#[tokio::test]
+async fn decimal_products_in_64_bits_answer_as_arrow() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let n = 3000i64;
+    let dec = |values: Vec<Option<i128>>, p: u8, s: i8| -> ArrayRef {
+        Arc::new(
+            Decimal128Array::from(values)
+                .with_precision_and_scale(p, s)
+                .unwrap(),
+        )
+    };
+    let a = (0..n)
+        .map(|i| (i % 97 != 0).then_some(i as i128 * 1234 - 1_000_000))
+        .collect();
+    let b = (0..n).map(|i| Some((i % 11) as i128)).collect();
+    // one value beyond 64 bits: its batch goes to arrow's kernel
+    let w = (0..n)
+        .map(|i| {
+            Some(if i == 7 {
+                i64::MAX as i128 * 1000
+            } else {
+                i as i128
+            })
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+        ("a", dec(a, 15, 2)),
+        ("b", dec(b, 15, 2)),
+        ("w", dec(w, 38, 0)),
+    ])
+    .unwrap();
+    om.datasets()
+        .put(batch, "prices", PutOptions::default())
+        .await
+        .unwrap();
+    let queries = [
+        "SELECT sum(a * (1 - b)), sum(a * (1 - b) * (1 + b)), avg(a * 2.50), count(a * b) FROM prices",
+        "SELECT b, sum(a * b) FROM prices GROUP BY b ORDER BY b",
+        "SELECT id, a * b AS p, w * b AS q, arrow_typeof(a * b) AS t FROM prices ORDER BY id",
+    ];
+    let mut with = vec![];
+    for q in queries {
+        let plan = om
+            .sql(q)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert!(
+            format!("{plan:?}").contains("NarrowDecimalMultiplyExpr"),
+            "{q}"
+        );
+        with.push(rows_text(&om, q).await);
+    }
+    // row 1: a = (1234 - 1000000) / 100 = -9987.66, b = 0.01; row 7: w = (2^63 - 1) * 1000, b = 0.07
+    assert!(with[2].contains("| -99.8766 "), "{}", with[2]);
+    assert!(with[2].contains("Decimal128(31, 4)"), "{}", with[2]);
+    assert!(
+        with[2].contains("| 645636042579834306490.00 "),
+        "{}",
+        with[2]
+    );
+
+    common::exec(&om, "SET omega_exec.narrow_decimal_multiply = false").await;
+    for (q, want) in queries.iter().zip(&with) {
+        let plan = om
+            .sql(q)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert!(!format!("{plan:?}").contains("NarrowDecimalMultiplyExpr"));
         assert_eq!(&rows_text(&om, q).await, want, "{q}");
     }
 }

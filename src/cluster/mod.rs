@@ -65,6 +65,8 @@ pub const SESSION_OPTIONS: &[(&str, &str)] = &[
     ("omega_scan.dictionary_filters", "false"),
     // Dynamic filters are off above; the node would not serialise either.
     ("omega_scan.dynamic_filters", "false"),
+    // The codec knows DataFusion's expressions, not omegastore's.
+    ("omega_exec.narrow_decimal_multiply", "false"),
 ];
 
 /// Errors of a cluster: its address, its processes, its queries.

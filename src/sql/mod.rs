@@ -5,13 +5,14 @@
 //! | file | what |
 //! | --- | --- |
 //! | `catalog.rs` | the `omega` catalog: buckets as schemas, datasets as tables, `system.objects` |
+//! | `decimal_multiply.rs` | `Decimal128` products in 64 bits where the values fit (a physical optimizer rule) |
 //! | `execute.rs` | runs statements; routes writes to the store |
 //! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
 //! | `policies.rs` | built-in mixins declared as data: row filter, column mask, bucket isolation, schema contract |
 //! | `policy_sql.rs` | `CREATE POLICY`, `CREATE MASK`, `CREATE CONTRACT`, `ALTER BUCKET … SET ISOLATED` |
 //! | `model_functions.rs` | `predict()`, `predict_proba()`, `evaluate()`, and the per-statement model cache |
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
-//! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only` |
+//! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only`, `SET omega_exec.…` |
 //! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
 //! | `table_settings.rs` | `ALTER TABLE … SET (cache = 'memory', sort_by = 'a', bloom_filters = 'b')`: table options kept in the record |
 //! | `cache_table.rs` | `omega.system.cache`: what the memory cache holds |
@@ -19,6 +20,7 @@
 
 pub mod cache_table;
 pub mod catalog;
+pub mod decimal_multiply;
 pub mod execute;
 pub mod mixins;
 pub mod model_functions;

@@ -41,3 +41,16 @@ impl OmegaOptions {
             .collect()
     }
 }
+
+extensions_options! {
+    /// How omegastore's own operators run (`SET omega_exec.…`).
+    pub struct ExecOptions {
+        /// Multiply `Decimal128` values in 64 bits where they fit (see
+        /// `decimal_multiply.rs`).
+        pub narrow_decimal_multiply: bool, default = true
+    }
+}
+
+impl ConfigExtension for ExecOptions {
+    const PREFIX: &'static str = "omega_exec";
+}

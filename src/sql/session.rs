@@ -15,6 +15,7 @@ use datafusion::prelude::SessionConfig;
 
 use super::SqlError;
 use super::catalog::OmegaCatalog;
+use super::decimal_multiply::NarrowDecimalMultiply;
 use super::mixins::MixinRule;
 use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
@@ -97,6 +98,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
         .with_option_extension(options)
         .with_option_extension(crate::backends::scan_options::ScanOptions::default())
+        .with_option_extension(super::options::ExecOptions::default())
         .with_extension(parts.policies.clone())
         .with_extension(parts.system_tables.clone())
         .with_extension(parts.memory_cache.clone())
@@ -124,6 +126,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_config(config)
         .with_analyzer_rules(rules)
         .with_physical_optimizer_rule(Arc::new(DynamicFilters))
+        .with_physical_optimizer_rule(Arc::new(NarrowDecimalMultiply))
         .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
         .build();
     let session = SessionContext::new_with_state(state);
