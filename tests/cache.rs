@@ -161,6 +161,65 @@ async fn a_cached_table_answers_as_its_parquet_files_do() {
 }
 
 #[tokio::test]
+async fn strings_with_few_values_are_held_as_dictionaries() {
+    let (_root, om) = store(256 * MIB).await;
+    // the same shape as trips, but every driver distinct (as short: a view
+    // of 16 bytes a row either way)
+    exec(
+        &om,
+        "CREATE TABLE unique_trips AS SELECT id, zone, 'd-' || id AS driver, fare FROM trips",
+    )
+    .await;
+    let filter = "SELECT count(*) FROM TABLE WHERE driver = 'driver-3' OR driver = 'd-3'";
+    let mut from_parquet = Vec::new();
+    for t in ["trips", "unique_trips"] {
+        from_parquet.push(answer(&om, &filter.replace("TABLE", t)).await);
+        exec(&om, &format!("ALTER TABLE {t} SET (cache = 'memory')")).await;
+    }
+    let bytes = |name: &str| {
+        let om = &om;
+        let sql = format!("SELECT bytes FROM omega.system.cache WHERE name = '{name}'");
+        async move { scalar(om, &sql).await }
+    };
+    let (few, unique) = (bytes("trips").await, bytes("unique_trips").await);
+    // 8 + 8 + 16 + 8 bytes a row, against 8 + 8 + 4 + 8 with the dictionary
+    assert!(
+        few * 10 < unique * 8,
+        "trips {few} B, unique_trips {unique} B"
+    );
+
+    // a string filter is decided on the dictionary; the column keeps its type
+    let p = plan(&om, &filter.replace("TABLE", "trips")).await;
+    assert!(p.contains("DictionaryFilterExec: driver@"), "{p}");
+    assert!(p.contains("partition_sizes"), "{p}");
+    let p = plan(&om, &filter.replace("TABLE", "unique_trips")).await;
+    assert!(!p.contains("DictionaryFilterExec"), "{p}");
+    for (t, expected) in ["trips", "unique_trips"].iter().zip(&from_parquet) {
+        assert_eq!(&answer(&om, &filter.replace("TABLE", t)).await, expected);
+        assert_eq!(
+            answer(
+                &om,
+                &format!("SELECT arrow_typeof(driver) AS t FROM {t} LIMIT 1")
+            )
+            .await,
+            answer(
+                &om,
+                &format!("SELECT arrow_typeof(driver) AS t FROM \"{t}@1\" LIMIT 1")
+            )
+            .await,
+        );
+    }
+    // every row comes back as it was stored, in any query shape
+    let rows = "SELECT driver, count(*) AS n, min(id) AS lo, max(id) AS hi FROM trips \
+                WHERE driver IN ('driver-1', 'driver-12') OR driver LIKE '%-7' \
+                GROUP BY driver ORDER BY driver";
+    assert_eq!(
+        answer(&om, rows).await,
+        answer(&om, &rows.replace("trips", "\"trips@1\"")).await
+    );
+}
+
+#[tokio::test]
 async fn a_new_version_replaces_the_cached_one() {
     let (_root, om) = store(256 * MIB).await;
     exec(&om, "ALTER TABLE trips SET (cache = 'memory')").await;

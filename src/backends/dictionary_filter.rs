@@ -351,6 +351,19 @@ pub(crate) fn filtered(
     columns.sort_unstable();
     columns.dedup();
     let scan = with_dictionary_reads(&plan, columns.into()).unwrap_or(plan);
+    decoded(scan, table, tests, output)
+}
+
+/// `scan`, whose schema holds some string columns of `table` as
+/// dictionaries, under a [`DictionaryFilterExec`] that applies `tests` (by
+/// column of `table`; none: it only gives the columns back) on the
+/// dictionaries and gives the columns back as `output` says.
+pub(crate) fn decoded(
+    scan: Arc<dyn ExecutionPlan>,
+    table: &Schema,
+    tests: Vec<(usize, Test)>,
+    output: &SchemaRef,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
     let read = scan.schema();
     let mut predicates: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     for (i, test) in tests {
@@ -358,9 +371,10 @@ pub(crate) fn filtered(
         let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, read.index_of(name)?));
         predicates.push(physical(test, &column, &read)?);
     }
+    let predicate = (!predicates.is_empty()).then(|| conjunction(predicates));
     Ok(Arc::new(DictionaryFilterExec::new(
         scan,
-        conjunction(predicates),
+        predicate,
         output.clone(),
     )))
 }
@@ -399,7 +413,8 @@ fn with_dictionary_reads(
 #[derive(Debug)]
 pub struct DictionaryFilterExec {
     input: Arc<dyn ExecutionPlan>,
-    predicate: Arc<dyn PhysicalExpr>,
+    /// `None`: no test, the columns are only given back.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
@@ -408,7 +423,7 @@ pub struct DictionaryFilterExec {
 impl DictionaryFilterExec {
     fn new(
         input: Arc<dyn ExecutionPlan>,
-        predicate: Arc<dyn PhysicalExpr>,
+        predicate: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
@@ -458,7 +473,10 @@ impl DictionaryFilterExec {
 
 impl DisplayAs for DictionaryFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "DictionaryFilterExec: {}", self.predicate)
+        match &self.predicate {
+            Some(p) => write!(f, "DictionaryFilterExec: {p}"),
+            None => write!(f, "DictionaryFilterExec: decode only"),
+        }
     }
 }
 
@@ -483,7 +501,10 @@ impl ExecutionPlan for DictionaryFilterExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
-        f(&self.predicate)
+        match &self.predicate {
+            Some(p) => f(p),
+            None => Ok(TreeNodeRecursion::Continue),
+        }
     }
 
     fn with_new_children(
@@ -562,8 +583,8 @@ impl ExecutionPlan for DictionaryFilterExec {
             .map(|f| self.over_input(f))
             .collect::<DfResult<Vec<_>>>()?;
         let mut child = ChildFilterDescription::from_child(&over_input, &self.input)?;
-        if phase == FilterPushdownPhase::Pre {
-            child = child.with_self_filter(self.predicate.clone());
+        if let (FilterPushdownPhase::Pre, Some(p)) = (phase, &self.predicate) {
+            child = child.with_self_filter(p.clone());
         }
         Ok(FilterDescription::new().with_child(child))
     }
@@ -573,7 +594,7 @@ impl ExecutionPlan for DictionaryFilterExec {
 /// into batches of the session's size again.
 struct DictionaryFilterStream {
     input: SendableRecordBatchStream,
-    predicate: Arc<dyn PhysicalExpr>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
     schema: SchemaRef,
     coalescer: BatchCoalescer,
     done: bool,
@@ -587,10 +608,12 @@ impl DictionaryFilterStream {
     /// than comparing a few more strings there.
     fn push(&mut self, batch: RecordBatch) -> DfResult<()> {
         let _timer = self.metrics.elapsed_compute().timer();
-        let mask = self
-            .predicate
-            .evaluate(&batch)?
-            .into_array(batch.num_rows())?;
+        let Some(predicate) = &self.predicate else {
+            let batch = super::conform::conform(&batch, &self.schema)?;
+            self.coalescer.push_batch(batch)?;
+            return Ok(());
+        };
+        let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
         let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
             return datafusion::common::internal_err!("a dictionary filter gave no booleans");
         };

@@ -27,7 +27,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -41,6 +42,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::batch_pruning::BatchStatistics;
+use super::dictionary_filter;
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -264,9 +266,12 @@ impl MemoryCache {
         }
         let budget = self.budget();
         let loaded = match load(&meta.name, &scan, session, budget).await? {
-            Some((partitions, rows, bytes)) => {
-                // statistics computed before taking the lock other readers need
-                let table = CachedTable::new(scan.schema(), partitions, &meta.name)?;
+            Some((partitions, rows)) => {
+                // statistics and dictionaries made before taking the lock
+                // other readers need
+                let spread = session.state().config().target_partitions();
+                let table = CachedTable::new(scan.schema(), partitions, spread, &meta.name)?;
+                let bytes = table.bytes();
                 Some((Arc::new(table), rows, bytes))
             }
             None => None,
@@ -304,14 +309,14 @@ fn key(meta: &Metadata) -> Key {
     (meta.bucket.clone(), meta.prefix.clone(), meta.name.clone())
 }
 
-/// Partitions of batches, their rows and decoded bytes: every partition of
-/// the scan read concurrently; `None` as soon as the bytes pass `budget`.
+/// Partitions of batches and their rows: every partition of the scan read
+/// concurrently; `None` as soon as their decoded bytes pass `budget`.
 async fn load(
     name: &str,
     scan: &Arc<dyn TableProvider>,
     session: &SessionContext,
     budget: u64,
-) -> Result<Option<(Vec<Vec<RecordBatch>>, u64, u64)>> {
+) -> Result<Option<(Vec<Vec<RecordBatch>>, u64)>> {
     let failed = |e: datafusion::error::DataFusionError| StoreError::table(name, e);
     let state = session.state();
     let plan = scan.scan(&state, None, &[], None).await.map_err(failed)?;
@@ -345,7 +350,92 @@ async fn load(
         .flatten()
         .map(|b| b.num_rows() as u64)
         .sum();
-    Ok(Some((partitions, rows, bytes.load(Ordering::Relaxed))))
+    Ok(Some((partitions, rows)))
+}
+
+/// `partitions`' batches, in order, dealt into `n` partitions of about as
+/// many rows each, each a run of consecutive batches (so that a filter on
+/// a sorted column still finds its rows in one place). The scan's
+/// partitions follow its files and can be uneven (one of two held 62% of
+/// a 10M-row table's batches), and a table of one file is one partition:
+/// a query of the cache runs on as many cores as it has partitions.
+fn balanced(partitions: Vec<Vec<RecordBatch>>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.max(1);
+    let batches: Vec<RecordBatch> = partitions.into_iter().flatten().collect();
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let mut out = vec![Vec::new(); n];
+    let mut seen = 0;
+    for b in batches {
+        // the partition the batch's middle row falls in
+        let middle = seen + b.num_rows() / 2;
+        seen += b.num_rows();
+        out[(middle * n / total.max(1)).min(n - 1)].push(b);
+    }
+    out
+}
+
+/// The type a string column with few distinct values is held as.
+fn dictionary_type() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// `batches` (all of `schema`) with each string column that has few
+/// distinct values (categories, codes, flags: at most one for every four
+/// rows) held as a dictionary, and the schema they then have. A view
+/// takes 16 bytes a row, a dictionary's key 4, and a filter of the column
+/// is decided once per distinct value ([`dictionary_filter`]). A column is
+/// tried on its first batch, then kept as it was unless all its batches
+/// together have few distinct values.
+fn with_dictionaries(
+    schema: &SchemaRef,
+    mut batches: Vec<Vec<RecordBatch>>,
+) -> (SchemaRef, Vec<Vec<RecordBatch>>) {
+    let packed = |a: &ArrayRef| arrow::compute::cast(a, &dictionary_type()).ok();
+    // distinct values (per batch) and rows of packed columns
+    let few = |columns: &mut dyn Iterator<Item = &ArrayRef>| {
+        let (mut values, mut rows) = (0, 0);
+        for c in columns {
+            let Some(d) = c.as_any_dictionary_opt() else {
+                return false;
+            };
+            values += d.values().len();
+            rows += c.len();
+        }
+        values * 4 <= rows
+    };
+    let mut held = schema.clone();
+    for c in 0..schema.fields().len() {
+        let first = batches
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|b| packed(b.column(c)));
+        if *schema.field(c).data_type() != DataType::Utf8View
+            || !first.is_some_and(|d| few(&mut std::iter::once(&d)))
+        {
+            continue;
+        }
+        let mut fields: Vec<FieldRef> = held.fields().iter().cloned().collect();
+        fields[c] = Arc::new(Field::clone(&fields[c]).with_data_type(dictionary_type()));
+        let with = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let repack = |b: &RecordBatch| -> Option<RecordBatch> {
+            let mut columns = b.columns().to_vec();
+            columns[c] = packed(&columns[c])?;
+            RecordBatch::try_new(with.clone(), columns).ok()
+        };
+        let Some(repacked) = batches
+            .iter()
+            .map(|p| p.iter().map(repack).collect())
+            .collect::<Option<Vec<Vec<RecordBatch>>>>()
+        else {
+            continue;
+        };
+        if few(&mut repacked.iter().flatten().map(|b| b.column(c))) {
+            batches = repacked;
+            held = with;
+        }
+    }
+    (held, batches)
 }
 
 /// A version's batches as a read-only table (inserts are refused: writes
@@ -353,14 +443,25 @@ async fn load(
 /// say they may hold rows passing its filters.
 #[derive(Debug)]
 pub(crate) struct CachedTable {
+    /// The table's schema, which its scans give.
     schema: SchemaRef,
+    /// The batches' schema: the table's, with some string columns held as
+    /// dictionaries (see [`with_dictionaries`]).
+    held: SchemaRef,
     partitions: Vec<Vec<RecordBatch>>,
     /// Of the batches of every partition, in order.
     statistics: BatchStatistics,
 }
 
 impl CachedTable {
-    fn new(schema: SchemaRef, partitions: Vec<Vec<RecordBatch>>, name: &str) -> Result<Self> {
+    /// The table of `partitions` (batches of `schema`), spread over
+    /// `spread` partitions.
+    fn new(
+        schema: SchemaRef,
+        partitions: Vec<Vec<RecordBatch>>,
+        spread: usize,
+        name: &str,
+    ) -> Result<Self> {
         if let Some(b) = partitions
             .iter()
             .flatten()
@@ -374,13 +475,26 @@ impl CachedTable {
                 ),
             ));
         }
+        let partitions = balanced(partitions, spread);
+        // of the values as the table has them: filters are in its types
         let batches: Vec<_> = partitions.iter().flatten().collect();
         let statistics = BatchStatistics::new(schema.clone(), &batches);
+        let (held, partitions) = with_dictionaries(&schema, partitions);
         Ok(Self {
             schema,
+            held,
             partitions,
             statistics,
         })
+    }
+
+    /// The memory its batches take.
+    fn bytes(&self) -> u64 {
+        self.partitions
+            .iter()
+            .flatten()
+            .map(|b| b.get_array_memory_size() as u64)
+            .sum()
     }
 }
 
@@ -417,8 +531,28 @@ impl TableProvider for CachedTable {
             }
         };
         let source =
-            MemorySourceConfig::try_new(&partitions, self.schema.clone(), projection.cloned())?;
-        Ok(DataSourceExec::from_data_source(source))
+            MemorySourceConfig::try_new(&partitions, self.held.clone(), projection.cloned())?;
+        let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(source);
+        let output = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => self.schema.clone(),
+        };
+        let read = scan.schema();
+        if read
+            .fields()
+            .iter()
+            .zip(output.fields())
+            .all(|(r, o)| r.data_type() == o.data_type())
+        {
+            return Ok(scan);
+        }
+        // string filters decided on the dictionaries, the rows left given
+        // back in the table's types
+        let tests = dictionary_filter::string_tests(&self.schema, projection, filters)
+            .into_iter()
+            .filter(|(i, _)| self.held.field(*i).data_type() != self.schema.field(*i).data_type())
+            .collect();
+        dictionary_filter::decoded(scan, &self.schema, tests, &output)
     }
 
     /// Filters prune batches by their statistics; the rows of a kept batch
@@ -438,4 +572,121 @@ pub fn of(session: &SessionContext) -> Option<Arc<MemoryCache>> {
         .read()
         .config()
         .get_extension::<MemoryCache>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringViewArray};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("kind", DataType::Utf8View, true),
+            Field::new("name", DataType::Utf8View, false),
+        ]))
+    }
+
+    /// `rows` rows from `start`: ids, one of three kinds (or NULL), unique names.
+    fn batch(start: i64, rows: i64) -> RecordBatch {
+        let ids = start..start + rows;
+        let kinds = ids
+            .clone()
+            .map(|i| [Some("a"), Some("b"), None][(i % 3) as usize]);
+        let names = ids.clone().map(|i| format!("a long unique name {i}"));
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids.clone())),
+                Arc::new(StringViewArray::from_iter(kinds)),
+                Arc::new(StringViewArray::from_iter_values(names)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn ids(partitions: &[Vec<RecordBatch>]) -> Vec<Vec<i64>> {
+        partitions
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|b| {
+                        b.column(0)
+                            .as_primitive::<arrow::datatypes::Int64Type>()
+                            .value(0)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_dealt_into_partitions_of_even_rows_in_order() {
+        let uneven = vec![
+            vec![batch(0, 10)],
+            (1..8).map(|i| batch(i * 10, 10)).collect(),
+        ];
+        let two = balanced(uneven.clone(), 2);
+        assert_eq!(ids(&two), vec![vec![0, 10, 20, 30], vec![40, 50, 60, 70]]);
+        let three = balanced(uneven.clone(), 3);
+        assert_eq!(
+            three.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![3, 2, 3]
+        );
+        assert_eq!(ids(&three).concat(), ids(&two).concat(), "order kept");
+        // a table of one partition (one file) is spread too
+        let one = balanced(vec![uneven.concat()], 2);
+        assert_eq!(ids(&one), ids(&two));
+        // batches of unequal rows: by rows, not by count
+        let rows = balanced(
+            vec![vec![
+                batch(0, 100),
+                batch(100, 10),
+                batch(110, 10),
+                batch(120, 10),
+            ]],
+            2,
+        );
+        assert_eq!(ids(&rows), vec![vec![0], vec![100, 110, 120]]);
+        assert_eq!(balanced(Vec::new(), 2), vec![Vec::<RecordBatch>::new(); 2]);
+        assert_eq!(balanced(uneven, 0).len(), 1);
+    }
+
+    #[test]
+    fn only_strings_with_few_values_become_dictionaries_and_keep_their_values() {
+        let batches = vec![
+            vec![batch(0, 3000)],
+            vec![batch(3000, 3000), batch(6000, 5)],
+        ];
+        let (held, packed) = with_dictionaries(&schema(), batches.clone());
+        assert_eq!(held.field(0).data_type(), &DataType::Int64);
+        assert_eq!(held.field(1).data_type(), &dictionary_type());
+        assert_eq!(
+            held.field(2).data_type(),
+            &DataType::Utf8View,
+            "unique names stay"
+        );
+        for (before, after) in batches.iter().flatten().zip(packed.iter().flatten()) {
+            assert_eq!(after.schema(), held);
+            let back = super::super::conform::conform(after, &schema()).unwrap();
+            assert_eq!(&back, before);
+            assert_eq!(after.column(1).null_count(), before.column(1).null_count());
+        }
+        // batches that together have many distinct values keep the column
+        // as it was
+        let mixed = vec![vec![batch(0, 3000), {
+            let b = batch(0, 3000);
+            let kinds: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+                (0..3000).map(|i| format!("k{i}")),
+            ));
+            RecordBatch::try_new(
+                schema(),
+                vec![b.column(0).clone(), kinds, b.column(2).clone()],
+            )
+            .unwrap()
+        }]];
+        let (held, kept) = with_dictionaries(&schema(), mixed.clone());
+        assert_eq!(held, schema());
+        assert_eq!(kept, mixed);
+    }
 }
