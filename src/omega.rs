@@ -154,16 +154,16 @@ impl Omega {
     pub fn bound_to_bucket(&self, bucket: &str) -> Result<Self> {
         validate_bucket(bucket)?;
         let mut om = self.read_only_like(false)?;
-        if let Some(o) = om
-            .session()
-            .state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .extensions
-            .get_mut::<OmegaOptions>()
         {
-            o.bound_bucket = bucket.to_string();
+            let state = om.session().state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            // bare names (also of the frames the engine builds itself:
+            // statement results, a write's input) are of the bound bucket
+            options.catalog.default_schema = bucket.to_string();
+            if let Some(o) = options.extensions.get_mut::<OmegaOptions>() {
+                o.bound_bucket = bucket.to_string();
+            }
         }
         om.engine = om.engine.bucket(bucket)?;
         Ok(om)

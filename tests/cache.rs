@@ -380,3 +380,38 @@ async fn bad_table_settings_are_refused_and_change_nothing() {
     assert_eq!(om.datasets().metadata("trips").await.unwrap().version, 1);
     assert!(held(&om).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_session_bound_to_its_bucket_marks_its_tables() {
+    let (_root, om) = store(256 * MIB).await;
+    let bound = om
+        .bucket("other")
+        .unwrap()
+        .bound_to_bucket("other")
+        .unwrap();
+    exec(
+        &bound,
+        "CREATE TABLE t AS SELECT value AS x FROM generate_series(1, 10)",
+    )
+    .await;
+    // statements that answer with a count answer in a bound session too
+    exec(&bound, "ALTER TABLE t SET (cache = 'memory')").await;
+    exec(&bound, "INSERT INTO t VALUES (11)").await;
+    assert_eq!(scalar(&bound, "SELECT count(*) FROM t").await, 11);
+    assert_eq!(
+        held(&bound).await,
+        vec![("t".to_string(), 3, "held".to_string(), 11)]
+    );
+    // and still reads no other bucket
+    for sql in [
+        "SELECT count(*) FROM default.trips",
+        "SELECT count(*) FROM omega.default.trips",
+    ] {
+        let e = match bound.sql(sql).await {
+            Ok(df) => df.collect().await.err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        let e = e.unwrap_or_else(|| panic!("{sql} was answered"));
+        assert!(e.contains("bound to bucket 'other'"), "{sql}: {e}");
+    }
+}
