@@ -1590,3 +1590,49 @@ async fn decimal_products_in_64_bits_answer_as_arrow() {
         assert_eq!(&rows_text(&om, q).await, want, "{q}");
     }
 }
+
+/// Row groups hold at most 512Ki rows, so that a table of 0.5–1M rows
+/// (TPC-H's `partsupp`) is not one group, which one core must read alone.
+#[tokio::test]
+async fn row_groups_split_a_table_between_cores() {
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let rows = 700_000i64;
+    let batch = RecordBatch::try_from_iter(vec![(
+        "id",
+        Arc::new(Int64Array::from_iter_values(0..rows)) as ArrayRef,
+    )])
+    .unwrap();
+    om.datasets()
+        .put(batch, "wide", PutOptions::default())
+        .await
+        .unwrap();
+    // every data file of the table, read back by its footer
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(&root.url)];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    for f in &files {
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+            std::fs::File::open(f).unwrap(),
+        )
+        .unwrap();
+        use parquet::file::reader::FileReader;
+        let meta = reader.metadata();
+        groups.extend(meta.row_groups().iter().map(|g| g.num_rows()));
+    }
+    assert_eq!(groups.iter().sum::<i64>(), rows, "{files:?}");
+    assert!(groups.len() >= 2, "{groups:?}");
+    assert!(groups.iter().all(|&n| n <= 512 * 1024), "{groups:?}");
+    let n = common::scalar(&om, "SELECT count(*) FROM wide WHERE id % 7 = 3").await;
+    assert_eq!(n, 100_000);
+}
