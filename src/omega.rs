@@ -158,8 +158,8 @@ impl Omega {
             let state = om.session().state_ref();
             let mut state = state.write();
             let options = state.config_mut().options_mut();
-            // bare names (also of the frames the engine builds itself:
-            // statement results, a write's input) are of the bound bucket
+            // bare names are of the bound bucket (as in a session opened
+            // bound: see sql::session)
             options.catalog.default_schema = bucket.to_string();
             if let Some(o) = options.extensions.get_mut::<OmegaOptions>() {
                 o.bound_bucket = bucket.to_string();

@@ -402,12 +402,18 @@ async fn a_session_bound_to_its_bucket_marks_its_tables() {
         held(&bound).await,
         vec![("t".to_string(), 3, "held".to_string(), 11)]
     );
+    // as does the private session a server runs each request in
+    let request = bound.private_session().unwrap();
+    exec(&request, "CREATE TABLE u AS SELECT * FROM t").await;
+    exec(&request, "ALTER TABLE u SET (cache = 'memory')").await;
+    assert_eq!(scalar(&request, "SELECT count(*) FROM u").await, 11);
     // and still reads no other bucket
-    for sql in [
-        "SELECT count(*) FROM default.trips",
-        "SELECT count(*) FROM omega.default.trips",
+    for (om, sql) in [
+        (&bound, "SELECT count(*) FROM default.trips"),
+        (&request, "SELECT count(*) FROM default.trips"),
+        (&request, "SELECT count(*) FROM omega.default.trips"),
     ] {
-        let e = match bound.sql(sql).await {
+        let e = match om.sql(sql).await {
             Ok(df) => df.collect().await.err().map(|e| e.to_string()),
             Err(e) => Some(e.to_string()),
         };

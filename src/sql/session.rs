@@ -93,9 +93,16 @@ impl AnalyzerRule for SharedMixinRule {
 /// rules (so the expressions it adds are type-checked like the user's).
 fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     let models = Arc::new(ModelCache::default());
+    // a session bound to a bucket names its tables there: bare names, also
+    // of the frames the engine builds itself (a statement's count, a
+    // write's input), are of that bucket, which isolation lets through
+    let bucket = match options.bound_bucket.as_str() {
+        "" => DEFAULT_BUCKET,
+        bound => bound,
+    };
     let mut config = SessionConfig::new()
         .with_information_schema(true)
-        .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_BUCKET)
+        .with_default_catalog_and_schema(CATALOG_NAME, bucket)
         .with_option_extension(options)
         .with_option_extension(crate::backends::scan_options::ScanOptions::default())
         .with_option_extension(super::options::ExecOptions::default())
