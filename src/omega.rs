@@ -119,12 +119,7 @@ impl Omega {
             owner: false,
             ..Default::default()
         };
-        let engine = open_engine(&self.parts, options).bucket(self.bucket_name())?;
-        Ok(Self {
-            engine,
-            parts: self.parts.clone(),
-            runtime: self.runtime.clone(),
-        })
+        self.with_options(options, self.bucket_name())
     }
 
     /// The session an API key grants: its role, bound to its bucket, with
@@ -153,20 +148,14 @@ impl Omega {
     /// A session that may read only `bucket` (bucket isolation).
     pub fn bound_to_bucket(&self, bucket: &str) -> Result<Self> {
         validate_bucket(bucket)?;
-        let mut om = self.read_only_like(false)?;
-        {
-            let state = om.session().state_ref();
-            let mut state = state.write();
-            let options = state.config_mut().options_mut();
-            // bare names are of the bound bucket (as in a session opened
-            // bound: see sql::session)
-            options.catalog.default_schema = bucket.to_string();
-            if let Some(o) = options.extensions.get_mut::<OmegaOptions>() {
-                o.bound_bucket = bucket.to_string();
-            }
-        }
-        om.engine = om.engine.bucket(bucket)?;
-        Ok(om)
+        // same identity, fixed from now on; the session opens bound, so
+        // bare names are of `bucket` (see sql::session)
+        let options = OmegaOptions {
+            locked: true,
+            bound_bucket: bucket.to_string(),
+            ..self.options()
+        };
+        self.with_options(options, bucket)
     }
 
     fn read_only_like(&self, read_only: bool) -> Result<Self> {
@@ -176,7 +165,12 @@ impl Omega {
             locked: true,
             ..self.options()
         };
-        let engine = open_engine(&self.parts, options).bucket(self.bucket_name())?;
+        self.with_options(options, self.bucket_name())
+    }
+
+    /// A new session of this store with `options`, on `bucket`.
+    fn with_options(&self, options: OmegaOptions, bucket: &str) -> Result<Self> {
+        let engine = open_engine(&self.parts, options).bucket(bucket)?;
         Ok(Self {
             engine,
             parts: self.parts.clone(),
@@ -189,12 +183,7 @@ impl Omega {
     /// it dies with it. A server runs each request's script in one, so that
     /// one request's settings never reach the other requests of its key.
     pub fn private_session(&self) -> Result<Self> {
-        let engine = open_engine(&self.parts, self.options()).bucket(self.bucket_name())?;
-        Ok(Self {
-            engine,
-            parts: self.parts.clone(),
-            runtime: self.runtime.clone(),
-        })
+        self.with_options(self.options(), self.bucket_name())
     }
 
     /// The same session, with its queries' file scans run on the Ballista

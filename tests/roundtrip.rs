@@ -1553,19 +1553,17 @@ async fn decimal_products_in_64_bits_answer_as_arrow() {
         "SELECT b, sum(a * b) FROM prices GROUP BY b ORDER BY b",
         "SELECT id, a * b AS p, w * b AS q, arrow_typeof(a * b) AS t FROM prices ORDER BY id",
     ];
+    // whether the physical plan of `q` multiplies in 64 bits
+    let narrow = |q: &'static str| {
+        let om = &om;
+        async move {
+            let plan = om.sql(q).await.unwrap().create_physical_plan().await;
+            format!("{:?}", plan.unwrap()).contains("NarrowDecimalMultiplyExpr")
+        }
+    };
     let mut with = vec![];
     for q in queries {
-        let plan = om
-            .sql(q)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        assert!(
-            format!("{plan:?}").contains("NarrowDecimalMultiplyExpr"),
-            "{q}"
-        );
+        assert!(narrow(q).await, "{q}");
         with.push(rows_text(&om, q).await);
     }
     // row 1: a = (1234 - 1000000) / 100 = -9987.66, b = 0.01; row 7: w = (2^63 - 1) * 1000, b = 0.07
@@ -1579,14 +1577,7 @@ async fn decimal_products_in_64_bits_answer_as_arrow() {
 
     common::exec(&om, "SET omega_exec.narrow_decimal_multiply = false").await;
     for (q, want) in queries.iter().zip(&with) {
-        let plan = om
-            .sql(q)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        assert!(!format!("{plan:?}").contains("NarrowDecimalMultiplyExpr"));
+        assert!(!narrow(q).await, "{q}");
         assert_eq!(&rows_text(&om, q).await, want, "{q}");
     }
 }

@@ -78,7 +78,7 @@ use parquet::file::metadata::{
 };
 
 /// The Arrow type a dictionary-encoded string column is read as.
-fn dictionary_type() -> DataType {
+pub(crate) fn dictionary_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 

@@ -42,7 +42,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use super::batch_pruning::BatchStatistics;
-use super::dictionary_filter;
+use super::dictionary_filter::{self, dictionary_type};
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -372,11 +372,6 @@ fn balanced(partitions: Vec<Vec<RecordBatch>>, n: usize) -> Vec<Vec<RecordBatch>
         out[(middle * n / total.max(1)).min(n - 1)].push(b);
     }
     out
-}
-
-/// The type a string column with few distinct values is held as.
-fn dictionary_type() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 /// `batches` (all of `schema`) with each string column that has few
