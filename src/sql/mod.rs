@@ -13,6 +13,8 @@
 //! | `model_functions.rs` | `predict()`, `predict_proba()`, `evaluate()`, and the per-statement model cache |
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
 //! | `options.rs` | `SET omega.user/roles/bound_bucket/read_only`, `SET omega_exec.…` |
+//! | `shared_subplans.rs` | aggregates a statement repeats (a CTE named twice) computed once: the rule, its node, the session's query planner |
+//! | `shared_exec.rs` | `SharedSubplanExec`: one occurrence of a shared subplan, over one result |
 //! | `session.rs` | the DataFusion session of an engine, and the SQL layer's view of an engine |
 //! | `table_settings.rs` | `ALTER TABLE … SET (cache = 'memory', sort_by = 'a', bloom_filters = 'b')`: table options kept in the record |
 //! | `cache_table.rs` | `omega.system.cache`: what the memory cache holds |
@@ -30,6 +32,8 @@ pub mod placeholders;
 pub mod policies;
 pub mod policy_sql;
 pub mod session;
+pub mod shared_exec;
+pub mod shared_subplans;
 pub mod system;
 pub mod table_settings;
 

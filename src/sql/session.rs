@@ -20,6 +20,7 @@ use super::mixins::MixinRule;
 use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
 use super::policies::{POLICY_STORE, Policies, PolicyCache, SETTINGS_STORE};
+use super::shared_subplans::{OmegaPlanner, ShareRepeatedSubplans};
 use crate::backends::dynamic_filter::DynamicFilters;
 use crate::backends::memory_cache::MemoryCache;
 use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
@@ -38,7 +39,7 @@ pub struct SessionParts {
     pub system_tables: Arc<super::system::SystemTables>,
     /// Hot tables' batches, held for every session of the store.
     pub memory_cache: Arc<MemoryCache>,
-    /// The query planner of the sessions (a cluster's); Delta's planner
+    /// The query planner of the sessions (a cluster's); omegastore's
     /// ([`local_planner`]) when `None`.
     pub planner: Option<Arc<dyn QueryPlanner + Send + Sync>>,
     /// DataFusion options every session sets (`key`, `value`), after the
@@ -46,10 +47,11 @@ pub struct SessionParts {
     pub options: Vec<(String, String)>,
 }
 
-/// The planner of a session that runs everything in this process: Delta's
-/// (Delta writes plan their own nodes).
+/// The planner of a session that runs everything in this process:
+/// DataFusion's with Delta's nodes (Delta writes plan their own) and shared
+/// subplans.
 pub fn local_planner() -> Arc<dyn QueryPlanner + Send + Sync> {
-    deltalake::delta_datafusion::planner::DeltaPlanner::new()
+    Arc::new(OmegaPlanner)
 }
 
 /// A new engine (one DataFusion session) over `parts` with `options`.
@@ -132,6 +134,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_default_features()
         .with_config(config)
         .with_analyzer_rules(rules)
+        .with_optimizer_rule(Arc::new(ShareRepeatedSubplans))
         .with_physical_optimizer_rule(Arc::new(DynamicFilters))
         .with_physical_optimizer_rule(Arc::new(NarrowDecimalMultiply))
         .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
