@@ -131,6 +131,9 @@ async fn queries_on_the_cluster_answer_as_local_ones() {
         "SELECT id, score FROM t ORDER BY score DESC, id LIMIT 5",
         "SELECT name FROM t WHERE id IN (SELECT id FROM u WHERE id % 10 = 1) ORDER BY name",
         "SELECT id, predict('m', id) AS p FROM t WHERE id < 20 ORDER BY id",
+        // an aggregate named twice: computed per use, on the cluster
+        "WITH r AS (SELECT id % 5 AS k, sum(score) AS s FROM t GROUP BY id % 5) \
+         SELECT k, s FROM r WHERE s = (SELECT max(s) FROM r)",
     ];
     for q in queries {
         let plan = explain(&remote, q).await;
@@ -141,6 +144,13 @@ async fn queries_on_the_cluster_answer_as_local_ones() {
         assert!(!explain(&om, q).await.contains("ClusterExec"));
         assert_eq!(rows(&remote, q).await, rows(&om, q).await, "{q}");
     }
+    // (locally the aggregate named twice is computed once)
+    assert!(explain(&om, queries[6]).await.contains("SharedSubplanExec"));
+    assert!(
+        !explain(&remote, queries[6])
+            .await
+            .contains("SharedSubplanExec")
+    );
     // what holds no files runs here: system tables, information_schema, VALUES
     for q in [
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'default' ORDER BY 1",

@@ -9,7 +9,8 @@
 //! node with the same id. The session's [`OmegaPlanner`] plans every
 //! occurrence of an id as a [`SharedSubplanExec`] over one shared result:
 //! the first consumer to run computes it, the others read it.
-//! `SET omega_exec.share_repeated_subplans = false` turns it off.
+//! `SET omega_exec.share_repeated_subplans = false` turns it off (a cluster
+//! session does: a shared result lives in this process and cannot travel).
 //!
 //! Shared: aggregates (their results are usually small, and they hold their
 //! input before giving anything out anyway) that read a table and have no
