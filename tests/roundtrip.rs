@@ -1655,32 +1655,38 @@ async fn row_groups_split_a_table_between_cores() {
         .put(batch, "wide", PutOptions::default())
         .await
         .unwrap();
-    // every data file of the table, read back by its footer
-    let mut files = Vec::new();
-    let mut dirs = vec![std::path::PathBuf::from(&root.url)];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                files.push(path);
+    // the rows of each row group of the table's current files
+    let groups = |meta: Metadata| {
+        let root = &root;
+        async move {
+            let mut groups = Vec::new();
+            for f in data_files(root, &meta).await {
+                let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+                    std::fs::File::open(f).unwrap(),
+                )
+                .unwrap();
+                use parquet::file::reader::FileReader;
+                groups.extend(reader.metadata().row_groups().iter().map(|g| g.num_rows()));
             }
+            groups
         }
-    }
-    let mut groups = Vec::new();
-    for f in &files {
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(
-            std::fs::File::open(f).unwrap(),
+    };
+    let written = groups(om.datasets().metadata("wide").await.unwrap()).await;
+    // a rewrite (`om datasets optimize --sort-by`) writes groups of that size too
+    let (meta, _) = om
+        .datasets()
+        .change_table(
+            "wide",
+            omegastore::store::TableChange::sort(vec!["id".into()]),
         )
+        .await
         .unwrap();
-        use parquet::file::reader::FileReader;
-        let meta = reader.metadata();
-        groups.extend(meta.row_groups().iter().map(|g| g.num_rows()));
+    let rewritten = groups(meta).await;
+    for groups in [written, rewritten] {
+        assert_eq!(groups.iter().sum::<i64>(), rows, "{groups:?}");
+        assert!(groups.len() >= 2, "{groups:?}");
+        assert!(groups.iter().all(|&n| n <= 512 * 1024), "{groups:?}");
     }
-    assert_eq!(groups.iter().sum::<i64>(), rows, "{files:?}");
-    assert!(groups.len() >= 2, "{groups:?}");
-    assert!(groups.iter().all(|&n| n <= 512 * 1024), "{groups:?}");
     let n = common::scalar(&om, "SELECT count(*) FROM wide WHERE id % 7 = 3").await;
     assert_eq!(n, 100_000);
 }
