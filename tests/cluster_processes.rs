@@ -234,9 +234,9 @@ fn om_cluster_processes_answer_like_a_local_run() {
     eprintln!(
         "q21 with an executor killed after 0.5 s: {} after {:?}",
         if out.status.success() {
-            "finished"
+            "finished".to_string()
         } else {
-            "failed"
+            format!("failed ({})", String::from_utf8_lossy(&out.stderr).trim())
         },
         started.elapsed()
     );

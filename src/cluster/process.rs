@@ -111,6 +111,13 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         // [`SCHEDULING`])
         scheduling_policy: SCHEDULING,
         min_ready_executors: 1,
+        // a task that cannot fetch its input from a lost executor fails the
+        // job instead of rolling its stage back: Ballista 55 keeps the
+        // outputs of the rolled-back stage's finished tasks and adds the
+        // rerun's to them, so the query would answer with rows counted twice
+        // (seen in tests/cluster_processes.rs). A clean error beats a wrong
+        // answer; tasks lost while running are still rerun.
+        stage_max_failures: 1,
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config)
