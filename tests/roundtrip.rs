@@ -1414,6 +1414,12 @@ async fn an_aggregate_named_twice_is_computed_once() {
         // a grouping key goes below the aggregate, into one copy only)
         "WITH r AS (SELECT k, avg(v) AS m FROM sales WHERE id > 5000 GROUP BY k) \
          SELECT count(*), sum(k) FROM (SELECT k FROM r WHERE m > 500 UNION ALL SELECT k FROM r WHERE m < 300)",
+        // r twice inside t (shared whole) and once more on its own: r's
+        // third occurrence has nothing left to share with, so only t is
+        "WITH r AS (SELECT k, sum(v) AS s FROM sales GROUP BY k), \
+              t AS (SELECT k % 10 AS g, max(s) AS m FROM r GROUP BY k % 10) \
+         SELECT (SELECT count(*) FROM t a JOIN t b ON a.g = b.g AND a.m = b.m), \
+                (SELECT min(s) FROM r)",
     ];
     // (occurrences of shared subplans, how many of them computed theirs)
     let sharing = |q: &'static str| {

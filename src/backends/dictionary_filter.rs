@@ -77,6 +77,8 @@ use parquet::file::metadata::{
     ParquetMetaDataBuilder, RowGroupMetaData,
 };
 
+use super::one_child;
+
 /// The Arrow type a dictionary-encoded string column is read as.
 pub(crate) fn dictionary_type() -> DataType {
     DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
@@ -511,14 +513,12 @@ impl ExecutionPlan for DictionaryFilterExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(DictionaryFilterExec::new(
-                input,
-                self.predicate.clone(),
-                self.schema.clone(),
-            ))),
-            _ => datafusion::common::internal_err!("DictionaryFilterExec has one child"),
-        }
+        let input = one_child(self.name(), &mut children)?;
+        Ok(Arc::new(DictionaryFilterExec::new(
+            input,
+            self.predicate.clone(),
+            self.schema.clone(),
+        )))
     }
 
     fn execute(

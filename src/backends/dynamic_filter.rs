@@ -67,7 +67,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt, ready};
 
-use super::scan_options;
+use super::{one_child, scan_options};
 
 /// Rows over which the node judges whether its filter pays.
 const WINDOW_ROWS: usize = 64 * 1024;
@@ -316,13 +316,11 @@ impl ExecutionPlan for DynamicFilterExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(DynamicFilterExec::new(
-                input,
-                self.predicate.clone(),
-            ))),
-            _ => internal_err!("DynamicFilterExec has one child"),
-        }
+        let input = one_child(self.name(), &mut children)?;
+        Ok(Arc::new(DynamicFilterExec::new(
+            input,
+            self.predicate.clone(),
+        )))
     }
 
     fn execute(

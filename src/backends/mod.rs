@@ -36,7 +36,24 @@ pub mod view;
 
 use std::sync::Arc;
 
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::physical_plan::ExecutionPlan;
+
 use crate::store::DataBackend;
+
+/// The single input of a one-input execution node, for its
+/// `with_new_children`: any other count is an internal error naming `node`.
+pub(crate) fn one_child(
+    node: &str,
+    children: &mut Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    match (children.pop(), children.is_empty()) {
+        (Some(c), true) => Ok(c),
+        _ => Err(DataFusionError::Internal(format!(
+            "{node} takes exactly one input"
+        ))),
+    }
+}
 
 /// The built-in backends, in the order `put` tries them.
 pub fn builtin() -> Vec<Arc<dyn DataBackend>> {

@@ -27,19 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::ClusterError;
 use super::codec::Header;
-
-/// The one child a node of this file takes.
-fn one_child(
-    node: &str,
-    children: &mut Vec<Arc<dyn ExecutionPlan>>,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
-    match (children.pop(), children.is_empty()) {
-        (Some(c), true) => Ok(c),
-        _ => Err(DataFusionError::Internal(format!(
-            "{node} takes exactly one input"
-        ))),
-    }
-}
+use crate::backends::one_child;
 
 /// A pass-through node at the root of a plan sent to a cluster.
 #[derive(Debug)]

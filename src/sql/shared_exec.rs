@@ -30,10 +30,14 @@ use datafusion::physical_plan::metrics::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect_partitioned,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    execute_stream_partitioned,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+
+use crate::backends::one_child;
 
 /// The result every occurrence of one shared subplan reads.
 #[derive(Debug)]
@@ -47,7 +51,7 @@ pub struct SharedResult {
 struct Computed {
     partitions: Vec<Vec<RecordBatch>>,
     /// Held as long as the batches.
-    _reservation: MemoryReservation,
+    _reservation: Arc<MemoryReservation>,
 }
 
 impl SharedResult {
@@ -79,21 +83,44 @@ impl SharedResult {
     }
 }
 
-/// All partitions of `input`, held in `context`'s memory pool.
+/// All partitions of `input`, each partition read on its own task, every
+/// batch reserved in `context`'s memory pool as it comes: a result over the
+/// budget stops there, with the pool's error, instead of being collected
+/// first.
 async fn compute(
     id: u64,
     input: Arc<dyn ExecutionPlan>,
     context: Arc<TaskContext>,
 ) -> DfResult<Arc<Computed>> {
-    let partitions = collect_partitioned(input, context.clone()).await?;
-    let bytes = partitions
-        .iter()
-        .flatten()
-        .map(RecordBatch::get_array_memory_size)
-        .sum();
-    let reservation =
-        MemoryConsumer::new(format!("SharedSubplanExec[{id}]")).register(context.memory_pool());
-    reservation.try_grow(bytes)?;
+    let reservation = Arc::new(
+        MemoryConsumer::new(format!("SharedSubplanExec[{id}]")).register(context.memory_pool()),
+    );
+    let mut tasks = JoinSet::new();
+    for (i, stream) in execute_stream_partitioned(input, context)?
+        .into_iter()
+        .enumerate()
+    {
+        let reservation = reservation.clone();
+        tasks.spawn(async move {
+            let batches = stream
+                .and_then(|batch| {
+                    let held = reservation.try_grow(batch.get_array_memory_size());
+                    futures::future::ready(held.map(|()| batch))
+                })
+                .try_collect::<Vec<_>>()
+                .await;
+            (i, batches)
+        });
+    }
+    let mut partitions = vec![Vec::new(); tasks.len()];
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            // an error drops `tasks`, which aborts the partitions left
+            Ok((i, batches)) => partitions[i] = batches?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(DataFusionError::ExecutionJoin(Box::new(e))),
+        }
+    }
     Ok(Arc::new(Computed {
         partitions,
         _reservation: reservation,
@@ -158,14 +185,12 @@ impl ExecutionPlan for SharedSubplanExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(SharedSubplanExec::new(
-                self.id,
-                input,
-                self.result.clone(),
-            ))),
-            _ => datafusion::common::internal_err!("SharedSubplanExec has one child"),
-        }
+        let input = one_child(self.name(), &mut children)?;
+        Ok(Arc::new(SharedSubplanExec::new(
+            self.id,
+            input,
+            self.result.clone(),
+        )))
     }
 
     fn execute(
@@ -205,5 +230,110 @@ impl ExecutionPlan for SharedSubplanExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::common::collect;
+
+    /// Four partitions of ten 1000-row batches of one Int64 column.
+    fn input() -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = |p: i64, b: i64| {
+            let start = (p * 10 + b) * 1000;
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(start..start + 1000))],
+            )
+            .unwrap()
+        };
+        let partitions: Vec<Vec<RecordBatch>> = (0..4)
+            .map(|p| (0..10).map(|b| batch(p, b)).collect())
+            .collect();
+        MemorySourceConfig::try_new_exec(&partitions, schema.clone(), None).unwrap()
+    }
+
+    fn context(pool: Arc<dyn MemoryPool>) -> Arc<TaskContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .build_arc()
+            .unwrap();
+        Arc::new(TaskContext::default().with_runtime(runtime))
+    }
+
+    /// Two occurrences of one shared subplan over `input`.
+    fn occurrences(partitions: usize) -> [Arc<SharedSubplanExec>; 2] {
+        let result = Arc::new(SharedResult::new(partitions));
+        let input = input();
+        [
+            Arc::new(SharedSubplanExec::new(7, input.clone(), result.clone())),
+            Arc::new(SharedSubplanExec::new(7, input, result)),
+        ]
+    }
+
+    async fn rows(exec: Arc<SharedSubplanExec>, ctx: &Arc<TaskContext>) -> DfResult<Vec<i64>> {
+        let mut values = vec![];
+        for p in 0..exec.result.partitions {
+            for batch in collect(exec.execute(p, ctx.clone())?).await? {
+                let col = batch.column(0).as_any().downcast_ref::<Int64Array>();
+                values.extend(col.unwrap().values().iter().copied());
+            }
+        }
+        values.sort_unstable();
+        Ok(values)
+    }
+
+    fn computed(exec: &SharedSubplanExec) -> usize {
+        exec.metrics()
+            .unwrap()
+            .sum_by_name("computed")
+            .map_or(0, |v| v.as_usize())
+    }
+
+    /// Both occurrences give every row once (here over 3 partitions out of
+    /// 4), the first computing it, the second reading it; the result is
+    /// held in the pool while the plan lives and let go with it.
+    #[tokio::test]
+    async fn every_occurrence_reads_the_one_result() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(64 << 20));
+        let ctx = context(pool.clone());
+        let [a, b] = occurrences(3);
+        assert_eq!(
+            rows(a.clone(), &ctx).await.unwrap(),
+            (0..40_000).collect::<Vec<_>>()
+        );
+        assert!(pool.reserved() >= 40_000 * 8, "{}", pool.reserved());
+        assert_eq!(
+            rows(b.clone(), &ctx).await.unwrap(),
+            (0..40_000).collect::<Vec<_>>()
+        );
+        assert_eq!((computed(&a), computed(&b)), (1, 0));
+        drop((a, b));
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    /// A result over the memory budget fails with the pool's error naming
+    /// the node, gives the same error to the other occurrence without
+    /// computing again, and holds no memory after.
+    #[tokio::test]
+    async fn a_result_over_the_budget_fails_every_occurrence_once() {
+        // room for a few of the forty 8 KB batches
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(50_000));
+        let ctx = context(pool.clone());
+        let [a, b] = occurrences(4);
+        let first = rows(a.clone(), &ctx).await.unwrap_err().to_string();
+        assert!(first.contains("Resources exhausted"), "{first}");
+        assert!(first.contains("SharedSubplanExec[7]"), "{first}");
+        let second = rows(b.clone(), &ctx).await.unwrap_err().to_string();
+        assert_eq!(second, first);
+        assert_eq!((computed(&a), computed(&b)), (1, 0));
+        assert_eq!(pool.reserved(), 0);
     }
 }

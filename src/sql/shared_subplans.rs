@@ -130,21 +130,21 @@ impl OptimizerRule for ShareRepeatedSubplans {
         if seen.is_empty() {
             return Ok(Transformed::no(plan));
         }
-        // the first occurrence of each repeated subplan, by value, with its id
-        let mut ids: HashMap<LogicalPlan, (u64, LogicalPlan)> = HashMap::new();
-        plan.transform_down_with_subqueries(|node| {
+        // each repeated subplan's id, keyed by its first occurrence
+        let mut ids: HashMap<LogicalPlan, u64> = HashMap::new();
+        let wrapped = plan.transform_down_with_subqueries(|node| {
             if is_shared(&node) {
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
             }
             if !seen.contains_key(&node) {
                 return Ok(Transformed::no(node));
             }
-            let id = match ids.get(&node) {
-                Some((id, first)) if same_tables(first, &node) => *id,
+            let id = match ids.get_key_value(&node) {
+                Some((first, id)) if same_tables(first, &node) => *id,
                 Some(_) => return Ok(Transformed::no(node)),
                 None => {
                     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                    ids.insert(node.clone(), (id, node.clone()));
+                    ids.insert(node.clone(), id);
                     id
                 }
             };
@@ -153,13 +153,45 @@ impl OptimizerRule for ShareRepeatedSubplans {
             });
             // the occurrence is shared whole: nothing under it is looked at
             Ok(Transformed::new(shared, true, TreeNodeRecursion::Jump))
+        })?;
+        unwrap_lone(wrapped)
+    }
+}
+
+/// Puts back the subplans wrapped only once: counted twice, a subplan may
+/// still have one occurrence left to share when the others sit inside a
+/// larger shared subplan (or read other tables), and buffering a result
+/// nothing else reads only costs memory.
+fn unwrap_lone(plan: Transformed<LogicalPlan>) -> DfResult<Transformed<LogicalPlan>> {
+    let mut uses: HashMap<u64, usize> = HashMap::new();
+    plan.data.apply_with_subqueries(|node| {
+        if let Some(shared) = as_shared(node) {
+            *uses.entry(shared.id).or_default() += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if uses.values().all(|n| *n > 1) {
+        return Ok(plan);
+    }
+    plan.transform_parent(|plan| {
+        plan.transform_up_with_subqueries(|node| match as_shared(&node) {
+            Some(shared) if uses[&shared.id] == 1 => Ok(Transformed::yes(shared.input.clone())),
+            _ => Ok(Transformed::no(node)),
         })
+    })
+}
+
+/// The [`SharedSubplan`] `plan` is, if it is one.
+fn as_shared(plan: &LogicalPlan) -> Option<&SharedSubplan> {
+    match plan {
+        LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<SharedSubplan>(),
+        _ => None,
     }
 }
 
 /// Whether `plan` is a [`SharedSubplan`].
 fn is_shared(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::Extension(e) if e.node.as_any().is::<SharedSubplan>())
+    as_shared(plan).is_some()
 }
 
 /// Whether `plan` is an aggregate worth sharing and safe to share.
