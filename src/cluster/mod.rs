@@ -125,6 +125,13 @@ impl ClusterError {
                 watch::STUCK_JOB_GRACE.as_secs()
             ));
         }
+        if message.contains("has failed 1 times") {
+            // the scheduler fails a stage on its first fetch failure (see
+            // `process::run_scheduler`): most often an executor was lost
+            message.push_str(
+                " (a task could not read results another executor held: if an executor stopped, run the query again on the executors left)",
+            );
+        }
         ClusterError::Query {
             scheduler: scheduler.to_string(),
             message,
@@ -187,4 +194,25 @@ pub fn planner(
 ) -> Arc<ClusterPlanner> {
     let codec = Arc::new(OmegaPhysicalCodec::new(Some(root.url().to_string()), None));
     Arc::new(ClusterPlanner::new(local, scheduler, codec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stage failed on a fetch failure says what to do, on one line.
+    #[test]
+    fn a_lost_executor_says_run_again() {
+        let e = DataFusionError::Execution(
+            "Job abc failed: Stage 3 has failed 1 times, most recent failure reason: \"FetchFailed(\n...)\""
+                .into(),
+        );
+        let text = ClusterError::query("http://127.0.0.1:50050", e).to_string();
+        assert!(text.contains("run the query again"), "{text}");
+        assert!(
+            text.starts_with("query on the cluster at http://127.0.0.1:50050 failed:"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
 }
