@@ -125,7 +125,8 @@ impl ClusterError {
                 watch::STUCK_JOB_GRACE.as_secs()
             ));
         }
-        if message.contains("has failed 1 times") {
+        let stage_failed = format!("has failed {} times", process::STAGE_MAX_FAILURES);
+        if message.contains(&stage_failed) {
             // the scheduler fails a stage on its first fetch failure (see
             // `process::run_scheduler`): most often an executor was lost
             message.push_str(
@@ -203,10 +204,10 @@ mod tests {
     /// A stage failed on a fetch failure says what to do, on one line.
     #[test]
     fn a_lost_executor_says_run_again() {
-        let e = DataFusionError::Execution(
-            "Job abc failed: Stage 3 has failed 1 times, most recent failure reason: \"FetchFailed(\n...)\""
-                .into(),
-        );
+        let e = DataFusionError::Execution(format!(
+            "Job abc failed: Stage 3 has failed {} times, most recent failure reason: \"FetchFailed(\n...)\"",
+            process::STAGE_MAX_FAILURES
+        ));
         let text = ClusterError::query("http://127.0.0.1:50050", e).to_string();
         assert!(text.contains("run the query again"), "{text}");
         assert!(

@@ -90,6 +90,11 @@ fn scheduler_session(config: SessionConfig) -> datafusion::error::Result<Session
         .build())
 }
 
+/// Fetch failures a stage may have before it fails its job: one, so a lost
+/// executor's shuffle output fails the query rather than roll the stage back
+/// (see `run_scheduler`); [`super::ClusterError::query`] recognises the message.
+pub(crate) const STAGE_MAX_FAILURES: usize = 1;
+
 /// Runs a scheduler on `listener` until the process ends.
 pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
     let addr = listener
@@ -117,7 +122,7 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         // rerun's to them, so the query would answer with rows counted twice
         // (seen in tests/cluster_processes.rs). A clean error beats a wrong
         // answer; tasks lost while running are still rerun.
-        stage_max_failures: 1,
+        stage_max_failures: STAGE_MAX_FAILURES,
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config)

@@ -117,7 +117,7 @@ impl OptimizerRule for ShareRepeatedSubplans {
         }
         let mut seen: HashMap<LogicalPlan, usize> = HashMap::new();
         plan.apply_with_subqueries(|node| {
-            if is_shared(node) {
+            if as_shared(node).is_some() {
                 // already shared (an earlier optimizer pass): not again
                 return Ok(TreeNodeRecursion::Jump);
             }
@@ -133,7 +133,7 @@ impl OptimizerRule for ShareRepeatedSubplans {
         // each repeated subplan's id, keyed by its first occurrence
         let mut ids: HashMap<LogicalPlan, u64> = HashMap::new();
         let wrapped = plan.transform_down_with_subqueries(|node| {
-            if is_shared(&node) {
+            if as_shared(&node).is_some() {
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
             }
             if !seen.contains_key(&node) {
@@ -187,11 +187,6 @@ fn as_shared(plan: &LogicalPlan) -> Option<&SharedSubplan> {
         LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<SharedSubplan>(),
         _ => None,
     }
-}
-
-/// Whether `plan` is a [`SharedSubplan`].
-fn is_shared(plan: &LogicalPlan) -> bool {
-    as_shared(plan).is_some()
 }
 
 /// Whether `plan` is an aggregate worth sharing and safe to share.
