@@ -56,6 +56,7 @@ use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskCo
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, expr::InList};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::expressions::{self, CastExpr, Column, Literal};
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{PhysicalExpr, conjunction};
 use datafusion::physical_plan::execution_plan::{Boundedness, CardinalityEffect, EmissionType};
 use datafusion::physical_plan::filter_pushdown::{
@@ -333,8 +334,8 @@ fn cast_bounds(column: &mut ColumnStatistics, to: &DataType) {
     column.max_value = cast(&column.max_value);
 }
 
-/// The scan `plan` (a Parquet `DataSourceExec` over [`read_schema`]) with
-/// its files read through [`DictionaryReads`], under a
+/// The scan `plan` (a Parquet `DataSourceExec` over [`read_schema`] of
+/// `dictionaries`) with its files read through [`DictionaryReads`], under a
 /// [`DictionaryFilterExec`] that applies `tests` (by column of `table`) on
 /// the dictionaries and gives the columns back as `output` (the table's
 /// projected schema) says. A scan whose reader cannot be replaced still
@@ -343,15 +344,14 @@ fn cast_bounds(column: &mut ColumnStatistics, to: &DataType) {
 pub(crate) fn filtered(
     plan: Arc<dyn ExecutionPlan>,
     table: &Schema,
+    dictionaries: &[usize],
     tests: Vec<(usize, Test)>,
     output: &SchemaRef,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let mut columns: Vec<String> = tests
+    let columns: Vec<String> = dictionaries
         .iter()
-        .map(|(i, _)| table.field(*i).name().clone())
+        .map(|i| table.field(*i).name().clone())
         .collect();
-    columns.sort_unstable();
-    columns.dedup();
     let scan = with_dictionary_reads(&plan, columns.into()).unwrap_or(plan);
     decoded(scan, table, tests, output)
 }
@@ -402,6 +402,32 @@ fn with_dictionary_reads(
     Some(DataSourceExec::from_data_source(config))
 }
 
+/// The properties of `schema` (the columns of `input` by position, some of
+/// another type): `input`'s ordering as far as it sorts by columns whose type
+/// is kept (a scan of files written sorted stays sorted, and DataFusion
+/// relies on it).
+fn kept_orderings(input: &Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> EquivalenceProperties {
+    let read = input.schema();
+    let kept = |e: &Arc<dyn PhysicalExpr>| {
+        collect_columns(e).iter().all(|c| {
+            read.fields()
+                .get(c.index())
+                .zip(schema.fields().get(c.index()))
+                .is_some_and(|(r, o)| r.data_type() == o.data_type())
+        })
+    };
+    let prefix: Vec<_> = input
+        .output_ordering()
+        .into_iter()
+        .flat_map(|o| o.iter())
+        .take_while(|s| kept(&s.expr))
+        .cloned()
+        .collect();
+    let mut properties = EquivalenceProperties::new(schema.clone());
+    properties.add_ordering(prefix);
+    properties
+}
+
 /// Filters the batches of a scan that reads some string columns as
 /// dictionaries by `predicate` (tests of those columns), then casts the
 /// columns to the types of `schema`. A pre-filter: every filter is applied
@@ -429,7 +455,7 @@ impl DictionaryFilterExec {
         schema: SchemaRef,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            kept_orderings(&input, &schema),
             input.output_partitioning().clone(),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -441,6 +467,36 @@ impl DictionaryFilterExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// This node giving those of the `wanted` columns it reads as
+    /// dictionaries on as dictionaries (grouping on their codes, see
+    /// [`super::dictionary_groups`]); `None` when it reads none of them so.
+    pub(crate) fn keeping(&self, wanted: &[usize]) -> Option<Self> {
+        let read = self.input.schema();
+        let mut kept = false;
+        let fields: Vec<FieldRef> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(read.fields())
+            .enumerate()
+            .map(|(i, (out, r))| {
+                let keep = wanted.contains(&i)
+                    && *r.data_type() == dictionary_type()
+                    && out.data_type() != r.data_type();
+                kept |= keep;
+                match keep {
+                    true => Arc::new(Field::clone(out).with_data_type(dictionary_type())),
+                    false => out.clone(),
+                }
+            })
+            .collect();
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            self.schema.metadata().clone(),
+        ));
+        kept.then(|| Self::new(self.input.clone(), self.predicate.clone(), schema))
     }
 
     /// `expr` (over this node's output) over its input: the columns read

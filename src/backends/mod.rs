@@ -20,6 +20,7 @@ pub mod conform;
 pub mod csv_split;
 pub mod delta_scan;
 pub mod dictionary_filter;
+pub mod dictionary_groups;
 pub mod document;
 pub mod dynamic_filter;
 pub mod external;

@@ -12,6 +12,11 @@ extensions_options! {
         /// Answer `=` and `IN` filters on dictionary-encoded string columns
         /// on the dictionary's values (see `dictionary_filter.rs`).
         pub dictionary_filters: bool, default = true
+        /// Read every string column the files store dictionary-encoded as
+        /// a dictionary (given back as strings), so that a `GROUP BY` of it
+        /// groups codes (see `dictionary_groups.rs`). Needs
+        /// `dictionary_filters`.
+        pub dictionary_reads: bool, default = true
         /// Drop the rows a join's (or a top-k's) dynamic filter rules out as
         /// they leave the scan (see `dynamic_filter.rs`).
         pub dynamic_filters: bool, default = true
@@ -30,6 +35,17 @@ pub(crate) fn dictionary_filters(state: &dyn Session) -> bool {
         .extensions
         .get::<ScanOptions>()
         .is_none_or(|o| o.dictionary_filters)
+}
+
+/// Whether `state` wants dictionary-stored string columns read as
+/// dictionaries without a filter on them (on when the session does not
+/// carry [`ScanOptions`]; off with [`dictionary_filters`]).
+pub(crate) fn dictionary_reads(state: &dyn Session) -> bool {
+    state
+        .config_options()
+        .extensions
+        .get::<ScanOptions>()
+        .is_none_or(|o| o.dictionary_filters && o.dictionary_reads)
 }
 
 /// Whether `config` wants dynamic filters applied above scans (on when the

@@ -21,6 +21,7 @@ use super::model_functions::{EvaluateFunction, ModelCache, PredictUdf};
 use super::options::OmegaOptions;
 use super::policies::{POLICY_STORE, Policies, PolicyCache, SETTINGS_STORE};
 use super::shared_subplans::{OmegaPlanner, ShareRepeatedSubplans};
+use crate::backends::dictionary_groups::GroupOnCodes;
 use crate::backends::dynamic_filter::DynamicFilters;
 use crate::backends::memory_cache::MemoryCache;
 use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
@@ -137,6 +138,7 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         .with_optimizer_rule(Arc::new(ShareRepeatedSubplans))
         .with_physical_optimizer_rule(Arc::new(DynamicFilters))
         .with_physical_optimizer_rule(Arc::new(NarrowDecimalMultiply))
+        .with_physical_optimizer_rule(Arc::new(GroupOnCodes))
         .with_query_planner(parts.planner.clone().unwrap_or_else(local_planner))
         .build();
     let session = SessionContext::new_with_state(state);
