@@ -171,9 +171,9 @@ impl TableProvider for SnapshotTable {
             }
             _ => Vec::new(),
         };
-        // strings without a filter are read as dictionaries too where the
-        // files store them so: a GROUP BY then groups their codes
-        // (`dictionary_groups.rs`); nothing else reads them differently
+        // with `omega_scan.dictionary_reads`, strings without a filter are
+        // read as dictionaries too where the files store them so: a GROUP BY
+        // then groups their codes (`dictionary_groups.rs`)
         let mut candidates: Vec<usize> = tests.iter().map(|(i, _)| *i).collect();
         if limit.is_none() && scan_options::dictionary_reads(state) {
             let all: Vec<usize> = (0..self.schema.fields().len()).collect();
@@ -586,6 +586,7 @@ mod tests {
     fn session(provider: Arc<dyn TableProvider>, dictionaries: bool) -> SessionContext {
         let options = ScanOptions {
             dictionary_filters: dictionaries,
+            dictionary_reads: dictionaries,
             ..ScanOptions::default()
         };
         let config = SessionConfig::new().with_option_extension(options);
