@@ -581,6 +581,16 @@ mod tests {
         "SELECT a.cat, count(*) FROM t a JOIN t b ON a.id = b.id + 1 GROUP BY a.cat ORDER BY 1",
     ];
 
+    /// The nodes of `plan` (at any depth) that `is` picks.
+    fn nodes(plan: &Arc<dyn ExecutionPlan>, is: &dyn Fn(&Arc<dyn ExecutionPlan>) -> bool) -> usize {
+        usize::from(is(plan))
+            + plan
+                .children()
+                .into_iter()
+                .map(|c| nodes(c, is))
+                .sum::<usize>()
+    }
+
     /// A session reading `provider` as `t`, with string filters on
     /// dictionaries or not.
     fn session(provider: Arc<dyn TableProvider>, dictionaries: bool) -> SessionContext {
@@ -737,15 +747,7 @@ mod tests {
                 .unwrap(),
         );
         let encoded = |plan: &Arc<dyn ExecutionPlan>| -> usize {
-            fn walk(p: &Arc<dyn ExecutionPlan>, n: &mut usize) {
-                *n += usize::from(p.name() == "EncodeGroupsExec");
-                for c in p.children() {
-                    walk(c, n);
-                }
-            }
-            let mut n = 0;
-            walk(plan, &mut n);
-            n
+            nodes(plan, &|p| p.name() == "EncodeGroupsExec")
         };
         for (sql, on_codes) in [
             (
@@ -835,7 +837,7 @@ mod tests {
                 .unwrap(),
         );
         let dictionary_filters = |plan: &Arc<dyn ExecutionPlan>| -> usize {
-            fn walk(p: &Arc<dyn ExecutionPlan>, n: &mut usize) {
+            nodes(plan, &|p| {
                 let over_scan = p.name() == "DictionaryFilterExec"
                     && p.children()
                         .first()
@@ -851,16 +853,8 @@ mod tests {
                     .one_line()
                     .to_string()
                     .contains("decode only");
-                if over_scan && reads_dictionary && filters {
-                    *n += 1;
-                }
-                for c in p.children() {
-                    walk(c, n);
-                }
-            }
-            let mut n = 0;
-            walk(plan, &mut n);
-            n
+                over_scan && reads_dictionary && filters
+            })
         };
         for (sql, on_dictionary) in [
             ("SELECT count(*) FROM t WHERE cat = 'c07'", true),

@@ -151,7 +151,7 @@ fn on_codes(aggregate: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>
     }
     let codes = Arc::new(GroupCodes::default());
     let encode: Arc<dyn ExecutionPlan> =
-        Arc::new(EncodeGroupsExec::new(below, changed.clone(), codes.clone()));
+        Arc::new(GroupCodesExec::encode(below, &changed, codes.clone()));
     let grouped = AggregateExec::try_new(
         *aggregate.mode(),
         group_by.clone(),
@@ -172,7 +172,7 @@ fn on_codes(aggregate: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>
         })
         .map(|(j, _)| (j, aggregate.schema().field(j).clone().into()))
         .collect();
-    let decode = DecodeGroupsExec::new(Arc::new(grouped), decoded, codes);
+    let decode = GroupCodesExec::new(Arc::new(grouped), Direction::Decode, decoded, codes);
     if decode.schema() != aggregate.schema() {
         return Ok(None);
     }
@@ -276,11 +276,15 @@ struct Codes {
 }
 
 impl GroupCodes {
+    fn lock(&self) -> DfResult<std::sync::MutexGuard<'_, Codes>> {
+        self.inner.lock().map_err(|_| {
+            datafusion::error::DataFusionError::Internal("group codes poisoned".into())
+        })
+    }
+
     /// The code of each of `values` (strings; `None` for a null value).
     fn encode(&self, values: &ArrayRef) -> DfResult<Int32Array> {
-        let mut codes = self.inner.lock().map_err(|_| {
-            datafusion::error::DataFusionError::Internal("group codes poisoned".into())
-        })?;
+        let mut codes = self.lock()?;
         let mut code = |s: &str| -> DfResult<i32> {
             if let Some(c) = codes.by_value.get(s) {
                 return Ok(*c);
@@ -316,9 +320,7 @@ impl GroupCodes {
 
     /// The strings of `codes`, as `to`.
     fn decode(&self, codes: &Int32Array, to: &DataType) -> DfResult<ArrayRef> {
-        let held = self.inner.lock().map_err(|_| {
-            datafusion::error::DataFusionError::Internal("group codes poisoned".into())
-        })?;
+        let held = self.lock()?;
         let mut out = StringViewBuilder::with_capacity(codes.len());
         for c in codes {
             match c.and_then(|c| held.values.get(usize::try_from(c).ok()?)) {
@@ -335,29 +337,54 @@ impl GroupCodes {
     }
 }
 
-/// Replaces dictionary columns by their [`GroupCodes`] (`Int32`, nulls kept).
+/// Which way a [`GroupCodesExec`] converts its columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Dictionaries to their codes (`Int32`, nulls kept), under the aggregate.
+    Encode,
+    /// The aggregate's codes back to the strings they stand for.
+    Decode,
+}
+
+/// Converts some columns between dictionaries and [`GroupCodes`]: shown as
+/// `EncodeGroupsExec` under the aggregate and `DecodeGroupsExec` over it.
 #[derive(Debug)]
-pub struct EncodeGroupsExec {
+pub struct GroupCodesExec {
     input: Arc<dyn ExecutionPlan>,
-    columns: Vec<usize>,
+    direction: Direction,
+    /// Column and the field it has in the output.
+    columns: Vec<(usize, FieldRef)>,
     codes: Arc<GroupCodes>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl EncodeGroupsExec {
-    fn new(input: Arc<dyn ExecutionPlan>, columns: Vec<usize>, codes: Arc<GroupCodes>) -> Self {
+impl GroupCodesExec {
+    /// `input` with its dictionary `columns` replaced by codes.
+    fn encode(input: Arc<dyn ExecutionPlan>, columns: &[usize], codes: Arc<GroupCodes>) -> Self {
         let read = input.schema();
-        let fields: Vec<FieldRef> = read
-            .fields()
+        let columns = columns
             .iter()
-            .enumerate()
-            .map(|(i, f)| match columns.contains(&i) {
-                true => Arc::new(Field::clone(f).with_data_type(DataType::Int32)),
-                false => f.clone(),
+            .map(|i| {
+                let field = Field::clone(read.field(*i)).with_data_type(DataType::Int32);
+                (*i, Arc::new(field))
             })
             .collect();
+        Self::new(input, Direction::Encode, columns, codes)
+    }
+
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        direction: Direction,
+        columns: Vec<(usize, FieldRef)>,
+        codes: Arc<GroupCodes>,
+    ) -> Self {
+        let read = input.schema();
+        let mut fields: Vec<FieldRef> = read.fields().iter().cloned().collect();
+        for (i, f) in &columns {
+            fields[*i] = f.clone();
+        }
         let schema = Arc::new(Schema::new_with_metadata(fields, read.metadata().clone()));
         // orderings are dropped: codes do not sort as the strings do
         let properties = Arc::new(PlanProperties::new(
@@ -366,8 +393,9 @@ impl EncodeGroupsExec {
             input.pipeline_behavior(),
             input.boundedness(),
         ));
-        EncodeGroupsExec {
+        GroupCodesExec {
             input,
+            direction,
             columns,
             codes,
             schema,
@@ -377,20 +405,23 @@ impl EncodeGroupsExec {
     }
 }
 
-impl DisplayAs for EncodeGroupsExec {
+impl DisplayAs for GroupCodesExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let names: Vec<&str> = self
             .columns
             .iter()
-            .map(|i| self.schema.field(*i).name().as_str())
+            .map(|(_, f)| f.name().as_str())
             .collect();
-        write!(f, "EncodeGroupsExec: {}", names.join(", "))
+        write!(f, "{}: {}", self.name(), names.join(", "))
     }
 }
 
-impl ExecutionPlan for EncodeGroupsExec {
+impl ExecutionPlan for GroupCodesExec {
     fn name(&self) -> &str {
-        "EncodeGroupsExec"
+        match self.direction {
+            Direction::Encode => "EncodeGroupsExec",
+            Direction::Decode => "DecodeGroupsExec",
+        }
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -417,8 +448,9 @@ impl ExecutionPlan for EncodeGroupsExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let input = one_child(self.name(), &mut children)?;
-        Ok(Arc::new(EncodeGroupsExec::new(
+        Ok(Arc::new(GroupCodesExec::new(
             input,
+            self.direction,
             self.columns.clone(),
             self.codes.clone(),
         )))
@@ -430,8 +462,9 @@ impl ExecutionPlan for EncodeGroupsExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        Ok(Box::pin(EncodeStream {
+        Ok(Box::pin(GroupCodesStream {
             input,
+            direction: self.direction,
             columns: self.columns.clone(),
             codes: self.codes.clone(),
             schema: self.schema.clone(),
@@ -449,192 +482,49 @@ impl ExecutionPlan for EncodeGroupsExec {
     }
 }
 
-struct EncodeStream {
+struct GroupCodesStream {
     input: SendableRecordBatchStream,
-    columns: Vec<usize>,
+    direction: Direction,
+    columns: Vec<(usize, FieldRef)>,
     codes: Arc<GroupCodes>,
     schema: SchemaRef,
-    /// Per column, the last dictionary seen and its values' codes: a row
-    /// group's batches share their dictionary, mapped once.
+    /// Encoding, per column, the last dictionary seen and its values'
+    /// codes: a row group's batches share their dictionary, mapped once.
     last: HashMap<usize, (ArrayRef, Int32Array)>,
     metrics: BaselineMetrics,
 }
 
-impl EncodeStream {
-    fn encode(&mut self, batch: RecordBatch) -> DfResult<RecordBatch> {
-        let _timer = self.metrics.elapsed_compute().timer();
-        let mut columns = batch.columns().to_vec();
-        for &i in &self.columns {
-            let Some(dictionary) = columns[i].as_dictionary_opt::<Int32Type>() else {
-                return internal_err!("column {i} to group on codes is not a dictionary");
-            };
-            let values = dictionary.values();
-            let mapping = match self.last.get(&i) {
-                Some((seen, mapping)) if Arc::ptr_eq(seen, values) => mapping.clone(),
-                _ => {
-                    let mapping = self.codes.encode(values)?;
-                    self.last.insert(i, (values.clone(), mapping.clone()));
-                    mapping
-                }
-            };
-            columns[i] = arrow::compute::take(&mapping, dictionary.keys(), None)?;
-        }
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
-    }
-}
-
-impl Stream for EncodeStream {
-    type Item = DfResult<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let poll = match ready!(self.input.poll_next_unpin(cx)) {
-            Some(Ok(batch)) => Some(self.encode(batch)),
-            other => other,
-        };
-        self.metrics.record_poll(Poll::Ready(poll))
-    }
-}
-
-impl RecordBatchStream for EncodeStream {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-}
-
-/// Gives the aggregate's code columns back as the strings they stand for.
-#[derive(Debug)]
-pub struct DecodeGroupsExec {
-    input: Arc<dyn ExecutionPlan>,
-    /// Output column and the field it has.
-    columns: Vec<(usize, FieldRef)>,
-    codes: Arc<GroupCodes>,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
-}
-
-impl DecodeGroupsExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        columns: Vec<(usize, FieldRef)>,
-        codes: Arc<GroupCodes>,
-    ) -> Self {
-        let read = input.schema();
-        let mut fields: Vec<FieldRef> = read.fields().iter().cloned().collect();
-        for (i, f) in &columns {
-            fields[*i] = f.clone();
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, read.metadata().clone()));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
-            input.output_partitioning().clone(),
-            input.pipeline_behavior(),
-            input.boundedness(),
-        ));
-        DecodeGroupsExec {
-            input,
-            columns,
-            codes,
-            schema,
-            properties,
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
-    }
-}
-
-impl DisplayAs for DecodeGroupsExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let names: Vec<&str> = self
-            .columns
-            .iter()
-            .map(|(_, f)| f.name().as_str())
-            .collect();
-        write!(f, "DecodeGroupsExec: {}", names.join(", "))
-    }
-}
-
-impl ExecutionPlan for DecodeGroupsExec {
-    fn name(&self) -> &str {
-        "DecodeGroupsExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        vec![true]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let input = one_child(self.name(), &mut children)?;
-        Ok(Arc::new(DecodeGroupsExec::new(
-            input,
-            self.columns.clone(),
-            self.codes.clone(),
-        )))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        Ok(Box::pin(DecodeStream {
-            input,
-            columns: self.columns.clone(),
-            codes: self.codes.clone(),
-            schema: self.schema.clone(),
-            metrics: BaselineMetrics::new(&self.metrics, partition),
-        }))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
-    }
-
-    fn cardinality_effect(&self) -> CardinalityEffect {
-        CardinalityEffect::Equal
-    }
-}
-
-struct DecodeStream {
-    input: SendableRecordBatchStream,
-    columns: Vec<(usize, FieldRef)>,
-    codes: Arc<GroupCodes>,
-    schema: SchemaRef,
-    metrics: BaselineMetrics,
-}
-
-impl DecodeStream {
-    fn decode(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
+impl GroupCodesStream {
+    fn convert(&mut self, batch: RecordBatch) -> DfResult<RecordBatch> {
         let _timer = self.metrics.elapsed_compute().timer();
         let mut columns = batch.columns().to_vec();
         for (i, field) in &self.columns {
-            let Some(codes) = columns[*i].as_primitive_opt::<Int32Type>() else {
-                return internal_err!("group column {} is not codes", field.name());
+            columns[*i] = match self.direction {
+                Direction::Encode => {
+                    let Some(dictionary) = columns[*i].as_dictionary_opt::<Int32Type>() else {
+                        return internal_err!(
+                            "{} to group on codes is not a dictionary",
+                            field.name()
+                        );
+                    };
+                    let values = dictionary.values();
+                    let mapping = match self.last.get(i) {
+                        Some((seen, mapping)) if Arc::ptr_eq(seen, values) => mapping.clone(),
+                        _ => {
+                            let mapping = self.codes.encode(values)?;
+                            self.last.insert(*i, (values.clone(), mapping.clone()));
+                            mapping
+                        }
+                    };
+                    arrow::compute::take(&mapping, dictionary.keys(), None)?
+                }
+                Direction::Decode => {
+                    let Some(codes) = columns[*i].as_primitive_opt::<Int32Type>() else {
+                        return internal_err!("group column {} is not codes", field.name());
+                    };
+                    self.codes.decode(codes, field.data_type())?
+                }
             };
-            columns[*i] = self.codes.decode(codes, field.data_type())?;
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
@@ -645,19 +535,19 @@ impl DecodeStream {
     }
 }
 
-impl Stream for DecodeStream {
+impl Stream for GroupCodesStream {
     type Item = DfResult<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let poll = match ready!(self.input.poll_next_unpin(cx)) {
-            Some(Ok(batch)) => Some(self.decode(batch)),
+            Some(Ok(batch)) => Some(self.convert(batch)),
             other => other,
         };
         self.metrics.record_poll(Poll::Ready(poll))
     }
 }
 
-impl RecordBatchStream for DecodeStream {
+impl RecordBatchStream for GroupCodesStream {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
