@@ -13,7 +13,7 @@
 
 use std::io::{Cursor, Read};
 
-use arrow::csv::reader::Format;
+use arrow::csv::reader::{Decoder, Format};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -128,14 +128,42 @@ struct CsvChunks {
     layout: CsvLayout,
 }
 
+impl CsvChunks {
+    fn reader(&self, first: bool) -> arrow::csv::ReaderBuilder {
+        arrow::csv::ReaderBuilder::new(self.schema.clone())
+            .with_format(self.layout.format(first))
+            .with_batch_size(self.layout.batch_rows)
+    }
+}
+
 impl ChunkParser for CsvChunks {
-    fn parse(&self, chunk: Bytes, first: bool) -> Result<Vec<RecordBatch>, String> {
-        parse_chunk(
-            chunk,
-            &self.schema,
-            self.layout.format(first),
-            self.layout.batch_rows,
-        )
+    /// A decoder for chunks after the header.
+    type Worker = Decoder;
+
+    fn worker(&self) -> Decoder {
+        self.reader(false).build_decoder()
+    }
+
+    /// Chunks after the first that end in a newline go through the
+    /// worker's decoder; the first (its header) and a last one without a
+    /// newline through a reader of their own, as does a chunk that fails,
+    /// so that its error counts lines from the chunk's start.
+    fn parse(
+        &self,
+        decoder: &mut Decoder,
+        chunk: Bytes,
+        first: bool,
+    ) -> Result<Vec<RecordBatch>, String> {
+        if !first && split::ends_in_newline(&chunk) {
+            match split::decode_chunk(decoder, &chunk) {
+                Ok(batches) => return Ok(batches),
+                Err(_) => *decoder = self.worker(),
+            }
+        }
+        self.reader(first)
+            .build(Cursor::new(chunk))
+            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
+            .map_err(|e| e.to_string())
     }
 
     /// Arrow's line numbers count from the chunk; the file's from its top.
@@ -180,20 +208,6 @@ pub fn parse<R: Read + Send>(
         on_read,
         send,
     );
-}
-
-fn parse_chunk(
-    chunk: Bytes,
-    schema: &SchemaRef,
-    format: Format,
-    batch_rows: usize,
-) -> Result<Vec<RecordBatch>, String> {
-    arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_format(format)
-        .with_batch_size(batch_rows)
-        .build(Cursor::new(chunk))
-        .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-        .map_err(|e| e.to_string())
 }
 
 /// `msg` with the number after its first "line " moved by `offset`.
@@ -291,12 +305,12 @@ mod tests {
 
     /// What one arrow reader over the whole text gives.
     fn single(text: &str) -> Result<Vec<RecordBatch>, String> {
-        parse_chunk(
-            Bytes::from(text.as_bytes().to_vec()),
-            &schema(),
-            Format::default().with_header(true),
-            3,
-        )
+        arrow::csv::ReaderBuilder::new(schema())
+            .with_format(Format::default().with_header(true))
+            .with_batch_size(3)
+            .build(Cursor::new(text.as_bytes()))
+            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
+            .map_err(|e| e.to_string())
     }
 
     fn rows(batches: &[RecordBatch]) -> Vec<String> {

@@ -9,6 +9,7 @@ use std::io::{Cursor, Read};
 
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use arrow::json::reader::Decoder;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
@@ -121,9 +122,37 @@ struct JsonChunks {
     batch_rows: usize,
 }
 
+impl JsonChunks {
+    fn reader(&self) -> arrow::json::ReaderBuilder {
+        arrow::json::ReaderBuilder::new(self.schema.clone()).with_batch_size(self.batch_rows)
+    }
+}
+
 impl ChunkParser for JsonChunks {
-    fn parse(&self, chunk: Bytes, _first: bool) -> Result<Vec<RecordBatch>, String> {
-        parse_chunk(chunk, &self.schema, self.batch_rows)
+    type Worker = Result<Decoder, ArrowError>;
+
+    fn worker(&self) -> Self::Worker {
+        self.reader().build_decoder()
+    }
+
+    /// Chunks that end in a newline go through the worker's decoder; a
+    /// last one without, or one that fails, through a reader of its own.
+    fn parse(
+        &self,
+        decoder: &mut Self::Worker,
+        chunk: Bytes,
+        _first: bool,
+    ) -> Result<Vec<RecordBatch>, String> {
+        if let (Ok(d), true) = (decoder.as_mut(), split::ends_in_newline(&chunk)) {
+            match split::decode_chunk(d, &chunk) {
+                Ok(batches) => return Ok(batches),
+                Err(_) => *decoder = self.worker(),
+            }
+        }
+        self.reader()
+            .build(Cursor::new(chunk))
+            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
+            .map_err(|e| e.to_string())
     }
 
     /// Arrow's JSON errors name no position: say which rows were whole.
@@ -150,18 +179,6 @@ pub fn parse<R: Read + Send>(
 ) {
     let parser = JsonChunks { schema, batch_rows };
     split::parse(input, Nesting::new(), &parser, split, on_read, send);
-}
-
-fn parse_chunk(
-    chunk: Bytes,
-    schema: &SchemaRef,
-    batch_rows: usize,
-) -> Result<Vec<RecordBatch>, String> {
-    arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(batch_rows)
-        .build(Cursor::new(chunk))
-        .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -214,7 +231,14 @@ mod tests {
 
     #[test]
     fn any_chunking_gives_the_rows_of_one_reader() {
-        let whole = parse_chunk(Bytes::from_static(TRICKY.as_bytes()), &schema(), 3).unwrap();
+        let whole = JsonChunks {
+            schema: schema(),
+            batch_rows: 3,
+        }
+        .reader()
+        .build(Cursor::new(TRICKY.as_bytes()))
+        .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
+        .unwrap();
         let expected = table(&whole);
         assert_eq!(whole.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
         for chunk in 1..=64 {
