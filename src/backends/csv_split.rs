@@ -15,7 +15,6 @@ use std::io::{Cursor, Read};
 
 use arrow::csv::reader::{Decoder, Format};
 use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
@@ -160,10 +159,7 @@ impl ChunkParser for CsvChunks {
                 Err(_) => *decoder = self.worker(),
             }
         }
-        self.reader(first)
-            .build(Cursor::new(chunk))
-            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-            .map_err(|e| e.to_string())
+        split::read_whole(self.reader(first).build(Cursor::new(chunk)))
     }
 
     /// Arrow's line numbers count from the chunk; the file's from its top.
@@ -305,12 +301,11 @@ mod tests {
 
     /// What one arrow reader over the whole text gives.
     fn single(text: &str) -> Result<Vec<RecordBatch>, String> {
-        arrow::csv::ReaderBuilder::new(schema())
-            .with_format(Format::default().with_header(true))
-            .with_batch_size(3)
-            .build(Cursor::new(text.as_bytes()))
-            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-            .map_err(|e| e.to_string())
+        let parser = CsvChunks {
+            schema: schema(),
+            layout: LAYOUT,
+        };
+        split::read_whole(parser.reader(true).build(Cursor::new(text.as_bytes())))
     }
 
     fn rows(batches: &[RecordBatch]) -> Vec<String> {

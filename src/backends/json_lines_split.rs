@@ -149,10 +149,7 @@ impl ChunkParser for JsonChunks {
                 Err(_) => *decoder = self.worker(),
             }
         }
-        self.reader()
-            .build(Cursor::new(chunk))
-            .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-            .map_err(|e| e.to_string())
+        split::read_whole(self.reader().build(Cursor::new(chunk)))
     }
 
     /// Arrow's JSON errors name no position: say which rows were whole.
@@ -231,14 +228,12 @@ mod tests {
 
     #[test]
     fn any_chunking_gives_the_rows_of_one_reader() {
-        let whole = JsonChunks {
+        let parser = JsonChunks {
             schema: schema(),
             batch_rows: 3,
-        }
-        .reader()
-        .build(Cursor::new(TRICKY.as_bytes()))
-        .and_then(|r| r.collect::<Result<Vec<_>, ArrowError>>())
-        .unwrap();
+        };
+        let whole =
+            split::read_whole(parser.reader().build(Cursor::new(TRICKY.as_bytes()))).unwrap();
         let expected = table(&whole);
         assert_eq!(whole.iter().map(|b| b.num_rows()).sum::<usize>(), 6);
         for chunk in 1..=64 {

@@ -1067,11 +1067,9 @@ impl DeltaTableBackend {
         let (table, staging) = self.open_for_write(cx.root, &dir, meta).await?;
         let write_id = uuid::Uuid::new_v4().to_string();
         let session = Arc::new(cx.session.state());
+        let schema = table_schema(name, &table)?;
         // rewritten files are written as the version's own were
-        let properties = writer_properties(
-            &*table_schema(name, &table)?,
-            &recorded_columns(meta, "bloom_filters"),
-        );
+        let properties = writer_properties(&schema, &recorded_columns(meta, "bloom_filters"));
         // a compaction concatenates files: the rows are no longer in the stored order
         let keeps_order = !matches!(change, TableChange::Compact | TableChange::ZOrder(_));
         let zorder = match &change {
@@ -1114,7 +1112,6 @@ impl DeltaTableBackend {
                 sort_by,
                 bloom_filters,
             } => {
-                let schema = table_schema(name, &table)?;
                 // (the sort's columns are checked where it is planned)
                 if sort_by.as_ref().is_some_and(Vec::is_empty) {
                     return Err(StoreError::invalid_input(
@@ -1172,7 +1169,6 @@ impl DeltaTableBackend {
                 (t, Some(m.num_files_removed))
             }
             TableChange::ZOrder(columns) => {
-                let schema = table_schema(name, &table)?;
                 if columns.is_empty() {
                     return Err(StoreError::invalid_input(
                         name,
