@@ -861,7 +861,11 @@ async fn run_task(
             _ => None,
         };
         // progress a verb reports is saved as it comes (the newest wins);
-        // the saver is stopped before the final record is written
+        // the saver ends when the verb drops its sender, and is awaited
+        // before the final record is written: aborting it could leave a
+        // save under way (a local write runs on a blocking thread that an
+        // abort does not stop) to land after the final record and show a
+        // finished task as running
         let (progress, mut reported) = watch::channel(None::<String>);
         let saver = {
             let mut current = record.clone();
@@ -882,7 +886,6 @@ async fn run_task(
             progress,
         )))
         .await;
-        saver.abort();
         let _ = saver.await;
         if let Some(t) = timer {
             t.abort();
