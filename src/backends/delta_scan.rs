@@ -29,7 +29,7 @@ use datafusion::common::{ScalarValue, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::listing::{FileRange, PartitionedFile};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -250,6 +250,10 @@ impl SnapshotTable {
         // alone is what they were when the session was built.
         let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
         let source = format.file_source(schema.into());
+        let files = files
+            .into_iter()
+            .flat_map(|f| row_group_ranges(f, super::table::ROW_GROUP_ROWS, MIN_RANGE_BYTES))
+            .collect();
         let groups = FileGroup::new(files).split_files(state.config().target_partitions().max(1));
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(groups)
@@ -295,6 +299,73 @@ impl SnapshotTable {
         yes
     }
 }
+
+/// `file` cut into byte ranges that each hold the start of about one row
+/// group, so the scan's cores share a table by row groups.
+///
+/// Why: DataFusion cuts a table's files into one contiguous byte range per
+/// core, reads a row group in the range that holds its first page, and lets
+/// an idle core take the next unread range. With whole files or core-sized
+/// ranges as the units, the last unit decides the split: a 6M-row table of
+/// three 2M-row files and a small one ran as 3.9M rows on one core and 2.1M
+/// on the other. A unit of about one row group leaves at most one row
+/// group's worth of imbalance.
+///
+/// Row group starts are estimated from the row count the log holds and the
+/// store's row group size: a cut halfway between two expected starts leaves
+/// each start in one range even when row groups differ in size by half.
+/// The estimate decides only balance, never which rows are read: the
+/// ranges cover the file exactly, and each row group is read by the one
+/// range that holds its first page. `row_group_rows` is the writer's row
+/// group size; a range holds enough row groups to be about `min_bytes`
+/// ([`MIN_RANGE_BYTES`] in scans), so small row groups do not make many
+/// tiny units.
+fn row_group_ranges(
+    file: PartitionedFile,
+    row_group_rows: usize,
+    min_bytes: u64,
+) -> Vec<PartitionedFile> {
+    let rows = file
+        .statistics
+        .as_ref()
+        .and_then(|s| s.num_rows.get_value().copied())
+        .unwrap_or(0) as u64;
+    let size = file.object_meta.size;
+    if rows == 0 || file.range.is_some() {
+        return vec![file];
+    }
+    // bytes of a full row group; row groups a range holds
+    let per_group = size as f64 * row_group_rows as f64 / rows as f64;
+    let step = (min_bytes as f64 / per_group).ceil().max(1.0);
+    // cut halfway before the first row group of each range but the first
+    let groups = rows.div_ceil(row_group_rows as u64) as f64;
+    let cuts = (1..)
+        .map(|i| i as f64 * step)
+        .take_while(|first| *first < groups)
+        .map(|first| ((first - 0.5) * per_group) as u64)
+        .filter(|cut| *cut < size);
+    let bounds: Vec<u64> = std::iter::once(0)
+        .chain(cuts)
+        .chain(std::iter::once(size))
+        .collect();
+    if bounds.len() < 3 {
+        return vec![file];
+    }
+    bounds
+        .windows(2)
+        .map(|w| {
+            let mut range = file.clone();
+            range.range = Some(FileRange {
+                start: w[0] as i64,
+                end: w[1] as i64,
+            });
+            range
+        })
+        .collect()
+}
+
+/// Smallest byte range [`row_group_ranges`] cuts.
+const MIN_RANGE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// True when the protocol asks nothing of a reader beyond protocol 1 and
 /// [`PLAIN_READER_FEATURES`]. Read through the action's serialised form, the
@@ -618,6 +689,129 @@ mod tests {
             out.push(format!("{q}\n{}", pretty_format_batches(&batches).unwrap()));
         }
         out
+    }
+
+    /// A file of 10 row groups (9 of 1,000 rows differing in size by up to
+    /// a half, one of 400) written to `dir`, and its row groups' first
+    /// page offsets.
+    fn ten_row_groups(dir: &std::path::Path) -> (PartitionedFile, Vec<i64>) {
+        use parquet::arrow::ArrowWriter;
+        use parquet::file::properties::WriterProperties;
+        let ids: Vec<i64> = (0..9400).collect();
+        // row group g's strings are 20 + 5 * (g % 3) bytes long
+        let text = StringArray::from_iter_values(
+            ids.iter()
+                .map(|i| format!("{:0w$}", i, w = 20 + 5 * ((*i as usize / 1000) % 3))),
+        );
+        let batch = RecordBatch::try_from_iter(vec![
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("text", Arc::new(text) as ArrayRef),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1000))
+            .set_dictionary_enabled(false)
+            .build();
+        let path = dir.join("ten.parquet");
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            batch.schema(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        let meta = w.close().unwrap();
+        let starts: Vec<i64> = meta
+            .row_groups()
+            .iter()
+            .map(|g| {
+                let c = g.column(0);
+                c.dictionary_page_offset().unwrap_or(c.data_page_offset())
+            })
+            .collect();
+        assert_eq!(starts.len(), 10);
+        let size = std::fs::metadata(&path).unwrap().len();
+        let location = Path::from_filesystem_path(&path).unwrap();
+        let mut stats = Statistics::new_unknown(&batch.schema());
+        stats.num_rows = Precision::Exact(9400);
+        let file =
+            PartitionedFile::new(location.to_string(), size).with_statistics(Arc::new(stats));
+        (file, starts)
+    }
+
+    /// Rows and `sum(id)` a Parquet scan of `ranges` (one per partition) reads.
+    async fn read_ranges(ranges: &[PartitionedFile], schema: SchemaRef) -> (usize, i64) {
+        let ctx = SessionContext::new();
+        let format = ParquetFormat::default();
+        let groups: Vec<FileGroup> = ranges
+            .iter()
+            .map(|r| FileGroup::new(vec![r.clone()]))
+            .collect();
+        let config = FileScanConfigBuilder::new(
+            ObjectStoreUrl::local_filesystem(),
+            format.file_source(schema.into()),
+        )
+        .with_file_groups(groups)
+        .build();
+        let plan = format
+            .create_physical_plan(&ctx.state(), config)
+            .await
+            .unwrap();
+        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap();
+        let ids = batches.iter().flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        });
+        ids.fold((0, 0), |(n, sum), id| (n + 1, sum + id))
+    }
+
+    #[tokio::test]
+    async fn a_file_is_cut_into_ranges_of_one_row_group_each_and_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, starts) = ten_row_groups(dir.path());
+        let size = file.object_meta.size as i64;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", DataType::Utf8, false),
+        ]));
+        // a row group is about size / 9.4 bytes: 2.5 of them make ranges of 3
+        for (min_bytes, per_range) in [(1, 1), (size as u64 * 25 / 94, 3)] {
+            let ranges = row_group_ranges(file.clone(), 1000, min_bytes);
+            let bounds: Vec<(i64, i64)> = ranges
+                .iter()
+                .map(|r| r.range.as_ref().map(|r| (r.start, r.end)).unwrap())
+                .collect();
+            // the ranges cover the file once, in order
+            assert_eq!(bounds.first().unwrap().0, 0);
+            assert_eq!(bounds.last().unwrap().1, size);
+            assert!(bounds.windows(2).all(|w| w[0].1 == w[1].0), "{bounds:?}");
+            // each holds the first page of `per_range` row groups (the last
+            // the rest): DataFusion reads a row group in that range only
+            let held: Vec<usize> = bounds
+                .iter()
+                .map(|(a, b)| starts.iter().filter(|s| (*a..*b).contains(s)).count())
+                .collect();
+            let want: Vec<usize> = (0..10)
+                .step_by(per_range)
+                .map(|first| per_range.min(10 - first))
+                .collect();
+            assert_eq!(held, want, "{min_bytes}-byte ranges: {bounds:?}");
+            // every row is read exactly once
+            assert_eq!(
+                read_ranges(&ranges, schema.clone()).await,
+                (9400, 9400 * 9399 / 2)
+            );
+        }
+        // a file of one row group, and a range already cut, stay whole
+        let one = row_group_ranges(file.clone(), 10_000, 1);
+        assert_eq!(one.len(), 1);
+        assert!(one[0].range.is_none());
     }
 
     /// Writes three commits (two appends, the second of two files), then

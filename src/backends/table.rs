@@ -360,8 +360,9 @@ fn fixed_width(t: &DataType) -> bool {
     t.is_primitive() || matches!(t, DataType::Boolean)
 }
 
-/// Most rows in a row group (see [`writer_properties`]).
-const ROW_GROUP_ROWS: usize = 512 * 1024;
+/// Most rows in a row group (see [`writer_properties`]); the scan sizes its
+/// work items by it ([`super::delta_scan`]).
+pub(crate) const ROW_GROUP_ROWS: usize = 512 * 1024;
 
 /// Largest dictionary page of a data file (see [`writer_properties`]).
 const DICTIONARY_PAGE_BYTES: usize = 64 * 1024;
