@@ -1701,11 +1701,24 @@ async fn decimal_products_in_64_bits_answer_as_arrow() {
         with[2]
     );
 
+    // `1 - b` and `1 + b` rescale the constant once (decimal_constant_add.rs)
+    let constant_add = |q: &'static str| {
+        let om = &om;
+        async move {
+            let plan = om.sql(q).await.unwrap().create_physical_plan().await;
+            format!("{:?}", plan.unwrap()).contains("DecimalConstantAddExpr")
+        }
+    };
+    assert!(constant_add(queries[0]).await);
+
     common::exec(&om, "SET omega_exec.narrow_decimal_multiply = false").await;
     for (q, want) in queries.iter().zip(&with) {
         assert!(!narrow(q).await, "{q}");
         assert_eq!(&rows_text(&om, q).await, want, "{q}");
     }
+    common::exec(&om, "SET omega_exec.decimal_constant_add = false").await;
+    assert!(!constant_add(queries[0]).await);
+    assert_eq!(&rows_text(&om, queries[0]).await, &with[0]);
 }
 
 /// Row groups hold at most 512Ki rows, so that a table of 0.5–1M rows

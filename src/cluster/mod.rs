@@ -67,6 +67,7 @@ pub const SESSION_OPTIONS: &[(&str, &str)] = &[
     ("omega_scan.dynamic_filters", "false"),
     // The codec knows DataFusion's expressions, not omegastore's.
     ("omega_exec.narrow_decimal_multiply", "false"),
+    ("omega_exec.decimal_constant_add", "false"),
     // A shared result is held in this process and cannot travel: each use
     // runs on the cluster, and the plan goes there whole.
     ("omega_exec.share_repeated_subplans", "false"),

@@ -17,6 +17,10 @@
 //! expression prints as the multiplication it wraps, so plans read the same.
 //!
 //! `SET omega_exec.narrow_decimal_multiply = false` turns it off.
+//!
+//! The same rule gives `constant ± decimal` its one-rescale evaluation
+//! (`decimal_constant_add.rs`, `omega_exec.decimal_constant_add`): both
+//! rewrite the decimal arithmetic of the same nodes.
 
 use std::fmt;
 use std::hash::Hash;
@@ -41,11 +45,12 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateInputMode};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
+use super::decimal_constant_add::DecimalConstantAddExpr;
 use super::options::ExecOptions;
 
 /// The physical optimizer rule that gives `Decimal128 * Decimal128` in
-/// projections and aggregate arguments the 64-bit multiply (see the module
-/// doc). Filters, join conditions and grouping keys keep arrow's kernel:
+/// projections and aggregate arguments the 64-bit multiply, and `constant ±
+/// Decimal128` the one-rescale sum (see the module doc). Filters, join conditions and grouping keys keep arrow's kernel:
 /// products there are rare, and those nodes carry more state to rebuild.
 #[derive(Debug, Default)]
 pub struct NarrowDecimalMultiply;
@@ -56,14 +61,15 @@ impl PhysicalOptimizerRule for NarrowDecimalMultiply {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let on = config
-            .extensions
-            .get::<ExecOptions>()
-            .is_none_or(|o| o.narrow_decimal_multiply);
-        if !on {
+        let options = config.extensions.get::<ExecOptions>();
+        let on = Rewrites {
+            multiply: options.is_none_or(|o| o.narrow_decimal_multiply),
+            constant_add: options.is_none_or(|o| o.decimal_constant_add),
+        };
+        if !on.multiply && !on.constant_add {
             return Ok(plan);
         }
-        plan.transform_up(rewrite_node).data()
+        plan.transform_up(|node| rewrite_node(node, on)).data()
     }
 
     fn name(&self) -> &str {
@@ -75,13 +81,25 @@ impl PhysicalOptimizerRule for NarrowDecimalMultiply {
     }
 }
 
-fn rewrite_node(node: Arc<dyn ExecutionPlan>) -> DfResult<Transformed<Arc<dyn ExecutionPlan>>> {
+/// Which decimal expressions the rule rewrites.
+#[derive(Debug, Clone, Copy)]
+struct Rewrites {
+    /// `a * b` → [`NarrowDecimalMultiplyExpr`]
+    multiply: bool,
+    /// `constant ± a` → [`DecimalConstantAddExpr`]
+    constant_add: bool,
+}
+
+fn rewrite_node(
+    node: Arc<dyn ExecutionPlan>,
+    on: Rewrites,
+) -> DfResult<Transformed<Arc<dyn ExecutionPlan>>> {
     if let Some(p) = node.downcast_ref::<ProjectionExec>() {
         let schema = p.input().schema();
         let mut changed = false;
         let mut exprs = Vec::with_capacity(p.expr().len());
         for e in p.expr() {
-            let new = rewrite_expr(&e.expr, &schema)?;
+            let new = rewrite_expr(&e.expr, &schema, on)?;
             changed |= new.transformed;
             exprs.push(ProjectionExpr {
                 expr: new.data,
@@ -107,7 +125,7 @@ fn rewrite_node(node: Arc<dyn ExecutionPlan>) -> DfResult<Transformed<Arc<dyn Ex
             let mut args = Vec::new();
             let mut arg_changed = false;
             for arg in agg.expressions() {
-                let new = rewrite_expr(&arg, &schema)?;
+                let new = rewrite_expr(&arg, &schema, on)?;
                 arg_changed |= new.transformed;
                 args.push(new.data);
             }
@@ -133,18 +151,23 @@ fn rewrite_node(node: Arc<dyn ExecutionPlan>) -> DfResult<Transformed<Arc<dyn Ex
     Ok(Transformed::no(node))
 }
 
-/// `expr` with each decimal multiplication in it wrapped.
+/// `expr` with each decimal multiplication (and constant sum) in it wrapped.
 fn rewrite_expr(
     expr: &Arc<dyn PhysicalExpr>,
     schema: &Schema,
+    on: Rewrites,
 ) -> DfResult<Transformed<Arc<dyn PhysicalExpr>>> {
     Arc::clone(expr).transform_up(|e| {
         let Some(b) = e.downcast_ref::<BinaryExpr>() else {
             return Ok(Transformed::no(e));
         };
+        if on.constant_add && DecimalConstantAddExpr::applies(b, schema)? {
+            let wrapped: Arc<dyn PhysicalExpr> = Arc::new(DecimalConstantAddExpr(b.clone()));
+            return Ok(Transformed::yes(wrapped));
+        }
         let decimals = matches!(b.left().data_type(schema)?, DataType::Decimal128(..))
             && matches!(b.right().data_type(schema)?, DataType::Decimal128(..));
-        if *b.op() != Operator::Multiply || !decimals {
+        if !on.multiply || *b.op() != Operator::Multiply || !decimals {
             return Ok(Transformed::no(e));
         }
         let wrapped: Arc<dyn PhysicalExpr> = Arc::new(NarrowDecimalMultiplyExpr(b.clone()));

@@ -5,6 +5,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `catalog.rs` | the `omega` catalog: buckets as schemas, datasets as tables, `system.objects` |
+//! | `decimal_constant_add.rs` | `constant ± Decimal128` with the constant rescaled once (put in plans by the rule in `decimal_multiply.rs`) |
 //! | `decimal_multiply.rs` | `Decimal128` products in 64 bits where the values fit (a physical optimizer rule) |
 //! | `execute.rs` | runs statements; routes writes to the store |
 //! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
@@ -22,6 +23,7 @@
 
 pub mod cache_table;
 pub mod catalog;
+pub mod decimal_constant_add;
 pub mod decimal_multiply;
 pub mod execute;
 pub mod mixins;

@@ -48,6 +48,9 @@ extensions_options! {
         /// Multiply `Decimal128` values in 64 bits where they fit (see
         /// `decimal_multiply.rs`).
         pub narrow_decimal_multiply: bool, default = true
+        /// Add a constant to a decimal column rescaling the constant once
+        /// (see `decimal_constant_add.rs`).
+        pub decimal_constant_add: bool, default = true
         /// Compute aggregates a statement repeats (a CTE named twice) once
         /// (see `shared_subplans.rs`).
         pub share_repeated_subplans: bool, default = true
