@@ -15,18 +15,18 @@
 //! [`DecimalConstantAddExpr`] in projections and aggregate arguments;
 //! `SET omega_exec.decimal_constant_add = false` turns it off.
 
-use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, Decimal128Array, RecordBatch};
-use arrow::datatypes::{ArrowNativeTypeOp, DECIMAL128_MAX_PRECISION, DataType, FieldRef, Schema};
+use arrow::array::{ArrayRef, AsArray, Decimal128Array};
+use arrow::datatypes::{ArrowNativeTypeOp, DECIMAL128_MAX_PRECISION, DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Operator};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr_common::datum::apply;
+
+use super::binary_wrapper::wrap_binary_expr;
 
 /// A `Decimal128 ± Decimal128` that rescales a constant side once (see the
 /// module doc). Everything but evaluation is the wrapped [`BinaryExpr`]'s.
@@ -43,49 +43,20 @@ impl DecimalConstantAddExpr {
     }
 }
 
-impl fmt::Display for DecimalConstantAddExpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+wrap_binary_expr!(DecimalConstantAddExpr);
 
-impl PhysicalExpr for DecimalConstantAddExpr {
-    fn return_field(&self, input_schema: &Schema) -> DfResult<FieldRef> {
-        self.0.return_field(input_schema)
-    }
-
-    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
-        let l = self.0.left().evaluate(batch)?;
-        let r = self.0.right().evaluate(batch)?;
+impl DecimalConstantAddExpr {
+    fn kernel(&self, l: &ColumnarValue, r: &ColumnarValue) -> DfResult<ColumnarValue> {
         let subtract = *self.0.op() == Operator::Minus;
-        if let Some(sum) = add_constant(&l, &r, subtract)? {
+        if let Some(sum) = add_constant(l, r, subtract)? {
             return Ok(ColumnarValue::Array(sum));
         }
         // the calls the wrapped BinaryExpr makes
         if subtract {
-            apply(&l, &r, arrow::compute::kernels::numeric::sub_wrapping)
+            apply(l, r, arrow::compute::kernels::numeric::sub_wrapping)
         } else {
-            apply(&l, &r, arrow::compute::kernels::numeric::add_wrapping)
+            apply(l, r, arrow::compute::kernels::numeric::add_wrapping)
         }
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![self.0.left(), self.0.right()]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> DfResult<Arc<dyn PhysicalExpr>> {
-        let inner = Arc::new(self.0.clone()).with_new_children(children)?;
-        match inner.downcast_ref::<BinaryExpr>() {
-            Some(b) => Ok(Arc::new(Self(b.clone()))),
-            None => Ok(inner),
-        }
-    }
-
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt_sql(f)
     }
 }
 

@@ -22,16 +22,13 @@
 //! (`decimal_constant_add.rs`, `omega_exec.decimal_constant_add`): both
 //! rewrite the decimal arithmetic of the same nodes.
 
-use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array};
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::compute::kernels::numeric::mul_wrapping;
-use arrow::datatypes::{
-    DECIMAL128_MAX_PRECISION, DECIMAL128_MAX_SCALE, DataType, FieldRef, Schema,
-};
+use arrow::datatypes::{DECIMAL128_MAX_PRECISION, DECIMAL128_MAX_SCALE, DataType, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::config::ConfigOptions;
@@ -45,6 +42,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateInputMode};
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 
+use super::binary_wrapper::wrap_binary_expr;
 use super::decimal_constant_add::DecimalConstantAddExpr;
 use super::options::ExecOptions;
 
@@ -181,45 +179,16 @@ fn rewrite_expr(
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NarrowDecimalMultiplyExpr(BinaryExpr);
 
-impl fmt::Display for NarrowDecimalMultiplyExpr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+wrap_binary_expr!(NarrowDecimalMultiplyExpr);
 
-impl PhysicalExpr for NarrowDecimalMultiplyExpr {
-    fn return_field(&self, input_schema: &Schema) -> DfResult<FieldRef> {
-        self.0.return_field(input_schema)
-    }
-
-    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
-        let l = self.0.left().evaluate(batch)?;
-        let r = self.0.right().evaluate(batch)?;
-        if let Some(product) = multiply_narrow(&l, &r)? {
+impl NarrowDecimalMultiplyExpr {
+    fn kernel(&self, l: &ColumnarValue, r: &ColumnarValue) -> DfResult<ColumnarValue> {
+        if let Some(product) = multiply_narrow(l, r)? {
             return Ok(ColumnarValue::Array(product));
         }
         // Decimal products are overflow-checked in arrow whatever the
         // kernel's name; this is the call the wrapped BinaryExpr makes.
-        apply(&l, &r, mul_wrapping)
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![self.0.left(), self.0.right()]
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> DfResult<Arc<dyn PhysicalExpr>> {
-        let inner = Arc::new(self.0.clone()).with_new_children(children)?;
-        match inner.downcast_ref::<BinaryExpr>() {
-            Some(b) => Ok(Arc::new(Self(b.clone()))),
-            None => Ok(inner),
-        }
-    }
-
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt_sql(f)
+        apply(l, r, mul_wrapping)
     }
 }
 

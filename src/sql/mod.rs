@@ -4,6 +4,7 @@
 //!
 //! | file | what |
 //! | --- | --- |
+//! | `binary_wrapper.rs` | a macro: a `BinaryExpr` evaluated by another kernel, the same in plans |
 //! | `catalog.rs` | the `omega` catalog: buckets as schemas, datasets as tables, `system.objects` |
 //! | `decimal_constant_add.rs` | `constant ± Decimal128` with the constant rescaled once (put in plans by the rule in `decimal_multiply.rs`) |
 //! | `decimal_multiply.rs` | `Decimal128` products in 64 bits where the values fit (a physical optimizer rule) |
@@ -21,6 +22,7 @@
 //! | `cache_table.rs` | `omega.system.cache`: what the memory cache holds |
 //! | `system.rs` | `omega.system.*` tables contributed by the layers above (`SystemTable`) |
 
+mod binary_wrapper;
 pub mod cache_table;
 pub mod catalog;
 pub mod decimal_constant_add;
