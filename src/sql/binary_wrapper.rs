@@ -60,3 +60,13 @@ macro_rules! wrap_binary_expr {
 }
 
 pub(crate) use wrap_binary_expr;
+
+/// A `Decimal128(p, s)` array of `values`, for the wrapped kernels' tests.
+#[cfg(test)]
+pub(crate) fn decimals(values: &[Option<i128>], p: u8, s: i8) -> arrow::array::ArrayRef {
+    std::sync::Arc::new(
+        arrow::array::Decimal128Array::from(values.to_vec())
+            .with_precision_and_scale(p, s)
+            .unwrap(),
+    )
+}

@@ -111,15 +111,8 @@ fn add_constant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::binary_wrapper::decimals;
     use arrow::compute::kernels::numeric::{add_wrapping, sub_wrapping};
-
-    fn decimals(values: &[Option<i128>], p: u8, s: i8) -> ArrayRef {
-        Arc::new(
-            Decimal128Array::from(values.to_vec())
-                .with_precision_and_scale(p, s)
-                .unwrap(),
-        )
-    }
 
     fn arrows(l: &ColumnarValue, r: &ColumnarValue, subtract: bool) -> DfResult<ArrayRef> {
         let f = if subtract { sub_wrapping } else { add_wrapping };

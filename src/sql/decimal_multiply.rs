@@ -255,15 +255,8 @@ fn widening(x: i128, y: i128) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::binary_wrapper::decimals;
     use arrow::compute::kernels::numeric::mul;
-
-    fn decimals(values: &[Option<i128>], p: u8, s: i8) -> ArrayRef {
-        Arc::new(
-            Decimal128Array::from(values.to_vec())
-                .with_precision_and_scale(p, s)
-                .unwrap(),
-        )
-    }
 
     fn arrow_product(l: &ColumnarValue, r: &ColumnarValue) -> ArrayRef {
         match apply(l, r, mul).unwrap() {
