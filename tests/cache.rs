@@ -218,15 +218,18 @@ async fn strings_with_few_values_are_held_as_dictionaries() {
         answer(&om, &rows.replace("trips", "\"trips@1\"")).await
     );
 
-    // a GROUP BY of the held dictionary groups its 4-byte codes; the same
-    // query over the files (a pinned version is read from Parquet) groups
-    // the strings, and both give the same answer
+    // a GROUP BY of the held dictionary groups its 4-byte codes, the codes
+    // indexing the partial aggregate's groups (no hashing); the same query
+    // over the files (a pinned version is read from Parquet) groups the
+    // strings, and both give the same answer
     let grouped = "SELECT driver, count(*) AS n, sum(fare) AS fares, max(id) AS last \
                    FROM trips GROUP BY driver ORDER BY driver";
     let from_files = grouped.replace("trips", "\"trips@1\"");
     let p = plan(&om, grouped).await;
     assert!(
-        p.contains("EncodeGroupsExec") && p.contains("DecodeGroupsExec"),
+        p.contains("EncodeGroupsExec")
+            && p.contains("DecodeGroupsExec")
+            && p.contains("DenseAggregateExec: mode=Partial, gby=[driver@1 as driver]"),
         "{p}"
     );
     assert!(!plan(&om, &from_files).await.contains("EncodeGroupsExec"));

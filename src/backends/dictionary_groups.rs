@@ -12,7 +12,8 @@
 //!
 //! ```text
 //! DecodeGroupsExec        group codes back to the strings (one row per group)
-//!   AggregateExec         groups by the codes (DataFusion's integer groups)
+//!   AggregateExec         groups by the codes (a partial aggregate of one
+//!                         column: DenseAggregateExec, the code is the group)
 //!     EncodeGroupsExec    each batch's dictionary keys mapped to codes
 //!       ...               filters, projections, repartitions between
 //!         DictionaryFilterExec   the column kept a dictionary
@@ -65,6 +66,7 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt, ready};
 
+use super::dense_aggregate::DenseAggregateExec;
 use super::dictionary_filter::{DictionaryFilterExec, dictionary_type};
 use super::one_child;
 
@@ -161,6 +163,12 @@ fn on_codes(aggregate: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>
         encode.schema(),
     )?
     .with_limit_options(aggregate.limit_options());
+    // a partial aggregate of one code column indexes its groups by the code
+    let grouped = Arc::new(grouped);
+    let grouped: Arc<dyn ExecutionPlan> = match DenseAggregateExec::try_new(grouped.clone()) {
+        Some(dense) => Arc::new(dense),
+        None => grouped,
+    };
     // the aggregate's first columns are its groups, in order
     let decoded: Vec<(usize, FieldRef)> = group_by
         .expr()
@@ -172,7 +180,7 @@ fn on_codes(aggregate: &AggregateExec) -> DfResult<Option<Arc<dyn ExecutionPlan>
         })
         .map(|(j, _)| (j, aggregate.schema().field(j).clone().into()))
         .collect();
-    let decode = GroupCodesExec::new(Arc::new(grouped), Direction::Decode, decoded, codes);
+    let decode = GroupCodesExec::new(grouped, Direction::Decode, decoded, codes);
     if decode.schema() != aggregate.schema() {
         return Ok(None);
     }

@@ -19,6 +19,7 @@ pub mod batch_pruning;
 pub mod conform;
 pub mod csv_split;
 pub mod delta_scan;
+pub mod dense_aggregate;
 pub mod dictionary_filter;
 pub mod dictionary_groups;
 pub mod document;
