@@ -23,7 +23,8 @@ use arrow::datatypes::{ArrowNativeTypeOp, DECIMAL128_MAX_PRECISION, DataType, Sc
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Operator};
-use datafusion::physical_expr::expressions::BinaryExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
 use datafusion::physical_expr_common::datum::apply;
 
 use super::binary_wrapper::wrap_binary_expr;
@@ -35,9 +36,12 @@ pub struct DecimalConstantAddExpr(pub(crate) BinaryExpr);
 
 impl DecimalConstantAddExpr {
     /// Whether `b` is an addition or subtraction this expression answers
-    /// faster, given its sides' types in `schema`.
+    /// faster: decimals on both sides (types in `schema`), one side a
+    /// literal (a sum of two columns stays arrow's, unwrapped).
     pub(crate) fn applies(b: &BinaryExpr, schema: &Schema) -> DfResult<bool> {
+        let literal = |e: &Arc<dyn PhysicalExpr>| e.downcast_ref::<Literal>().is_some();
         Ok(matches!(b.op(), Operator::Plus | Operator::Minus)
+            && (literal(b.left()) || literal(b.right()))
             && matches!(b.left().data_type(schema)?, DataType::Decimal128(..))
             && matches!(b.right().data_type(schema)?, DataType::Decimal128(..)))
     }
