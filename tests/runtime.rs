@@ -614,3 +614,49 @@ async fn a_task_killed_with_its_process_is_abandoned_after_restart() {
     let record = tasks.list().await.unwrap().pop().unwrap();
     assert!(record.error.unwrap().contains("stopped"));
 }
+
+/// A progress save still under way when its job ends (a local write runs
+/// on a blocking thread, which giving up on it does not stop) lands before
+/// the task's final record, never after it: the finished task never shows
+/// as running again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_progress_save_never_lands_after_the_final_record() {
+    use object_store::path::Path;
+    let root = common::local();
+    let (om, faults) = common::faults::faulty(&root.url).await;
+    let tasks = om.runtime().await.unwrap();
+    tasks
+        .jobs()
+        .put("two", "SELECT 1 AS one;\nSELECT 2 AS two;", &no_params())
+        .await
+        .unwrap();
+    // a task's record is written queued, running, then with its progress
+    let (reached, release) = faults.hold_nth_detached(3, |op, p: &Path| {
+        op == common::faults::Op::Put && p.as_ref().contains("/tasks/")
+    });
+    let handle = tasks.run_job("two", no_params()).await.unwrap();
+    reached.notified().await;
+    let held = handle.status().await.unwrap();
+    assert_eq!(held.status, TaskStatus::Running, "{held:?}");
+    // the job's statements go on while the save waits; give them time to end
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.notify_one();
+    // bounded: a stale "running" record landing last leaves the task
+    // running forever, which is the failure this test is for
+    let done = tokio::time::timeout(Duration::from_secs(60), handle.wait())
+        .await
+        .expect("the task never became final: a stale running record landed last")
+        .unwrap();
+    assert_eq!(done.status, TaskStatus::Succeeded, "{done:?}");
+    for _ in 0..500 {
+        if faults.detached_under_way() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(faults.detached_under_way(), 0);
+    faults.heal();
+    let after = handle.status().await.unwrap();
+    assert_eq!(after.status, TaskStatus::Succeeded, "{after:?}");
+    assert_eq!(after.progress, None, "{after:?}");
+}

@@ -48,6 +48,11 @@ struct Plan {
     filter: Filter,
     fail_at: Option<(usize, Fault)>,
     hold: Option<(Arc<Notify>, Arc<Notify>)>,
+    /// Hold the call with this number (1-based) instead of the next one.
+    hold_at: Option<usize>,
+    /// Puts run on a task of their own, as a local write runs on a blocking
+    /// thread: they land even when their caller gives up on them.
+    detached: bool,
 }
 
 /// The decorator. Cloning shares the counters.
@@ -56,6 +61,8 @@ pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     calls: Arc<AtomicUsize>,
     plan: Arc<Mutex<Plan>>,
+    /// Detached puts under way.
+    detached: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for FaultStore {
@@ -90,7 +97,10 @@ impl FaultStore {
                 filter: Box::new(|_, _| true),
                 fail_at: None,
                 hold: None,
+                hold_at: None,
+                detached: false,
             })),
+            detached: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -122,6 +132,27 @@ impl FaultStore {
         (reached, release)
     }
 
+    /// The `k`-th call (1-based) matching `filter` from now on waits, as
+    /// with [`Self::hold_next`]; puts are detached (they land even if their
+    /// caller stops waiting, see [`Self::detached_under_way`]).
+    pub fn hold_nth_detached(
+        &self,
+        k: usize,
+        filter: impl Fn(Op, &Path) -> bool + Send + Sync + 'static,
+    ) -> (Arc<Notify>, Arc<Notify>) {
+        let held = self.hold_next(filter);
+        let mut p = self.plan.lock().unwrap();
+        p.hold_at = Some(k);
+        p.detached = true;
+        self.calls.store(0, Ordering::SeqCst);
+        held
+    }
+
+    /// Detached puts not yet done.
+    pub fn detached_under_way(&self) -> usize {
+        self.detached.load(Ordering::SeqCst)
+    }
+
     /// From now on, count the calls matching `filter` (see [`Self::calls`]),
     /// failing none.
     pub fn count(&self, filter: impl Fn(Op, &Path) -> bool + Send + Sync + 'static) {
@@ -136,6 +167,8 @@ impl FaultStore {
         let mut p = self.plan.lock().unwrap();
         p.fail_at = None;
         p.hold = None;
+        p.hold_at = None;
+        p.detached = false;
     }
 
     /// Matching calls seen since the last `fail_nth`.
@@ -156,7 +189,11 @@ impl FaultStore {
                 Some((k, Fault::Denied)) if n >= k => Some(Fault::Denied),
                 _ => None,
             };
-            (fault, p.hold.take())
+            let hold = match p.hold_at {
+                Some(k) if k != n => None,
+                _ => p.hold.take(),
+            };
+            (fault, hold)
         };
         if let Some((reached, release)) = hold {
             reached.notify_one();
@@ -179,9 +216,9 @@ fn injected(op: Op, path: &Path, fault: Fault) -> object_store::Error {
     }
 }
 
-#[async_trait]
-impl ObjectStore for FaultStore {
-    async fn put_opts(
+impl FaultStore {
+    /// A put through the plan, on the caller's task.
+    async fn put_attached(
         &self,
         location: &Path,
         payload: PutPayload,
@@ -196,6 +233,32 @@ impl ObjectStore for FaultStore {
             None => self.inner.put_opts(location, payload, opts).await,
         }
     }
+}
+
+#[async_trait]
+impl ObjectStore for FaultStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        if self.plan.lock().unwrap().detached {
+            let this = self.clone();
+            let location = location.clone();
+            self.detached.fetch_add(1, Ordering::SeqCst);
+            let put = tokio::spawn(async move {
+                let done = this.put_attached(&location, payload, opts).await;
+                this.detached.fetch_sub(1, Ordering::SeqCst);
+                done
+            });
+            return put.await.map_err(|e| object_store::Error::Generic {
+                store: "FaultStore",
+                source: e.into(),
+            })?;
+        }
+        self.put_attached(location, payload, opts).await
+    }
 
     async fn put_multipart_opts(
         &self,
@@ -207,7 +270,6 @@ impl ObjectStore for FaultStore {
             None => self.inner.put_multipart_opts(location, opts).await,
         }
     }
-
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         match self.check(Op::Get, location).await {
             Some(f) => Err(injected(Op::Get, location, f)),
