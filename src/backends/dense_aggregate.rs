@@ -396,6 +396,11 @@ mod tests {
         ctx
     }
 
+    async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let df = ctx.sql(sql).await.unwrap();
+        df.create_physical_plan().await.unwrap()
+    }
+
     /// `plan` with its partial aggregates dense; how many were replaced.
     fn dense(plan: Arc<dyn ExecutionPlan>) -> (Arc<dyn ExecutionPlan>, usize) {
         let mut replaced = 0;
@@ -437,24 +442,12 @@ mod tests {
                 29,
             ),
         ] {
-            let plan = ctx
-                .sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let plan = physical(&ctx, sql).await;
             let want = pretty_format_batches(&collect(plan.clone(), ctx.task_ctx()).await.unwrap())
                 .unwrap()
                 .to_string();
             // a plan runs once: the dense one is planned again
-            let plan = ctx
-                .sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let plan = physical(&ctx, sql).await;
             let (plan, replaced) = dense(plan);
             assert_eq!(replaced, 1, "one partial aggregate of k: {sql}");
             let shown = datafusion::physical_plan::displayable(plan.as_ref())
@@ -472,8 +465,8 @@ mod tests {
         }
     }
 
-    /// Not replaced: final aggregates of two keys, a key that is not Int32,
-    /// no key.
+    /// Not replaced: aggregates of two keys, of a key that is not Int32,
+    /// of no key.
     #[tokio::test]
     async fn other_aggregates_are_left_alone() {
         let ctx = context(None);
@@ -482,13 +475,7 @@ mod tests {
             "SELECT x, count(*) FROM t GROUP BY x",
             "SELECT count(*) FROM t",
         ] {
-            let plan = ctx
-                .sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap();
+            let plan = physical(&ctx, sql).await;
             assert_eq!(dense(plan).1, 0, "{sql}");
         }
     }
@@ -499,13 +486,7 @@ mod tests {
     async fn over_budget_it_emits_early_and_loses_nothing() {
         let ctx = context(Some(4 * 1024));
         let sql = "SELECT k, count(*) AS n, sum(x) AS s FROM t GROUP BY k";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(&ctx, sql).await;
         let (plan, _) = dense(plan);
         let mut partial = None;
         plan.apply(|p| {
