@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
-use arrow::datatypes::{Int32Type, SchemaRef};
+use arrow::datatypes::Int32Type;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{internal_datafusion_err, internal_err};
 use datafusion::error::Result as DfResult;
@@ -29,6 +29,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr_common::utils::evaluate_expressions_to_arrays;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
@@ -151,7 +152,6 @@ impl ExecutionPlan for DenseAggregateExec {
             seen: Vec::new(),
             indices: Vec::new(),
             aggregate: aggregate.clone(),
-            schema: aggregate.schema(),
             batch_size: context.session_config().batch_size().max(1),
             reservation,
             metrics: BaselineMetrics::new(&self.metrics, partition),
@@ -186,7 +186,6 @@ struct Dense {
     seen: Vec<bool>,
     indices: Vec<usize>,
     aggregate: Arc<AggregateExec>,
-    schema: SchemaRef,
     batch_size: usize,
     reservation: MemoryReservation,
     metrics: BaselineMetrics,
@@ -238,10 +237,7 @@ impl Dense {
             .zip(&self.arguments)
             .zip(&self.filters)
         {
-            let values = arguments
-                .iter()
-                .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
-                .collect::<DfResult<Vec<ArrayRef>>>()?;
+            let values = evaluate_expressions_to_arrays(arguments, batch)?;
             let filter = filter
                 .as_ref()
                 .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
@@ -282,7 +278,7 @@ impl Dense {
             .iter()
             .map(|c| arrow::compute::filter(c, &seen))
             .collect::<Result<Vec<_>, _>>()?;
-        let held = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let held = RecordBatch::try_new(self.aggregate.schema(), columns)?;
         let rows = held.num_rows();
         self.metrics.record_output(rows);
         Ok((0..rows)
