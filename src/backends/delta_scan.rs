@@ -41,7 +41,8 @@ use deltalake::DeltaTable;
 use deltalake::kernel::LogicalFileView;
 use object_store::path::Path;
 
-use super::{dictionary_filter, scan_options};
+use super::dictionary_filter::{self, StoredDictionaries};
+use super::scan_options;
 use serde_json::Value;
 
 /// Reader features a plain Parquet scan of the add actions honours: they
@@ -191,11 +192,12 @@ impl TableProvider for SnapshotTable {
             .filter(|(i, _)| dictionaries.contains(i))
             .collect();
         if dictionaries.is_empty() {
+            let files = self.marked_files(state, projection, limit).await;
             return self
                 .parquet_scan(
                     state,
                     self.schema.clone(),
-                    self.files.clone(),
+                    files,
                     self.statistics.clone(),
                     projection,
                     limit,
@@ -233,6 +235,44 @@ impl SnapshotTable {
             Some(p) => Arc::new(self.schema.project(p)?),
             None => self.schema.clone(),
         })
+    }
+
+    /// The table's files, marked with the projected string columns they
+    /// store dictionary-encoded ([`StoredDictionaries`]) where the session
+    /// allows dictionary reads: a `GROUP BY` of one of them then reads it
+    /// as a dictionary and groups its codes (`dictionary_groups.rs`), and
+    /// a query that only reads it reads strings as before.
+    async fn marked_files(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> Vec<PartitionedFile> {
+        if limit.is_some() || !scan_options::dictionary_filters(state) {
+            return self.files.clone();
+        }
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let strings: Vec<usize> = projection
+            .unwrap_or(&all)
+            .iter()
+            .copied()
+            .filter(|i| matches!(self.schema.field(*i).data_type(), DataType::Utf8View))
+            .collect();
+        if strings.is_empty() {
+            return self.files.clone();
+        }
+        let stored = self.dictionary_columns(state, strings).await;
+        if stored.is_empty() {
+            return self.files.clone();
+        }
+        let names: Arc<[String]> = stored
+            .iter()
+            .map(|i| self.schema.field(*i).name().clone())
+            .collect();
+        self.files
+            .iter()
+            .map(|f| f.clone().with_extension(StoredDictionaries(names.clone())))
+            .collect()
     }
 
     /// A Parquet scan of `files` as `schema`.
@@ -663,11 +703,21 @@ mod tests {
     }
 
     /// A session reading `provider` as `t`, with string filters on
-    /// dictionaries or not.
+    /// dictionaries and every stored dictionary read as one, or neither.
     fn session(provider: Arc<dyn TableProvider>, dictionaries: bool) -> SessionContext {
+        session_with(provider, dictionaries, dictionaries)
+    }
+
+    /// A session reading `provider` as `t` with `omega_scan.dictionary_filters`
+    /// and `omega_scan.dictionary_reads` as given.
+    fn session_with(
+        provider: Arc<dyn TableProvider>,
+        filters: bool,
+        reads: bool,
+    ) -> SessionContext {
         let options = ScanOptions {
-            dictionary_filters: dictionaries,
-            dictionary_reads: dictionaries,
+            dictionary_filters: filters,
+            dictionary_reads: reads,
             ..ScanOptions::default()
         };
         let config = SessionConfig::new().with_option_extension(options);
@@ -681,8 +731,8 @@ mod tests {
         ctx
     }
 
-    async fn answers(provider: Arc<dyn TableProvider>, dictionaries: bool) -> Vec<String> {
-        let ctx = session(provider, dictionaries);
+    async fn answers(provider: Arc<dyn TableProvider>, filters: bool, reads: bool) -> Vec<String> {
+        let ctx = session_with(provider, filters, reads);
         let mut out = Vec::new();
         for q in QUERIES {
             let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
@@ -908,11 +958,19 @@ mod tests {
                     assert!(text.contains("| 0 "), "{text}");
                 }
             }
-            let decoded = answers(chosen.clone(), false).await;
-            let (a, b) = (answers(chosen, true).await, answers(delta_rs, true).await);
-            for ((a, b), c) in a.iter().zip(&b).zip(&decoded) {
+            // with every stored dictionary read as one, with the defaults
+            // (only grouped columns), and with strings throughout
+            let decoded = answers(chosen.clone(), false, false).await;
+            let defaults = answers(chosen.clone(), true, false).await;
+            let a = answers(chosen, true, true).await;
+            let b = answers(delta_rs, true, true).await;
+            for (((a, b), c), d) in a.iter().zip(&b).zip(&decoded).zip(&defaults) {
                 assert_eq!(a, b, "answers differ at version {version}");
                 assert_eq!(a, c, "dictionaries change answers at version {version}");
+                assert_eq!(
+                    d, c,
+                    "grouped dictionaries change answers at version {version}"
+                );
             }
         }
     }
@@ -920,7 +978,10 @@ mod tests {
     /// A GROUP BY of a string column the files store dictionary-encoded
     /// groups its codes (an `EncodeGroupsExec` under the aggregate) where
     /// nothing between the scan and the aggregate looks at the column, and
-    /// nowhere else; the answers are those of grouping the strings.
+    /// nowhere else; the answers are those of grouping the strings. The
+    /// default settings (string filters on dictionaries, other strings read
+    /// as strings) group codes too: the scan reads just the grouped column
+    /// as a dictionary.
     #[tokio::test]
     async fn group_by_of_dictionary_strings_groups_codes() {
         let dir = tempfile::tempdir().unwrap();
@@ -957,6 +1018,10 @@ mod tests {
                 true,
             ),
             (
+                "SELECT cat, count(*), max(long_text), min(long_text) FROM t GROUP BY cat ORDER BY cat",
+                true,
+            ),
+            (
                 "SELECT cat, count(*) FROM t WHERE cat = 'c01' OR x > 700 GROUP BY cat ORDER BY cat",
                 false,
             ),
@@ -970,17 +1035,22 @@ mod tests {
             ),
         ] {
             let mut answers = Vec::new();
-            for enabled in [true, false] {
-                let ctx = session(plain.clone(), enabled);
+            for (filters, reads) in [(true, true), (true, false), (false, false)] {
+                let ctx = session_with(plain.clone(), filters, reads);
                 let df = ctx.sql(sql).await.unwrap();
                 let plan = df.clone().create_physical_plan().await.unwrap();
-                let want = usize::from(on_codes && enabled);
+                let want = usize::from(on_codes && filters);
                 let shown = displayable(plan.as_ref()).indent(false).to_string();
-                assert_eq!(encoded(&plan), want, "{sql}, enabled {enabled}\n{shown}");
+                assert_eq!(
+                    encoded(&plan),
+                    want,
+                    "{sql}, filters {filters}, reads {reads}\n{shown}"
+                );
                 let batches = df.collect().await.unwrap();
                 answers.push(pretty_format_batches(&batches).unwrap().to_string());
             }
-            assert_eq!(answers[0], answers[1], "{sql}");
+            assert_eq!(answers[0], answers[2], "{sql}");
+            assert_eq!(answers[1], answers[2], "{sql}");
             assert!(answers[0].lines().count() > 5, "{sql}: {}", answers[0]);
         }
     }

@@ -42,14 +42,16 @@ use bytes::Bytes;
 use datafusion::catalog::Session;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
+use datafusion::common::{ColumnStatistics, HashSet, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
 use datafusion::datasource::physical_plan::{
-    FileScanConfig, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+    FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetFileReaderFactory,
+    ParquetSource,
 };
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -400,6 +402,130 @@ fn with_dictionary_reads(
         .with_source(Arc::new(source))
         .build();
     Some(DataSourceExec::from_data_source(config))
+}
+
+/// The string columns (by name) that a table's files store
+/// dictionary-encoded (from a sample of files, see [`dictionary_columns`]),
+/// attached to each file of a plain scan that reads them as strings: a
+/// later rule may ask the scan to read some of them as dictionaries
+/// ([`read_as_dictionaries`]; a `GROUP BY` then groups their codes, see
+/// [`super::dictionary_groups`]). Carried by the files because the scan's
+/// reader factory cannot be downcast.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredDictionaries(pub(crate) Arc<[String]>);
+
+/// `plan`, a plain Parquet scan whose files carry [`StoredDictionaries`],
+/// rebuilt to read those of its output columns `wanted` that its files
+/// store dictionary-encoded as dictionaries (and nothing else changed);
+/// `None` when it is not such a scan or no wanted column can be. A column
+/// the scan also looks at (its predicate, a computed projection) or gives
+/// out twice stays a string: those would see a type they were not
+/// planned for.
+pub(crate) fn read_as_dictionaries(
+    plan: &Arc<dyn ExecutionPlan>,
+    wanted: &[usize],
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(config) = plan
+        .downcast_ref::<DataSourceExec>()
+        .and_then(|s| s.data_source().downcast_ref::<FileScanConfig>())
+    else {
+        return Ok(None);
+    };
+    let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
+        return Ok(None);
+    };
+    let (Some(inner), Some(projection)) = (
+        source.parquet_file_reader_factory().cloned(),
+        source.projection(),
+    ) else {
+        return Ok(None);
+    };
+    let files: Vec<&PartitionedFile> = config.file_groups.iter().flat_map(|g| g.iter()).collect();
+    let stored = |name: &str| {
+        files.iter().all(|f| {
+            f.extension::<StoredDictionaries>()
+                .is_some_and(|s| s.0.iter().any(|n| n == name))
+        })
+    };
+    let file_schema = source.table_schema().file_schema();
+    let mut looked_at: HashSet<String> = HashSet::new();
+    let mut columns: Vec<usize> = Vec::new();
+    for (i, p) in projection.iter().enumerate() {
+        match p.expr.downcast_ref::<Column>() {
+            Some(c) if wanted.contains(&i) => columns.push(c.index()),
+            _ => looked_at.extend(
+                collect_columns(&p.expr)
+                    .into_iter()
+                    .map(|c| c.name().to_string()),
+            ),
+        }
+    }
+    if let Some(predicate) = source.filter() {
+        looked_at.extend(
+            collect_columns(&predicate)
+                .into_iter()
+                .map(|c| c.name().to_string()),
+        );
+    }
+    columns.retain(|i| {
+        file_schema.fields().get(*i).is_some_and(|f| {
+            *f.data_type() == DataType::Utf8View
+                && !looked_at.contains(f.name())
+                && stored(f.name())
+        })
+    });
+    columns.sort_unstable();
+    columns.dedup();
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let names: Arc<[String]> = columns
+        .iter()
+        .map(|i| file_schema.field(*i).name().clone())
+        .collect();
+    let table = TableSchema::builder(read_schema(file_schema, &columns))
+        .with_table_partition_cols(source.table_schema().table_partition_cols().to_vec())
+        .build();
+    let options = source.table_parquet_options().clone();
+    let hint = options.global.metadata_size_hint;
+    let mut rebuilt = ParquetSource::new(table)
+        .with_table_parquet_options(options)
+        .with_parquet_file_reader_factory(Arc::new(DictionaryReads {
+            inner,
+            columns: names,
+        }));
+    if let Some(hint) = hint {
+        rebuilt = rebuilt.with_metadata_size_hint(hint);
+    }
+    if let Some(predicate) = source.filter() {
+        rebuilt = rebuilt.with_predicate(predicate);
+    }
+    let Some(rebuilt) = rebuilt.try_pushdown_projection(projection)? else {
+        return Ok(None);
+    };
+    let groups = config
+        .file_groups
+        .iter()
+        .map(|g| {
+            FileGroup::new(
+                g.iter()
+                    .map(|f| {
+                        let mut f = f.clone();
+                        if let Some(s) = &f.statistics {
+                            f.statistics = Some(Arc::new(read_statistics(s, &columns)));
+                        }
+                        f
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(rebuilt)
+        .with_file_groups(groups)
+        .with_statistics(read_statistics(&config.statistics(), &columns))
+        .build();
+    Ok(Some(DataSourceExec::from_data_source(config)))
 }
 
 /// The properties of `schema` (the columns of `input` by position, some of

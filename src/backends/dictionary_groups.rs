@@ -67,7 +67,7 @@ use datafusion::physical_plan::{
 use futures::{Stream, StreamExt, ready};
 
 use super::dense_aggregate::DenseAggregateExec;
-use super::dictionary_filter::{DictionaryFilterExec, dictionary_type};
+use super::dictionary_filter::{DictionaryFilterExec, dictionary_type, read_as_dictionaries};
 use super::one_child;
 
 /// The physical optimizer rule (see the module doc).
@@ -212,6 +212,9 @@ fn dictionaries_below(
         return Ok(filter
             .keeping(wanted)
             .map(|f| Arc::new(f) as Arc<dyn ExecutionPlan>));
+    }
+    if let Some(scan) = read_as_dictionaries(plan, wanted)? {
+        return Ok(Some(scan));
     }
     let passes = plan.downcast_ref::<FilterExec>().is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
