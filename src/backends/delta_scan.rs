@@ -1033,6 +1033,28 @@ mod tests {
                 "SELECT upper(cat) AS u, count(*) FROM t GROUP BY upper(cat) ORDER BY u",
                 false,
             ),
+            // through a hash join, from either side, outer joins' nulls included
+            (
+                "SELECT a.cat, count(*), sum(b.x) FROM t a JOIN t b ON a.id = b.id + 1 GROUP BY a.cat ORDER BY 1",
+                true,
+            ),
+            (
+                "SELECT b.cat, count(*), sum(a.x) FROM t a JOIN t b ON a.id = b.id + 1 AND a.x > b.x GROUP BY b.cat ORDER BY 1",
+                true,
+            ),
+            (
+                "SELECT b.cat, count(*) FROM t a LEFT JOIN t b ON a.id = b.id + 2000 GROUP BY b.cat ORDER BY 1",
+                true,
+            ),
+            // a column the join compares stays a string
+            (
+                "SELECT a.cat, count(*) FROM t a JOIN t b ON a.id = b.id + 13 AND a.cat = b.cat GROUP BY a.cat ORDER BY 1",
+                false,
+            ),
+            (
+                "SELECT a.cat, count(*) FROM t a JOIN t b ON a.id = b.id + 1 AND a.cat > b.long_text GROUP BY a.cat ORDER BY 1",
+                false,
+            ),
         ] {
             let mut answers = Vec::new();
             for (filters, reads) in [(true, true), (true, false), (false, false)] {

@@ -30,8 +30,8 @@
 //! reads raw rows in no particular order, without grouping sets, whose
 //! grouped string columns are not used by its aggregate functions, over
 //! nodes that pass those columns through untouched (projections that name
-//! them bare, filters and repartitions that do not look at them). Anything
-//! else keeps DataFusion's plan.
+//! them bare, filters, repartitions and hash joins that do not look at
+//! them). Anything else keeps DataFusion's plan.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -43,7 +43,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{HashSet, internal_err};
+use datafusion::common::{HashSet, JoinSide, internal_err};
 use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -52,11 +52,14 @@ use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateInputMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{
     CardinalityEffect, ChildrenPropertiesMode, ReplaceChildrenOptions,
 };
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::utils::build_join_schema;
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
@@ -216,9 +219,13 @@ fn dictionaries_below(
     if let Some(scan) = read_as_dictionaries(plan, wanted)? {
         return Ok(Some(scan));
     }
+    if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
+        return join_dictionaries(join, plan, wanted);
+    }
     let passes = plan.downcast_ref::<FilterExec>().is_some()
         || plan.downcast_ref::<ProjectionExec>().is_some()
         || plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
         || plan.downcast_ref::<CooperativeExec>().is_some();
     let [child] = plan.children()[..] else {
         return Ok(None);
@@ -259,13 +266,93 @@ fn dictionaries_below(
     let Some(input) = dictionaries_below(child, &from)? else {
         return Ok(None);
     };
-    let rebuilt = plan.clone().replace_children(
-        vec![input],
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-    )?;
-    // a column passed on twice (one of them not wanted) changes both
+    rebuilt_over(plan, vec![input], wanted)
+}
+
+/// `join` rebuilt so that some of the `wanted` columns of its output come
+/// out as dictionaries, asked of the side each comes from. A hash join
+/// passes a column of either side on by `take` (or as nulls for an outer
+/// join's unmatched rows) whatever its type, so any column the join does not
+/// look at (its keys and filter) may be a dictionary: a `GROUP BY` of a
+/// dimension's string after a join with a fact table groups codes.
+fn join_dictionaries(
+    join: &HashJoinExec,
+    plan: &Arc<dyn ExecutionPlan>,
+    wanted: &[usize],
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let (left, right) = (join.left(), join.right());
+    let (_, columns) = build_join_schema(&left.schema(), &right.schema(), join.join_type());
+    // per side (left, right): the columns the join looks at and those asked
+    let side = |s: JoinSide| usize::from(s == JoinSide::Right);
+    let mut looked_at: [HashSet<usize>; 2] = Default::default();
+    for (l, r) in join.on() {
+        looked_at[0].extend(collect_columns(l).into_iter().map(|c| c.index()));
+        looked_at[1].extend(collect_columns(r).into_iter().map(|c| c.index()));
+    }
+    for c in join
+        .filter()
+        .map(|f| f.column_indices())
+        .unwrap_or_default()
+    {
+        if c.side != JoinSide::None {
+            looked_at[side(c.side)].insert(c.index);
+        }
+    }
+    let mut from: [Vec<usize>; 2] = Default::default();
+    for i in wanted {
+        let j = match &join.projection {
+            Some(projection) => projection.get(*i).copied(),
+            None => Some(*i),
+        };
+        let Some(c) = j.and_then(|j| columns.get(j)) else {
+            return Ok(None);
+        };
+        if c.side != JoinSide::None && !looked_at[side(c.side)].contains(&c.index) {
+            from[side(c.side)].push(c.index);
+        }
+    }
+    let mut children = vec![left.clone(), right.clone()];
+    let mut any = false;
+    for (child, from) in children.iter_mut().zip(&mut from) {
+        from.sort_unstable();
+        from.dedup();
+        if from.is_empty() {
+            continue;
+        }
+        if let Some(input) = dictionaries_below(child, from)? {
+            *child = input;
+            any = true;
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    rebuilt_over(plan, children, wanted)
+}
+
+/// `plan` over `children` (some of whose columns became dictionaries), its
+/// output types following theirs; `None` when none of its output columns
+/// changes type or one not `wanted` does (a column passed on twice, one of
+/// them not wanted, changes both).
+fn rebuilt_over(
+    plan: &Arc<dyn ExecutionPlan>,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+    wanted: &[usize],
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    let rebuilt: Arc<dyn ExecutionPlan> = match plan.downcast_ref::<ProjectionExec>() {
+        // a projection's replace_children keeps the output types it was
+        // planned with, whatever its new input gives
+        Some(projection) if children.len() == 1 => Arc::new(ProjectionExec::try_new(
+            projection.expr().to_vec(),
+            children.swap_remove(0),
+        )?),
+        _ => plan.clone().replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?,
+    };
     let changed = changed_columns(&plan.schema(), &rebuilt.schema());
-    if changed.iter().any(|i| !wanted.contains(i)) {
+    if changed.is_empty() || changed.iter().any(|i| !wanted.contains(i)) {
         return Ok(None);
     }
     Ok(Some(rebuilt))
