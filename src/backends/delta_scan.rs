@@ -1046,6 +1046,11 @@ mod tests {
                 "SELECT b.cat, count(*) FROM t a LEFT JOIN t b ON a.id = b.id + 2000 GROUP BY b.cat ORDER BY 1",
                 true,
             ),
+            // from the build side, whose partitions are coalesced
+            (
+                "SELECT a.cat, count(*), sum(b.x) FROM (SELECT * FROM t WHERE id < 400) a JOIN t b ON a.id = b.id + 1 GROUP BY a.cat ORDER BY 1",
+                true,
+            ),
             // a column the join compares stays a string
             (
                 "SELECT a.cat, count(*) FROM t a JOIN t b ON a.id = b.id + 13 AND a.cat = b.cat GROUP BY a.cat ORDER BY 1",

@@ -311,8 +311,8 @@ fn join_dictionaries(
             from[side(c.side)].push(c.index);
         }
     }
+    // a side that changes nothing stays; rebuilt_over drops a join neither changed
     let mut children = vec![left.clone(), right.clone()];
-    let mut any = false;
     for (child, from) in children.iter_mut().zip(&mut from) {
         from.sort_unstable();
         from.dedup();
@@ -321,11 +321,7 @@ fn join_dictionaries(
         }
         if let Some(input) = dictionaries_below(child, from)? {
             *child = input;
-            any = true;
         }
-    }
-    if !any {
-        return Ok(None);
     }
     rebuilt_over(plan, children, wanted)
 }
