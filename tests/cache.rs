@@ -241,6 +241,56 @@ async fn strings_with_few_values_are_held_as_dictionaries() {
     assert_eq!(answer(&om, grouped).await, answer(&om, &from_files).await);
 }
 
+/// The mode of each hash join of a plan, in plan order.
+fn join_modes(plan: &str) -> Vec<&str> {
+    plan.match_indices("HashJoinExec: mode=")
+        .map(|(i, m)| {
+            let rest = &plan[i + m.len()..];
+            &rest[..rest.find(',').unwrap()]
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn caching_a_dimension_keeps_its_join_collected() {
+    // a dimension of 100,000 rows: its Parquet files are well under a MiB,
+    // its decoded batches (8-byte keys, 4-byte dictionary codes) over one
+    let (_root, om) = store(256 * MIB).await;
+    exec(
+        &om,
+        "CREATE TABLE customers AS SELECT value AS customer, \
+         CASE value % 3 WHEN 0 THEN 'retail' WHEN 1 THEN 'corporate' ELSE 'public' END AS segment \
+         FROM generate_series(0, 99999)",
+    )
+    .await;
+    exec(
+        &om,
+        "CREATE TABLE orders AS SELECT value AS id, (value * 7919) % 100000 AS customer, \
+         CAST(value % 1000 AS DOUBLE) AS amount FROM generate_series(0, 299999)",
+    )
+    .await;
+    let join = "SELECT c.segment, count(*) AS n, sum(o.amount) AS total \
+                FROM orders o JOIN customers c ON o.customer = c.customer \
+                GROUP BY c.segment ORDER BY c.segment";
+    let from_parquet = answer(&om, join).await;
+    let parquet_plan = plan(&om, join).await;
+    assert_eq!(join_modes(&parquet_plan), ["CollectLeft"], "{parquet_plan}");
+    for t in ["customers", "orders"] {
+        exec(&om, &format!("ALTER TABLE {t} SET (cache = 'memory')")).await;
+    }
+    // the dimension is built once and probed by every partition of the
+    // cached fact table; it is not hash-repartitioned with it (which costs
+    // more than the join itself)
+    let cached_plan = plan(&om, join).await;
+    assert!(cached_plan.contains("partition_sizes"), "{cached_plan}");
+    assert_eq!(join_modes(&cached_plan), ["CollectLeft"], "{cached_plan}");
+    assert!(
+        !cached_plan.contains("partitioning=Hash([customer@"),
+        "{cached_plan}"
+    );
+    assert_eq!(answer(&om, join).await, from_parquet);
+}
+
 #[tokio::test]
 async fn a_new_version_replaces_the_cached_one() {
     let (_root, om) = store(256 * MIB).await;

@@ -28,6 +28,18 @@ use crate::engine::{DEFAULT_BUCKET, Engine, QueryError, QueryRunner};
 use crate::models::Models;
 use crate::store::{BackendRegistry, CATALOG_NAME, Hooks, Root};
 
+/// The largest estimated size of a hash join's build side that is built
+/// once and shared by every partition of the probe side (`CollectLeft`)
+/// instead of both sides being hash-repartitioned (DataFusion's
+/// `hash_join_single_partition_threshold`, 1 MiB by default). Estimates come
+/// in two currencies: a Parquet scan's is its files' compressed size, a
+/// memory-cached table's its decoded batches' size, several times larger. At
+/// 1 MiB a 100,000-row dimension was collected when read from Parquet but,
+/// once cached, joined by repartitioning the whole fact table, and the cached
+/// join ran slower than the uncached one (BENCHMARKS.md). Sessions may `SET`
+/// it back.
+pub const COLLECT_BUILD_SIDE_BYTES: usize = 16 << 20;
+
 /// What every session of one store shares.
 #[derive(Clone)]
 pub struct SessionParts {
@@ -122,6 +134,10 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
     let parquet = &mut config.options_mut().execution.parquet;
     parquet.pushdown_filters = false;
     parquet.reorder_filters = true;
+    config
+        .options_mut()
+        .optimizer
+        .hash_join_single_partition_threshold = COLLECT_BUILD_SIDE_BYTES;
     for (k, v) in &parts.options {
         if let Err(e) = config.options_mut().set(k, v) {
             tracing::warn!("session option {k} = {v} ignored: {e}");
