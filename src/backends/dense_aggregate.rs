@@ -150,6 +150,7 @@ impl ExecutionPlan for DenseAggregateExec {
             filters: aggregate.filter_expr().to_vec(),
             accumulators,
             seen: Vec::new(),
+            unseen: 0,
             indices: Vec::new(),
             aggregate: aggregate.clone(),
             batch_size: context.session_config().batch_size().max(1),
@@ -184,6 +185,8 @@ struct Dense {
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     /// Per group index, whether a row had it (only those are emitted).
     seen: Vec<bool>,
+    /// How many of `seen`'s code slots (all but NULL's, 0) are false.
+    unseen: usize,
     indices: Vec<usize>,
     aggregate: Arc<AggregateExec>,
     batch_size: usize,
@@ -203,13 +206,19 @@ impl Dense {
         // NULL keys) runs as plain loops over the codes
         self.indices.clear();
         let values = codes.values();
-        if codes.null_count() == 0 {
-            let lowest = values.iter().copied().min().unwrap_or(0);
+        let groups = if codes.null_count() == 0 {
+            // both bounds in one pass over the 32-bit codes (a maximum of
+            // the 64-bit indices is emulated with SSE2 on x86-64's baseline)
+            let (lowest, highest) = values
+                .iter()
+                .fold((i32::MAX, i32::MIN), |(lo, hi), &c| (lo.min(c), hi.max(c)));
             if lowest < 0 {
                 return internal_err!("negative group code {lowest}");
             }
             self.indices
                 .extend(values.iter().map(|&c| c as u32 as usize + 1));
+            // no rows: no groups (highest is i32::MIN then)
+            usize::try_from(highest).map_or(0, |h| h + 2)
         } else {
             for code in codes {
                 self.indices.push(match code {
@@ -221,15 +230,27 @@ impl Dense {
                     }
                 });
             }
-        }
-        let groups = self.indices.iter().copied().max().map_or(0, |i| i + 1);
+            self.indices.iter().copied().max().map_or(0, |i| i + 1)
+        };
         if groups > self.seen.len() {
+            // slot 0 (NULL) is marked on its own below
+            self.unseen += groups - self.seen.len().max(1);
             self.seen.resize(groups, false);
         }
         let groups = self.seen.len();
-        let seen = &mut self.seen[..];
-        for &i in &self.indices {
-            seen[i] = true;
+        if codes.null_count() > 0 {
+            self.seen[0] = true;
+        }
+        // once every code so far has had a row, only a new code (which
+        // grew `seen` above) can mark one
+        if self.unseen > 0 {
+            let seen = &mut self.seen[..];
+            for &i in &self.indices {
+                if !seen[i] {
+                    seen[i] = true;
+                    self.unseen -= 1;
+                }
+            }
         }
         for ((acc, arguments), filter) in self
             .accumulators
@@ -268,6 +289,7 @@ impl Dense {
             columns.extend(state);
         }
         let seen = BooleanArray::from(std::mem::take(&mut self.seen));
+        self.unseen = 0;
         self.reservation.free();
         if groups == 0 {
             return Ok(Vec::new());
@@ -531,5 +553,55 @@ mod tests {
             }
         }
         assert_eq!(totals, want);
+    }
+
+    /// Dense codes as the plan gives them (0, 1, 2, … in the order met):
+    /// once every code so far has had a row the partial aggregate stops
+    /// marking rows, and a NULL key or a new code after that still makes its
+    /// group (both are seen only after all earlier codes were).
+    #[tokio::test]
+    async fn groups_first_met_after_all_others_are_kept() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int32, true),
+            Field::new("x", DataType::Int64, false),
+        ]));
+        let batch = |codes: Vec<Option<i32>>| {
+            let x = Int64Array::from_iter_values(0..codes.len() as i64);
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int32Array::from(codes)), Arc::new(x)],
+            )
+            .unwrap()
+        };
+        let all = |n: i32| (0..40).map(|i| Some(i % n)).collect::<Vec<_>>();
+        let with_nulls = (0..40)
+            .map(|i| (i % 4 != 0).then_some(i % 10))
+            .collect::<Vec<_>>();
+        let partition = vec![
+            batch(all(10)),
+            batch(with_nulls),
+            batch(all(13)),
+            batch(all(10)),
+        ];
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(64);
+        let ctx = SessionContext::new_with_config(config);
+        let table =
+            MemTable::try_new(schema.clone(), vec![partition, vec![batch(all(3))]]).unwrap();
+        ctx.register_table("d", Arc::new(table)).unwrap();
+        let sql = "SELECT k, count(*) AS n, sum(x) AS s FROM d GROUP BY k ORDER BY k";
+        let plan = physical(&ctx, sql).await;
+        let want = pretty_format_batches(&collect(plan, ctx.task_ctx()).await.unwrap())
+            .unwrap()
+            .to_string();
+        let (plan, replaced) = dense(physical(&ctx, sql).await);
+        assert_eq!(replaced, 1);
+        let got = pretty_format_batches(&collect(plan, ctx.task_ctx()).await.unwrap())
+            .unwrap()
+            .to_string();
+        assert_eq!(got, want);
+        // 13 codes and NULL
+        assert_eq!(got.lines().count(), 14 + 4, "{got}");
     }
 }

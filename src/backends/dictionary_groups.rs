@@ -583,8 +583,9 @@ struct GroupCodesStream {
     codes: Arc<GroupCodes>,
     schema: SchemaRef,
     /// Encoding, per column, the last dictionary seen and its values'
-    /// codes: a row group's batches share their dictionary, mapped once.
-    last: HashMap<usize, (ArrayRef, Int32Array)>,
+    /// codes (`None`: the keys are the codes): a row group's batches share
+    /// their dictionary, mapped once.
+    last: HashMap<usize, (ArrayRef, Option<Int32Array>)>,
     metrics: BaselineMetrics,
 }
 
@@ -606,11 +607,23 @@ impl GroupCodesStream {
                         Some((seen, mapping)) if Arc::ptr_eq(seen, values) => mapping.clone(),
                         _ => {
                             let mapping = self.codes.encode(values)?;
+                            // keys that are already the codes (the first
+                            // dictionary, one every batch shares) need no take
+                            let identity = mapping.null_count() == 0
+                                && mapping
+                                    .values()
+                                    .iter()
+                                    .enumerate()
+                                    .all(|(k, c)| usize::try_from(*c) == Ok(k));
+                            let mapping = (!identity).then_some(mapping);
                             self.last.insert(*i, (values.clone(), mapping.clone()));
                             mapping
                         }
                     };
-                    arrow::compute::take(&mapping, dictionary.keys(), None)?
+                    match mapping {
+                        Some(mapping) => arrow::compute::take(&mapping, dictionary.keys(), None)?,
+                        None => Arc::new(dictionary.keys().clone()),
+                    }
                 }
                 Direction::Decode => {
                     let Some(codes) = columns[*i].as_primitive_opt::<Int32Type>() else {
