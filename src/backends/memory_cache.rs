@@ -23,12 +23,12 @@
 //! - A budget of 0 (the library's default: a short-lived process would only
 //!   pay for a load it never reuses) turns the cache off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Int32Array, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -426,11 +426,69 @@ fn with_dictionaries(
             continue;
         };
         if few(&mut repacked.iter().flatten().map(|b| b.column(c))) {
-            batches = repacked;
+            batches = shared_dictionary(&repacked, c).unwrap_or(repacked);
             held = with;
         }
     }
     (held, batches)
+}
+
+/// Most values a column's dictionary shared by all its batches may have:
+/// a string filter is decided on a batch's dictionary values, once per
+/// batch, so a shared dictionary stays much smaller than a batch.
+const SHARED_DICTIONARY_VALUES: usize = 1024;
+
+/// `batches` with column `c` (dictionaries of [`dictionary_type`]) keyed
+/// into one values array they all share, or `None` when the column has more
+/// than [`SHARED_DICTIONARY_VALUES`] distinct values. Codes for grouping
+/// are then the keys themselves, in every batch (no per-batch mapping and
+/// `take`, see [`super::dictionary_groups`]).
+fn shared_dictionary(batches: &[Vec<RecordBatch>], c: usize) -> Option<Vec<Vec<RecordBatch>>> {
+    let mut index: HashMap<String, i32> = HashMap::new();
+    let mut values: Vec<String> = Vec::new();
+    // per batch, the shared key of each of its own dictionary's values
+    let mut mappings = Vec::new();
+    for b in batches.iter().flatten() {
+        let own = b.column(c).as_dictionary_opt::<Int32Type>()?;
+        let mut mapping = Vec::with_capacity(own.values().len());
+        for v in own.values().as_string_opt::<i32>()? {
+            mapping.push(match v {
+                None => None,
+                Some(v) => Some(match index.get(v) {
+                    Some(k) => *k,
+                    None => {
+                        let k = i32::try_from(values.len()).ok()?;
+                        index.insert(v.to_string(), k);
+                        values.push(v.to_string());
+                        k
+                    }
+                }),
+            });
+        }
+        if values.len() > SHARED_DICTIONARY_VALUES {
+            return None;
+        }
+        mappings.push(Int32Array::from(mapping));
+    }
+    let shared: ArrayRef = Arc::new(StringArray::from(values));
+    let mut mappings = mappings.into_iter();
+    batches
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|b| {
+                    let own = b.column(c).as_dictionary_opt::<Int32Type>()?;
+                    let keys = arrow::compute::take(&mappings.next()?, own.keys(), None).ok()?;
+                    let keys = keys.as_primitive_opt::<Int32Type>()?.clone();
+                    let column =
+                        DictionaryArray::<Int32Type>::try_new(keys, shared.clone()).ok()?;
+                    let mut columns = b.columns().to_vec();
+                    columns[c] = Arc::new(column);
+                    RecordBatch::try_new(b.schema(), columns).ok()
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A version's batches as a read-only table (inserts are refused: writes
@@ -483,13 +541,27 @@ impl CachedTable {
         })
     }
 
-    /// The memory its batches take.
+    /// The memory its batches take, a dictionary's values shared by
+    /// several batches counted once.
     fn bytes(&self) -> u64 {
-        self.partitions
-            .iter()
-            .flatten()
-            .map(|b| b.get_array_memory_size() as u64)
-            .sum()
+        let mut counted: HashSet<*const u8> = HashSet::new();
+        let mut bytes = 0;
+        for column in self.partitions.iter().flatten().flat_map(|b| b.columns()) {
+            bytes += match column.as_any_dictionary_opt() {
+                Some(d) => {
+                    let values = d.values();
+                    let first = counted.insert(Arc::as_ptr(values) as *const u8);
+                    d.keys().get_array_memory_size()
+                        + if first {
+                            values.get_array_memory_size()
+                        } else {
+                            0
+                        }
+                }
+                None => column.get_array_memory_size(),
+            } as u64;
+        }
+        bytes
     }
 }
 
@@ -666,6 +738,62 @@ mod tests {
             let back = super::super::conform::conform(after, &schema()).unwrap();
             assert_eq!(&back, before);
             assert_eq!(after.column(1).null_count(), before.column(1).null_count());
+        }
+        // one values array for all batches: keys are codes of the whole table
+        let values: Vec<&ArrayRef> = packed
+            .iter()
+            .flatten()
+            .map(|b| b.column(1).as_any_dictionary().values())
+            .collect();
+        assert!(values.iter().all(|v| Arc::ptr_eq(v, values[0])));
+        assert_eq!(values[0].len(), 2, "a, b (NULL is a key's)");
+        // a table of them counts the shared values once
+        let table = CachedTable::new(schema(), batches.clone(), 2, "t").unwrap();
+        let keys: usize = table
+            .partitions
+            .iter()
+            .flatten()
+            .map(|b| {
+                b.column(0).get_array_memory_size()
+                    + b.column(1)
+                        .as_any_dictionary()
+                        .keys()
+                        .get_array_memory_size()
+                    + b.column(2).get_array_memory_size()
+            })
+            .sum();
+        assert_eq!(
+            table.bytes(),
+            (keys + values[0].get_array_memory_size()) as u64
+        );
+
+        // more distinct values than a shared dictionary holds (but few for
+        // the rows): each batch keeps its own
+        let many: Vec<Vec<RecordBatch>> = vec![
+            (0..10)
+                .map(|j| {
+                    let b = batch(j * 8000, 8000);
+                    let kinds: ArrayRef = Arc::new(StringViewArray::from_iter_values(
+                        (0..8000).map(|i| format!("k{}", (i + j * 7) % 1100)),
+                    ));
+                    RecordBatch::try_new(
+                        schema(),
+                        vec![b.column(0).clone(), kinds, b.column(2).clone()],
+                    )
+                    .unwrap()
+                })
+                .collect(),
+        ];
+        let (held, packed) = with_dictionaries(&schema(), many.clone());
+        assert_eq!(held.field(1).data_type(), &dictionary_type());
+        let first = packed[0][0].column(1).as_any_dictionary().values().clone();
+        assert!(
+            !Arc::ptr_eq(packed[0][1].column(1).as_any_dictionary().values(), &first),
+            "not shared"
+        );
+        for (before, after) in many.iter().flatten().zip(packed.iter().flatten()) {
+            let back = super::super::conform::conform(after, &schema()).unwrap();
+            assert_eq!(&back, before);
         }
         // batches that together have many distinct values keep the column
         // as it was
