@@ -39,7 +39,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions, StringViewBuilder,
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray,
+    StringViewBuilder,
 };
 use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -377,7 +378,7 @@ impl GroupCodes {
     }
 
     /// The code of each of `values` (strings; `None` for a null value).
-    fn encode(&self, values: &ArrayRef) -> DfResult<Int32Array> {
+    pub(crate) fn encode(&self, values: &ArrayRef) -> DfResult<Int32Array> {
         let mut codes = self.lock()?;
         let mut code = |s: &str| -> DfResult<i32> {
             if let Some(c) = codes.by_value.get(s) {
@@ -410,6 +411,17 @@ impl GroupCodes {
             t => return internal_err!("dictionary of {t} grouped as strings"),
         }
         Ok(Int32Array::from(out))
+    }
+
+    /// Every value given a code so far, in code order (the values array of
+    /// a dictionary whose keys are these codes).
+    pub(crate) fn values(&self) -> DfResult<StringArray> {
+        Ok(StringArray::from_iter_values(&self.lock()?.values))
+    }
+
+    /// How many values have a code.
+    pub(crate) fn len(&self) -> DfResult<usize> {
+        Ok(self.lock()?.values.len())
     }
 
     /// The strings of `codes`, as `to`.

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Int32Array, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray};
 use arrow::datatypes::{DataType, Field, FieldRef, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -43,6 +43,7 @@ use futures::TryStreamExt;
 
 use super::batch_pruning::BatchStatistics;
 use super::dictionary_filter::{self, dictionary_type};
+use super::dictionary_groups::GroupCodes;
 use crate::store::Metadata;
 use crate::store::error::{Result, StoreError};
 
@@ -444,33 +445,18 @@ const SHARED_DICTIONARY_VALUES: usize = 1024;
 /// are then the keys themselves, in every batch (no per-batch mapping and
 /// `take`, see [`super::dictionary_groups`]).
 fn shared_dictionary(batches: &[Vec<RecordBatch>], c: usize) -> Option<Vec<Vec<RecordBatch>>> {
-    let mut index: HashMap<String, i32> = HashMap::new();
-    let mut values: Vec<String> = Vec::new();
+    // the codes a GROUP BY would give: values numbered in the order met
+    let codes = GroupCodes::default();
     // per batch, the shared key of each of its own dictionary's values
     let mut mappings = Vec::new();
     for b in batches.iter().flatten() {
         let own = b.column(c).as_dictionary_opt::<Int32Type>()?;
-        let mut mapping = Vec::with_capacity(own.values().len());
-        for v in own.values().as_string_opt::<i32>()? {
-            mapping.push(match v {
-                None => None,
-                Some(v) => Some(match index.get(v) {
-                    Some(k) => *k,
-                    None => {
-                        let k = i32::try_from(values.len()).ok()?;
-                        index.insert(v.to_string(), k);
-                        values.push(v.to_string());
-                        k
-                    }
-                }),
-            });
-        }
-        if values.len() > SHARED_DICTIONARY_VALUES {
+        mappings.push(codes.encode(own.values()).ok()?);
+        if codes.len().ok()? > SHARED_DICTIONARY_VALUES {
             return None;
         }
-        mappings.push(Int32Array::from(mapping));
     }
-    let shared: ArrayRef = Arc::new(StringArray::from(values));
+    let shared: ArrayRef = Arc::new(codes.values().ok()?);
     let mut mappings = mappings.into_iter();
     batches
         .iter()
