@@ -1168,18 +1168,20 @@ mod tests {
             ("SELECT count(*) FROM t WHERE long_text = 'x'", false),
             ("SELECT count(*) FROM t", false),
         ] {
+            let mut answers = Vec::new();
             for enabled in [true, false] {
                 let ctx = session(plain.clone(), enabled);
-                let plan = ctx
-                    .sql(sql)
-                    .await
-                    .unwrap()
-                    .create_physical_plan()
-                    .await
-                    .unwrap();
+                let frame = ctx.sql(sql).await.unwrap();
+                let plan = frame.clone().create_physical_plan().await.unwrap();
                 let want = usize::from(on_dictionary && enabled);
                 assert_eq!(dictionary_filters(&plan), want, "{sql}, enabled {enabled}");
+                // the same rows either way (in any order)
+                let rows = pretty_format_batches(&frame.collect().await.unwrap()).unwrap();
+                let mut rows: Vec<String> = rows.to_string().lines().map(String::from).collect();
+                rows.sort();
+                answers.push(rows);
             }
+            assert_eq!(answers[0], answers[1], "{sql}");
         }
         // row groups are still pruned by their statistics: c07 lies in 1
         // or 2 of the 7 (the second file's one holds only c13)

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::compute::{BatchCoalescer, filter_record_batch};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use bytes::Bytes;
@@ -80,6 +81,7 @@ use parquet::file::metadata::{
     ParquetMetaDataBuilder, RowGroupMetaData,
 };
 
+use super::dictionary_masks::{DictionaryMask, Memo};
 use super::one_child;
 
 /// The Arrow type a dictionary-encoded string column is read as.
@@ -370,12 +372,21 @@ pub(crate) fn decoded(
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let read = scan.schema();
     let mut predicates: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+    let mut masks = Vec::new();
+    let values = DictionaryMask::values_schema();
+    let value: Arc<dyn PhysicalExpr> = Arc::new(Column::new("value", 0));
     for (i, test) in tests {
         let name = table.field(i).name();
-        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, read.index_of(name)?));
+        let index = read.index_of(name)?;
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(name, index));
+        let on_values = physical(test.clone(), &value, &values)?;
+        masks.push(DictionaryMask::new(index, on_values));
         predicates.push(physical(test, &column, &read)?);
     }
-    let predicate = (!predicates.is_empty()).then(|| conjunction(predicates));
+    let predicate = (!predicates.is_empty()).then(|| Predicate {
+        expr: conjunction(predicates),
+        masks: masks.into(),
+    });
     Ok(Arc::new(DictionaryFilterExec::new(
         scan,
         predicate,
@@ -568,18 +579,24 @@ fn kept_orderings(input: &Arc<dyn ExecutionPlan>, schema: &SchemaRef) -> Equival
 pub struct DictionaryFilterExec {
     input: Arc<dyn ExecutionPlan>,
     /// `None`: no test, the columns are only given back.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
+    predicate: Option<Predicate>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// The tests of a [`DictionaryFilterExec`], twice: as one expression over
+/// its input (shown, pushed to the scan, and evaluated where a column is
+/// not a dictionary after all) and per column on the dictionary's values
+/// (see [`DictionaryMask`]).
+#[derive(Debug, Clone)]
+struct Predicate {
+    expr: Arc<dyn PhysicalExpr>,
+    masks: Arc<[DictionaryMask]>,
+}
+
 impl DictionaryFilterExec {
-    fn new(
-        input: Arc<dyn ExecutionPlan>,
-        predicate: Option<Arc<dyn PhysicalExpr>>,
-        schema: SchemaRef,
-    ) -> Self {
+    fn new(input: Arc<dyn ExecutionPlan>, predicate: Option<Predicate>, schema: SchemaRef) -> Self {
         let properties = Arc::new(PlanProperties::new(
             kept_orderings(&input, &schema),
             input.output_partitioning().clone(),
@@ -658,7 +675,7 @@ impl DictionaryFilterExec {
 impl DisplayAs for DictionaryFilterExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match &self.predicate {
-            Some(p) => write!(f, "DictionaryFilterExec: {p}"),
+            Some(p) => write!(f, "DictionaryFilterExec: {}", p.expr),
             None => write!(f, "DictionaryFilterExec: decode only"),
         }
     }
@@ -686,7 +703,7 @@ impl ExecutionPlan for DictionaryFilterExec {
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
         match &self.predicate {
-            Some(p) => f(p),
+            Some(p) => f(&p.expr),
             None => Ok(TreeNodeRecursion::Continue),
         }
     }
@@ -710,8 +727,10 @@ impl ExecutionPlan for DictionaryFilterExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let batch_size = context.session_config().batch_size();
         let input = self.input.execute(partition, context)?;
+        let memos = self.predicate.iter().flat_map(|p| p.masks.iter());
         Ok(Box::pin(DictionaryFilterStream {
             input,
+            memos: memos.map(|_| Memo::default()).collect(),
             predicate: self.predicate.clone(),
             schema: self.schema.clone(),
             // batches of at least half the size go on without a copy
@@ -766,7 +785,7 @@ impl ExecutionPlan for DictionaryFilterExec {
             .collect::<DfResult<Vec<_>>>()?;
         let mut child = ChildFilterDescription::from_child(&over_input, &self.input)?;
         if let (FilterPushdownPhase::Pre, Some(p)) = (phase, &self.predicate) {
-            child = child.with_self_filter(p.clone());
+            child = child.with_self_filter(p.expr.clone());
         }
         Ok(FilterDescription::new().with_child(child))
     }
@@ -776,7 +795,9 @@ impl ExecutionPlan for DictionaryFilterExec {
 /// into batches of the session's size again.
 struct DictionaryFilterStream {
     input: SendableRecordBatchStream,
-    predicate: Option<Arc<dyn PhysicalExpr>>,
+    predicate: Option<Predicate>,
+    /// One per mask of the predicate.
+    memos: Vec<Memo>,
     schema: SchemaRef,
     coalescer: BatchCoalescer,
     done: bool,
@@ -794,7 +815,13 @@ impl DictionaryFilterStream {
             let batch = super::conform::conform(&batch, &self.schema)?;
             return pass(&mut self.coalescer, batch);
         };
-        let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = match code_rows(predicate, &mut self.memos, &batch)? {
+            Some(rows) => Arc::new(BooleanArray::new(rows, None)),
+            None => predicate
+                .expr
+                .evaluate(&batch)?
+                .into_array(batch.num_rows())?,
+        };
         let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
             return datafusion::common::internal_err!("a dictionary filter gave no booleans");
         };
@@ -806,6 +833,26 @@ impl DictionaryFilterStream {
         let batch = super::conform::conform(&kept, &self.schema)?;
         pass(&mut self.coalescer, batch)
     }
+}
+
+/// The rows of `batch` every mask of `predicate` keeps, decided on the
+/// dictionaries' values; `None` when a column is not such a dictionary.
+fn code_rows(
+    predicate: &Predicate,
+    memos: &mut [Memo],
+    batch: &RecordBatch,
+) -> DfResult<Option<BooleanBuffer>> {
+    let mut kept: Option<BooleanBuffer> = None;
+    for (mask, memo) in predicate.masks.iter().zip(memos) {
+        let Some(rows) = mask.rows(batch, memo)? else {
+            return Ok(None);
+        };
+        kept = Some(match kept {
+            Some(k) => &k & &rows,
+            None => rows,
+        });
+    }
+    Ok(kept)
 }
 
 /// Hands `batch` to `coalescer`: one of more than half the session's batch

@@ -22,6 +22,7 @@ pub mod delta_scan;
 pub mod dense_aggregate;
 pub mod dictionary_filter;
 pub mod dictionary_groups;
+pub mod dictionary_masks;
 pub mod document;
 pub mod dynamic_filter;
 pub mod external;
