@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::buffer::BooleanBuffer;
+use arrow::buffer::{BooleanBuffer, Buffer};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::error::Result as DfResult;
 use datafusion::physical_expr::PhysicalExpr;
@@ -55,10 +55,10 @@ impl Decided {
         let rows = match self {
             Decided::None => return BooleanBuffer::new_unset(n),
             Decided::All => BooleanBuffer::new_set(n),
-            Decided::One(code) => BooleanBuffer::collect_bool(n, |i| keys[i] == *code),
+            Decided::One(code) => bits(keys, |k| k == *code),
             // a code out of range (allowed under a NULL) passes nothing
-            Decided::Some(table) => BooleanBuffer::collect_bool(n, |i| {
-                usize::try_from(keys[i]).is_ok_and(|k| table.get(k).copied().unwrap_or(false))
+            Decided::Some(table) => bits(keys, |k| {
+                usize::try_from(k).is_ok_and(|k| table.get(k).copied().unwrap_or(false))
             }),
         };
         match codes.nulls() {
@@ -66,6 +66,26 @@ impl Decided {
             None => rows,
         }
     }
+}
+
+/// Bit `i` set where `keys[i]` passes: 64 keys to a word, read as whole
+/// chunks so that no bounds check stands in the way of vectorising (Arrow's
+/// `collect_bool` with an indexing closure compared one key at a time:
+/// a quarter of a cached filtered count's CPU).
+fn bits(keys: &[i32], pass: impl Fn(i32) -> bool) -> BooleanBuffer {
+    let word = |chunk: &[i32]| {
+        chunk
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (bit, &k)| w | (u64::from(pass(k)) << bit))
+    };
+    let chunks = keys.chunks_exact(64);
+    let tail = chunks.remainder();
+    let mut words: Vec<u64> = chunks.map(word).collect();
+    if !tail.is_empty() {
+        words.push(word(tail));
+    }
+    BooleanBuffer::new(Buffer::from_vec(words), 0, keys.len())
 }
 
 /// One string test of one dictionary column, decided per distinct value.
@@ -225,6 +245,18 @@ mod tests {
         let batch = column(vec![Some("a"), Some("b")], &[Some(0), None, Some(1)]);
         let any = Arc::new(IsNotNullExpr::new(value()));
         assert_eq!(kept(any, &batch), [true, f, true]);
+    }
+
+    /// Rows are kept by position across whole words of 64 and the part
+    /// word after them, for one code and for several.
+    #[test]
+    fn rows_past_a_word_are_kept_where_they_are() {
+        let codes: Vec<Option<i32>> = (0..200).map(|i| Some(i % 3)).collect();
+        let batch = column(vec![Some("a"), Some("b"), Some("c")], &codes);
+        let one: Vec<bool> = (0..200).map(|i| i % 3 == 1).collect();
+        assert_eq!(kept(equals("b"), &batch), one);
+        let two: Vec<bool> = (0..200).map(|i| i % 3 != 1).collect();
+        assert_eq!(kept(among(&["a", "c"]), &batch), two);
     }
 
     /// A decision is reused only for the very values array it was made on.
