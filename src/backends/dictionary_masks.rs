@@ -163,8 +163,10 @@ pub(crate) struct Memo {
 impl Memo {
     fn get(&self, values: &ArrayRef) -> Option<Decided> {
         let (held, decided) = self.last.as_ref()?;
+        // the same array (batches sharing one dictionary share its `Arc`), or
         // the same buffers (kept alive by `held`, so never reused)
-        let same = held.len() == values.len() && held.to_data().ptr_eq(&values.to_data());
+        let same = Arc::ptr_eq(held, values)
+            || (held.len() == values.len() && held.to_data().ptr_eq(&values.to_data()));
         same.then(|| decided.clone())
     }
 
