@@ -35,16 +35,19 @@ enum Decided {
 
 impl Decided {
     fn of(passes: &BooleanArray) -> Decided {
-        let pass = |i: usize| passes.is_valid(i) && passes.value(i);
-        let mut codes = (0..passes.len()).filter(|&i| pass(i));
+        let table: Vec<bool> = (0..passes.len())
+            .map(|i| passes.is_valid(i) && passes.value(i))
+            .collect();
+        let mut codes = table
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(c, _)| c);
         match (codes.next(), codes.next()) {
             (None, _) => Decided::None,
-            _ if passes.null_count() == 0 && passes.true_count() == passes.len() => Decided::All,
-            (Some(code), None) => match i32::try_from(code) {
-                Ok(code) => Decided::One(code),
-                Err(_) => Decided::Some((0..passes.len()).map(pass).collect()),
-            },
-            _ => Decided::Some((0..passes.len()).map(pass).collect()),
+            _ if table.iter().all(|p| *p) => Decided::All,
+            (Some(code), None) if i32::try_from(code).is_ok() => Decided::One(code as i32),
+            _ => Decided::Some(table.into()),
         }
     }
 
