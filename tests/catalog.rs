@@ -1,7 +1,9 @@
-//! The listing index (`<bucket>/<store>/index.json`): a listing of
-//! unchanged objects reads one file besides the listing, and the index is a
-//! cache only: whatever happens to it or behind its back, a listing says
-//! what the records say.
+//! The listing index (`<bucket>/<store>/index.json`) and the change journal
+//! (`<bucket>/<store>/changes/`): a listing of unchanged objects reads the
+//! index and lists the journal, never the records, and the index is a cache
+//! only: whatever happens to it or behind its back (another client's
+//! writes, a commit in flight, an index written late by a listing that lost
+//! a race), a listing says what the records say.
 
 mod common;
 
@@ -128,5 +130,130 @@ async fn a_damaged_or_unwritable_index_changes_no_listing() {
         faults.fail_nth(1, Fault::Denied, |op, _| op == Op::Put);
         assert_eq!(listing(&om).await, expected, "{}", root.kind);
         faults.heal();
+    }
+}
+
+/// The path of `file` in the `default/datasets` store of `root`.
+fn store_path(root: &str, file: &[&str]) -> object_store::path::Path {
+    object_store::path::Path::from_iter(
+        Root::open(root)
+            .unwrap()
+            .url()
+            .path()
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .chain(["default", "datasets"])
+            .chain(file.iter().copied()),
+    )
+}
+
+#[tokio::test]
+async fn a_listing_of_unchanged_objects_lists_no_record_directory() {
+    for root in roots() {
+        let (om, faults) = faulty(&root.url).await;
+        for i in 0..30 {
+            put(&om, &format!("doc/{i:02}"), i).await;
+        }
+        let first = listing(&om).await;
+        // what the first listing did not take in yet (the drop markers'
+        // grace) is not at issue here: list until the index settles
+        listing(&om).await;
+
+        faults.count(|_, path| path.as_ref().contains("/datasets/meta"));
+        assert_eq!(listing(&om).await, first, "{}", root.kind);
+        assert_eq!(
+            faults.calls(),
+            0,
+            "{}: record directories listed or records read",
+            root.kind
+        );
+        // the whole listing: the index read and the journal listed
+        faults.count(|_, _| true);
+        assert_eq!(listing(&om).await, first, "{}", root.kind);
+        assert_eq!(faults.calls(), 2, "{}: requests of a listing", root.kind);
+        faults.heal();
+    }
+}
+
+#[tokio::test]
+async fn an_index_older_than_a_change_does_not_hide_it() {
+    for root in roots() {
+        let om = Omega::open(&root.url).await.unwrap();
+        for i in 0..5 {
+            put(&om, &format!("d{i}"), i).await;
+        }
+        listing(&om).await;
+        let store = Root::open(&root.url).unwrap().object_store();
+        let index = store_path(&root.url, &["index.json"]);
+        let stale = store.get(&index).await.unwrap().bytes().await.unwrap();
+
+        put(&om, "d1", 11).await;
+        om.datasets().drop("d2", false).await.unwrap();
+        put(&om, "d9", 9).await;
+        let expected = listing(&om).await;
+        assert!(expected.contains(&"d1@2: 11".to_string()), "{expected:?}");
+        assert!(
+            !expected.iter().any(|l| l.starts_with("d2")),
+            "{expected:?}"
+        );
+
+        // a listing that read the journal before these changes writes its
+        // index last (or an old copy is restored): the changes stay listed
+        store
+            .put(&index, object_store::PutPayload::from(stale.clone()))
+            .await
+            .unwrap();
+        assert_eq!(listing(&om).await, expected, "{}", root.kind);
+        assert_eq!(
+            listing(&Omega::open(&root.url).await.unwrap()).await,
+            expected
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_commit_in_flight_during_a_listing_is_listed_once_it_lands() {
+    for root in roots() {
+        let (om, faults) = faulty(&root.url).await;
+        put(&om, "a", 1).await;
+        put(&om, "b", 1).await;
+        let before = listing(&om).await;
+
+        // version 2 of `a` is noted in the journal, its record held back
+        let (reached, release) =
+            faults.hold_next(|op, path| op == Op::Put && path.as_ref().contains("/datasets/meta/"));
+        let writer = {
+            let om = om.clone();
+            tokio::spawn(async move { put(&om, "a", 2).await })
+        };
+        reached.notified().await;
+        let reader = Omega::open(&root.url).await.unwrap();
+        assert_eq!(
+            listing(&reader).await,
+            before,
+            "{}: not committed yet",
+            root.kind
+        );
+        release.notify_one();
+        writer.await.unwrap();
+        faults.heal();
+        let after = listing(&reader).await;
+        assert!(
+            after.contains(&"a@2: 2".to_string()),
+            "{}: the commit that landed after a listing read its marker: {after:?}",
+            root.kind
+        );
+
+        // a commit whose record never lands (the writer died after its
+        // note) changes nothing
+        faults.fail_nth(1, Fault::Error, |op, path| {
+            op == Op::Put && path.as_ref().contains("/datasets/meta/")
+        });
+        let opts = PutOptions::default();
+        assert!(om.datasets().put(json!({"v": 3}), "b", opts).await.is_err());
+        faults.heal();
+        assert_eq!(listing(&reader).await, after, "{}", root.kind);
+        put(&om, "b", 4).await;
+        assert!(listing(&reader).await.contains(&"b@2: 4".to_string()));
     }
 }

@@ -18,12 +18,19 @@
 //!   typed conflict.
 //! * Drop commits a tombstone record first (the atomic drop point), then
 //!   removes data, then the records.
+//! * Every change to a name's records is noted in the change journal first
+//!   ([`super::change_journal`]), so a listing can trust its index for the
+//!   names no note marks.
+
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::change_journal::{self, Change, Marker};
 use super::error::{Result, StoreError};
 use super::listing_index::{ListingIndex, RecordStamp};
 use super::metadata::Metadata;
@@ -91,8 +98,23 @@ impl Catalog {
     }
 
     pub fn record_path(&self, name: &ObjectName, version: u64) -> Path {
-        self.meta_dir(name)
-            .join(format!("{version:0width$}.json", width = VERSION_WIDTH))
+        self.meta_dir(name).join(record_file_name(version))
+    }
+
+    fn journal_root(&self) -> Path {
+        self.root.path(&[&self.bucket, &self.prefix, "changes"])
+    }
+
+    /// Writes the journal marker of `change` to `name`'s records (see
+    /// [`super::change_journal`]); it comes before the change itself.
+    async fn note(&self, name: &ObjectName, change: Change) -> Result<()> {
+        let path = join_name(self.journal_root(), name).join(change.file_name());
+        self.root
+            .store
+            .put(&path, PutPayload::new())
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        Ok(())
     }
 
     /// Every object under `dir`.
@@ -196,6 +218,8 @@ impl Catalog {
         let body = serde_json::to_vec_pretty(meta).map_err(|e| {
             StoreError::invalid_input(&meta.name, format!("metadata is not serializable: {e}"))
         })?;
+        // the journal first: a record nobody noted could hide behind the index
+        self.note(&name, Change::Commit(meta.version)).await?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -217,7 +241,21 @@ impl Catalog {
     /// Withdraws a record this writer has just committed (see
     /// `Store::built_on_dropped`); a record already gone is fine.
     pub(crate) async fn retract(&self, name: &ObjectName, version: u64) -> Result<()> {
-        self.delete_quietly(&self.record_path(name, version)).await
+        self.retract_versions(name, &[version]).await
+    }
+
+    /// Withdraws records of `name` (old versions a vacuum removes), noted in
+    /// the journal before and after (a record gone between the two is
+    /// listed again either way).
+    pub(crate) async fn retract_versions(&self, name: &ObjectName, versions: &[u64]) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        self.note(name, Change::Relist).await?;
+        for &v in versions {
+            self.delete_quietly(&self.record_path(name, v)).await?;
+        }
+        self.note(name, Change::Relist).await
     }
 
     /// The latest committed version number of every name, from one
@@ -266,82 +304,236 @@ impl Catalog {
             .collect())
     }
 
-    /// The records `heads` (from [`Self::head_records`]) name, for the names
-    /// `wanted` keeps, through the listing index (see
-    /// [`super::listing_index`]): a record the index holds with the listed
-    /// stamp is not read again. The index is then rewritten to hold every
-    /// head it could vouch for, if that changed it. Results as
-    /// [`Self::read_many`]'s, in the order of `heads`.
-    pub async fn read_heads(
+    /// The head record of every name `wanted` keeps, in name order, through
+    /// the listing index and the change journal (see
+    /// [`super::listing_index`], [`super::change_journal`]): the index is
+    /// read, the journal listed, and only names with a marker the index has
+    /// not resolved are read again; the index is rewritten when that changed
+    /// it. Without a usable index every record is listed and read (and the
+    /// index written). Results as [`Self::read_many`]'s: a record that
+    /// cannot be read is an error of its name only.
+    pub async fn list_heads(
         &self,
-        heads: Vec<(ObjectName, RecordStamp)>,
         wanted: impl Fn(&ObjectName) -> bool,
     ) -> Result<Vec<RecordRead>> {
-        if self.root.local_dir {
-            // Measured (`om bench catalog --objects 10000`): on a local
-            // directory parsing the index costs what reading the records in
-            // one blocking task does, so the index only pays where a read is
-            // a request (S3).
-            let wanted = heads
-                .into_iter()
-                .filter(|(n, _)| wanted(n))
-                .map(|(n, s)| (n, s.version))
-                .collect();
-            return self.read_many(wanted).await;
-        }
         let index_path = self.index_path();
         let old = match self.root.store.get(&index_path).await {
-            Ok(r) => match r.bytes().await {
-                Ok(b) => ListingIndex::parse(&b),
-                Err(_) => ListingIndex::default(),
-            },
-            Err(_) => ListingIndex::default(),
+            Ok(r) => r.bytes().await.ok().and_then(|b| ListingIndex::parse(&b)),
+            Err(_) => None,
         };
-        let mut next = ListingIndex::new();
-        let mut out: Vec<Option<RecordRead>> = Vec::new();
-        let mut misses = Vec::new();
-        for (name, stamp) in &heads {
-            let hit = old.get(name.as_str(), stamp).cloned();
-            if let Some(record) = &hit {
-                next.insert(name.as_str(), stamp.clone(), record.clone());
-            }
-            if !wanted(name) {
-                continue;
-            }
-            match hit {
-                Some(record) => out.push(Some((name.clone(), Ok(Some(record))))),
-                None => {
-                    out.push(None);
-                    misses.push((name.clone(), stamp.version));
-                }
-            }
-        }
-        let stamps: std::collections::HashMap<&ObjectName, &RecordStamp> =
-            heads.iter().map(|(n, s)| (n, s)).collect();
-        let mut read = self.read_many(misses).await?.into_iter();
-        let mut changed = next.len() != old.len();
-        for slot in &mut out {
-            if slot.is_some() {
-                continue;
-            }
-            let Some((name, result)) = read.next() else {
-                break;
-            };
-            if let (Ok(Some(record)), Some(stamp)) = (&result, stamps.get(&name)) {
-                next.insert(name.as_str(), (*stamp).clone(), record.clone());
-                changed = true;
-            }
-            *slot = Some((name, result));
-        }
+        let now = chrono::Utc::now();
+        // listed before the records are read: a change noted after this is
+        // left for the next listing, never taken as resolved
+        let markers = self.list_markers().await?;
+        let (index, failed, changed) = match old {
+            Some(index) => self.apply_markers(index, &markers, now).await?,
+            None => (self.rebuild(&markers, now).await?, Vec::new(), true),
+        };
         if changed {
             // a cache: a root that cannot take it (read-only, a fault) lists all the same
-            let _ = self
+            if self
                 .root
                 .store
-                .put(&index_path, PutPayload::from(next.to_bytes()))
-                .await;
+                .put(&index_path, PutPayload::from(index.to_bytes()))
+                .await
+                .is_ok()
+            {
+                self.delete_old_markers(&index, &markers, now).await;
+            }
         }
-        Ok(out.into_iter().flatten().collect())
+        let mut out: Vec<RecordRead> = index
+            .records()
+            .filter_map(|(n, m)| {
+                let name = ObjectName::new(n).ok()?;
+                wanted(&name).then(|| (name, Ok(Some(m.clone()))))
+            })
+            .collect();
+        for (name, e) in failed {
+            if wanted(&name) {
+                out.push((name, Err(e)));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Every marker of the change journal.
+    async fn list_markers(&self) -> Result<Vec<Marker>> {
+        let root = self.journal_root();
+        Ok(self
+            .list_all(&root)
+            .await?
+            .iter()
+            .filter_map(|m| Marker::of(&root, m))
+            .collect())
+    }
+
+    /// A new index from a listing of every record: the whole-store path,
+    /// for a store without a usable index. Markers whose change the
+    /// listing saw are taken in.
+    async fn rebuild(&self, markers: &[Marker], now: DateTime<Utc>) -> Result<ListingIndex> {
+        let heads = self.head_records().await?;
+        let stamps: HashMap<ObjectName, RecordStamp> = heads.iter().cloned().collect();
+        let reads = self
+            .read_many(heads.iter().map(|(n, s)| (n.clone(), s.version)).collect())
+            .await?;
+        let mut index = ListingIndex::new();
+        for (name, read) in reads {
+            if let (Ok(Some(record)), Some(stamp)) = (read, stamps.get(&name)) {
+                index.insert(name.as_str(), stamp.clone(), record);
+            }
+        }
+        let resolved: Vec<&Marker> = markers
+            .iter()
+            .filter(|m| resolves(m, stamps.get(&m.name).map(|s| s.version), now))
+            .collect();
+        index.set_resolved(resolved.into_iter());
+        Ok(index)
+    }
+
+    /// `index` brought up to date with the markers it has not resolved:
+    /// each marked name's head read again, by the version its newest commit
+    /// marker names, or from a listing of its records when records were
+    /// removed or that version is not there. Returns the index, the names
+    /// whose head could not be read, and whether the index changed.
+    async fn apply_markers(
+        &self,
+        mut index: ListingIndex,
+        markers: &[Marker],
+        now: DateTime<Utc>,
+    ) -> Result<(ListingIndex, Vec<(ObjectName, StoreError)>, bool)> {
+        let mut marked: BTreeMap<&ObjectName, Vec<&Marker>> = BTreeMap::new();
+        for m in markers.iter().filter(|m| !index.has_resolved(m)) {
+            marked.entry(&m.name).or_default().push(m);
+        }
+        let mut changed = false;
+        type Head<'a> = (&'a ObjectName, Result<Option<(RecordStamp, Metadata)>>);
+        // boxed as `Send` futures: spelled out, the combinators' borrows
+        // defeat the compiler's `Send` proof of the callers' futures
+        let reads: Vec<futures::future::BoxFuture<'_, Head<'_>>> = marked
+            .iter()
+            .map(|(name, ms)| {
+                let known = index.version(name.as_str());
+                Box::pin(async move { (*name, self.marked_head(name, ms, known).await) }) as _
+            })
+            .collect();
+        let heads: Vec<Head<'_>> = futures::stream::iter(reads).buffered(64).collect().await;
+        let mut resolved: Vec<&Marker> = markers.iter().filter(|m| index.has_resolved(m)).collect();
+        let mut failed = Vec::new();
+        for (name, head) in heads {
+            match head {
+                Ok(head) => {
+                    let version = head.as_ref().map(|(s, _)| s.version);
+                    changed |= match head {
+                        Some((stamp, record)) => index.insert(name.as_str(), stamp, record),
+                        None => index.remove(name.as_str()),
+                    };
+                    resolved.extend(
+                        marked[name]
+                            .iter()
+                            .copied()
+                            .filter(|m| resolves(m, version, now)),
+                    );
+                }
+                Err(e @ StoreError::CorruptMetadata { .. }) => {
+                    // left out of the listing until readable; its markers stay
+                    changed |= index.remove(name.as_str());
+                    failed.push((name.clone(), e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        changed |= index.set_resolved(resolved.into_iter());
+        Ok((index, failed, changed))
+    }
+
+    /// The head record of `name` with its stamp (`None`: no records), given
+    /// its unresolved markers and the version the index holds.
+    async fn marked_head(
+        &self,
+        name: &ObjectName,
+        markers: &[&Marker],
+        known: Option<u64>,
+    ) -> Result<Option<(RecordStamp, Metadata)>> {
+        let relist = markers.iter().any(|m| m.change == Change::Relist);
+        let newest = markers
+            .iter()
+            .filter_map(|m| match m.change {
+                Change::Commit(v) => Some(v),
+                Change::Relist => None,
+            })
+            .max();
+        if let (false, Some(v)) = (relist, newest) {
+            // versions only grow while no records are removed (removals
+            // note `relist`), so the newest noted commit is the head
+            if known.is_none_or(|k| k <= v)
+                && let Some(head) = self.read_stamped(name, v).await?
+            {
+                return Ok(Some(head));
+            }
+        }
+        let listed = self.list_all(&self.meta_dir(name)).await?;
+        let head = listed
+            .iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(record_version)
+                    .map(|v| (v, m))
+            })
+            .max_by_key(|(v, _)| *v);
+        match head {
+            None => Ok(None),
+            Some((v, _)) => self.read_stamped(name, v).await,
+        }
+    }
+
+    /// Record `version` of `name` with the stamp of its file; `None` when
+    /// there is none.
+    async fn read_stamped(
+        &self,
+        name: &ObjectName,
+        version: u64,
+    ) -> Result<Option<(RecordStamp, Metadata)>> {
+        let path = self.record_path(name, version);
+        let got = match self.root.store.get(&path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(StoreError::object_store(&path, e)),
+        };
+        let stamp = RecordStamp::of(version, &got.meta);
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| StoreError::object_store(&path, e))?;
+        parse_record(name, &path, &bytes).map(|m| Some((stamp, m)))
+    }
+
+    /// Deletes markers the written `index` resolved that are older than
+    /// [`change_journal::RETENTION`] (best effort: a marker left is read
+    /// again, never wrong).
+    async fn delete_old_markers(
+        &self,
+        index: &ListingIndex,
+        markers: &[Marker],
+        now: DateTime<Utc>,
+    ) {
+        let old: Vec<&Marker> = markers
+            .iter()
+            .filter(|m| index.has_resolved(m) && m.age(now) > change_journal::RETENTION)
+            .collect();
+        let deletes: Vec<futures::future::BoxFuture<'_, ()>> = old
+            .into_iter()
+            .map(|m| {
+                Box::pin(async move {
+                    let _ = self.root.store.delete(&m.path).await;
+                }) as _
+            })
+            .collect();
+        futures::stream::iter(deletes)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
     }
 
     fn index_path(&self) -> Path {
@@ -351,6 +543,7 @@ impl Catalog {
     /// Deletes the tags of `name` and its records up to `through` (its
     /// tombstone); records a later writer committed meanwhile survive.
     pub async fn purge(&self, name: &ObjectName, through: u64) -> Result<()> {
+        self.note(name, Change::Relist).await?;
         let mut paths: Vec<Path> = Vec::new();
         for dir in [self.tag_dir(name), self.meta_dir(name)] {
             let listed = self.list_all(&dir).await?;
@@ -374,7 +567,7 @@ impl Catalog {
         for (_, p) in records {
             self.delete_quietly(&p).await?;
         }
-        Ok(())
+        self.note(name, Change::Relist).await
     }
 
     async fn delete_quietly(&self, p: &Path) -> Result<()> {
@@ -449,6 +642,20 @@ impl Catalog {
     }
 }
 
+/// Whether a listing that found `head` (the version of `name`'s head
+/// record, `None` for none) as of `now` has taken in `marker`'s change: a
+/// commit once its version (or a later one) is there, or when it is older
+/// than the retention (its writer died before the record); records removed
+/// once the marker is past the grace (a removal in progress is looked at
+/// again).
+fn resolves(marker: &Marker, head: Option<u64>, now: DateTime<Utc>) -> bool {
+    let age = marker.age(now);
+    match marker.change {
+        Change::Commit(v) => head.is_some_and(|h| h >= v) || age > change_journal::RETENTION,
+        Change::Relist => age > change_journal::GRACE,
+    }
+}
+
 /// `dir` joined with the segments of `name`'s encoding.
 fn join_name(dir: Path, name: &ObjectName) -> Path {
     name.encoded_parts()
@@ -465,8 +672,13 @@ fn parse_record(name: &ObjectName, path: &Path, bytes: &[u8]) -> Result<Metadata
     })
 }
 
+/// The file name of the record of `version` (`<version:020>.json`).
+pub(crate) fn record_file_name(version: u64) -> String {
+    format!("{version:0width$}.json", width = VERSION_WIDTH)
+}
+
 /// The version a record file name (`<version:020>.json`) stands for.
-fn record_version(file: &str) -> Option<u64> {
+pub(crate) fn record_version(file: &str) -> Option<u64> {
     file.strip_suffix(".json")
         .filter(|v| v.len() == VERSION_WIDTH)
         .and_then(|v| v.parse().ok())

@@ -206,9 +206,8 @@ impl Store {
         for (tag, _) in &tagged {
             self.catalog().delete_tag(&n, tag).await?;
         }
-        for m in removed {
-            self.catalog().retract(&n, m.version).await?;
-        }
+        let versions: Vec<u64> = removed.iter().map(|m| m.version).collect();
+        self.catalog().retract_versions(&n, &versions).await?;
         let mut report = VacuumReport {
             versions: removed_versions.into_iter().collect(),
             gc: GcReport::default(),

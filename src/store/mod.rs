@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod bucket;
 pub mod catalog;
+pub(crate) mod change_journal;
 pub(crate) mod delta_s3;
 pub mod durable;
 pub mod error;

@@ -583,14 +583,14 @@ impl Store {
     /// list or read is an error, never a partial listing.
     pub async fn list(&self, pattern: Option<&str>, opts: &ListOptions) -> Result<Vec<Metadata>> {
         self.check_access("*", Access::Read).await?;
-        // one listing finds every name's latest record; the listing index
-        // holds the unchanged ones, the others are read, many in flight
-        let heads = self.catalog.head_records().await?;
+        // the listing index holds the unchanged heads; the change journal
+        // names the others, which are read again
         let wanted = |n: &ObjectName| {
             pattern.is_none_or(|p| glob_match(p, n.as_str())) && (opts.hidden || !n.is_hidden())
         };
+        let heads = self.catalog.list_heads(wanted).await?;
         let mut metas = Vec::with_capacity(heads.len());
-        for (n, read) in self.catalog.read_heads(heads, wanted).await? {
+        for (n, read) in heads {
             metas.push(match read {
                 Ok(Some(m)) => Some(m).filter(|m| !m.is_tombstone()),
                 // a record deleted since the listing (a drop): ask again
