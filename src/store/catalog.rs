@@ -379,8 +379,14 @@ impl Catalog {
             .await?;
         let mut index = ListingIndex::new();
         for (name, read) in reads {
-            if let (Ok(Some(record)), Some(stamp)) = (read, stamps.get(&name)) {
-                index.insert(name.as_str(), stamp.clone(), record);
+            match (read, stamps.get(&name)) {
+                (Ok(Some(record)), Some(stamp)) => {
+                    index.insert(name.as_str(), stamp.clone(), record);
+                }
+                // a failed read (not a damaged record) fails the listing
+                // rather than leave the name out of an index taken as whole
+                (Err(e), _) if !matches!(e, StoreError::CorruptMetadata { .. }) => return Err(e),
+                _ => {}
             }
         }
         let resolved: Vec<&Marker> = markers
