@@ -40,6 +40,13 @@ async fn put(om: &Omega, name: &str, v: i64) {
         .unwrap();
 }
 
+/// `doc/00`, `doc/01`, … with `v` their number.
+async fn put_docs(om: &Omega, n: i64) {
+    for i in 0..n {
+        put(om, &format!("doc/{i:02}"), i).await;
+    }
+}
+
 fn count_record_reads(faults: &FaultStore) {
     faults.fail_nth(usize::MAX, Fault::Error, |op, path| {
         op == Op::Get && path.as_ref().contains("/datasets/meta/")
@@ -50,9 +57,7 @@ fn count_record_reads(faults: &FaultStore) {
 async fn a_listing_of_unchanged_objects_reads_no_record_and_sees_every_change() {
     for root in roots() {
         let (om, faults) = faulty(&root.url).await;
-        for i in 0..20 {
-            put(&om, &format!("doc/{i:02}"), i).await;
-        }
+        put_docs(&om, 20).await;
         let first = listing(&om).await;
         assert_eq!(first.len(), 20, "{}", root.kind);
 
@@ -143,9 +148,7 @@ fn store_path(root: &str, file: &[&str]) -> object_store::path::Path {
 async fn a_listing_of_unchanged_objects_lists_no_record_directory() {
     for root in roots() {
         let (om, faults) = faulty(&root.url).await;
-        for i in 0..30 {
-            put(&om, &format!("doc/{i:02}"), i).await;
-        }
+        put_docs(&om, 30).await;
         let first = listing(&om).await;
 
         faults.count(|_, path| path.as_ref().contains("/datasets/meta"));
@@ -244,5 +247,33 @@ async fn a_commit_in_flight_during_a_listing_is_listed_once_it_lands() {
         assert_eq!(listing(&reader).await, after, "{}", root.kind);
         put(&om, "b", 4).await;
         assert!(listing(&reader).await.contains(&"b@2: 4".to_string()));
+    }
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_read_fails_the_rebuild_rather_than_hide_its_name() {
+    for root in roots() {
+        let (om, faults) = faulty(&root.url).await;
+        put_docs(&om, 3).await;
+        let expected = listing(&om).await;
+        let store = Root::open(&root.url).unwrap().object_store();
+        store
+            .delete(&store_path(&root.url, &["index.json"]))
+            .await
+            .unwrap();
+        // the index is rebuilt from the records; one read fails (not damage)
+        faults.fail_nth(1, Fault::Error, |op, path| {
+            op == Op::Get && path.as_ref().contains("/datasets/meta/")
+        });
+        assert!(
+            om.datasets()
+                .list(None, &ListOptions::default())
+                .await
+                .is_err(),
+            "{}: a listing missing a name came back",
+            root.kind
+        );
+        faults.heal();
+        assert_eq!(listing(&om).await, expected, "{}", root.kind);
     }
 }

@@ -142,16 +142,7 @@ impl Catalog {
 
     /// Reads one record.
     pub async fn read(&self, name: &ObjectName, version: u64) -> Result<Option<Metadata>> {
-        let path = self.record_path(name, version);
-        let bytes = match self.root.store.get(&path).await {
-            Ok(r) => r
-                .bytes()
-                .await
-                .map_err(|e| StoreError::object_store(&path, e))?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(StoreError::object_store(&path, e)),
-        };
-        parse_record(name, &path, &bytes).map(Some)
+        Ok(self.read_stamped(name, version).await?.map(|(_, m)| m))
     }
 
     /// Reads many records (a listing): on a plain local directory in one
@@ -277,18 +268,10 @@ impl Catalog {
         let mut heads: std::collections::BTreeMap<ObjectName, (u64, ObjectMeta)> =
             Default::default();
         for m in listed {
-            let Some(parts) = m.location.prefix_match(&dir) else {
+            let Some((name, file)) = name_and_file(&dir, &m.location) else {
                 continue;
             };
-            let parts: Vec<_> = parts.collect();
-            let Some((file, enc)) = parts.split_last() else {
-                continue;
-            };
-            let enc: Vec<&str> = enc.iter().map(|p| p.as_ref()).collect();
-            let Some(name) = ObjectName::from_encoded_parts(&enc) else {
-                continue;
-            };
-            let Some(v) = record_version(file.as_ref()) else {
+            let Some(v) = record_version(&file) else {
                 continue;
             };
             match heads.get(&name) {
@@ -478,19 +461,9 @@ impl Catalog {
                 return Ok(Some(head));
             }
         }
-        let listed = self.list_all(&self.meta_dir(name)).await?;
-        let head = listed
-            .iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()
-                    .and_then(record_version)
-                    .map(|v| (v, m))
-            })
-            .max_by_key(|(v, _)| *v);
-        match head {
+        match self.versions(name).await?.last() {
             None => Ok(None),
-            Some((v, _)) => self.read_stamped(name, v).await,
+            Some(&v) => self.read_stamped(name, v).await,
         }
     }
 
@@ -660,6 +633,17 @@ fn resolves(marker: &Marker, head: Option<u64>, now: DateTime<Utc>) -> bool {
         Change::Commit(v) => head.is_some_and(|h| h >= v) || age > change_journal::RETENTION,
         Change::Relist => age > change_journal::GRACE,
     }
+}
+
+/// The name and file of `location` under `dir` (`dir/<encoded name>/<file>`,
+/// as records, tags and journal markers are laid out); `None` for anything
+/// this layout did not write.
+pub(crate) fn name_and_file(dir: &Path, location: &Path) -> Option<(ObjectName, String)> {
+    let parts: Vec<_> = location.prefix_match(dir)?.collect();
+    let (file, enc) = parts.split_last()?;
+    let enc: Vec<&str> = enc.iter().map(|p| p.as_ref()).collect();
+    let name = ObjectName::from_encoded_parts(&enc)?;
+    Some((name, file.as_ref().to_string()))
 }
 
 /// `dir` joined with the segments of `name`'s encoding.

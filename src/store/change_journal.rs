@@ -97,16 +97,10 @@ impl Marker {
     /// The marker at `meta` under the journal `root`; `None` for anything
     /// the journal did not write (skipped, as the record listing skips).
     pub(crate) fn of(root: &Path, meta: &ObjectMeta) -> Option<Self> {
-        let parts: Vec<_> = meta.location.prefix_match(root)?.collect();
-        let (file, enc) = parts.split_last()?;
-        let enc: Vec<&str> = enc.iter().map(|p| p.as_ref()).collect();
-        let name = ObjectName::from_encoded_parts(&enc)?;
-        let change = Change::parse(file.as_ref())?;
-        let key = parts
-            .iter()
-            .map(|p| p.as_ref())
-            .collect::<Vec<_>>()
-            .join("/");
+        let (name, file) = super::catalog::name_and_file(root, &meta.location)?;
+        let change = Change::parse(&file)?;
+        // the canonical encoding is the only one `name_and_file` accepts
+        let key = format!("{}/{file}", name.encoded_parts().join("/"));
         Some(Self {
             name,
             change,
