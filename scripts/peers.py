@@ -211,7 +211,7 @@ def tpch(args):
         if not ok:
             problems.append(f"q{n:02}: answers differ ({len(mine)} vs {len(res)} rows)")
         rows.append((f"q{n:02}", om_times.get(f"q{n:02}"), t, ok))
-    return rows, problems
+    return rows, problems, omega["peak_rss_bytes"]
 
 
 def main():
@@ -256,8 +256,10 @@ def main():
         print(f"| {name} | {t['rows']} | {t['median']:.4f} | {best} | {peers[name][best]:.4f} | {ratio:.2f} |")
     tp = None
     if args.tpch:
-        tp, tproblems = tpch(args)
+        tp, tproblems, tpeak = tpch(args)
         problems += tproblems
+        if tpeak:
+            print(f"\nomegastore: peak memory {tpeak / 2**30:.2f} GiB over the TPC-H run")
         print(f"\n| TPC-H sf {args.tpch} | omegastore s | duckdb s | ratio | same answers |")
         print("| --- | ---: | ---: | ---: | --- |")
         for q, o, d, ok in tp:

@@ -21,8 +21,10 @@ use crate::sql::policies::{
     RowFilterMixin,
 };
 use crate::sql::{SessionParts, SqlEngine, SqlError, open_engine};
-use crate::store::error::Result;
-use crate::store::{BackendRegistry, DataBackend, Hooks, Root, Store, WriteHook, validate_bucket};
+use crate::store::error::{Result, StoreError};
+use crate::store::{
+    BackendRegistry, DataBackend, Hooks, Root, Store, WriteHook, list_buckets, validate_bucket,
+};
 
 /// An open omegastore: one engine (session) and the parts it shares with
 /// the other sessions of the same store. Cloning is cheap; the session is
@@ -61,12 +63,18 @@ impl Omega {
     /// Opens an already configured root (for example one whose object store
     /// is wrapped by a decorator).
     pub async fn open_root(root: Root) -> Result<Self> {
-        root.check().await?;
+        // The reachability check is the bucket listing the policies need
+        // first: one request does both.
+        let buckets = list_buckets(&root).await.map_err(|e| match e {
+            StoreError::ObjectStore { source, .. } => StoreError::object_store(root.url(), source),
+            other => other,
+        })?;
         let mut backends = crate::backends::builtin();
         backends.push(Arc::new(ModelBackend));
         let registry = Arc::new(BackendRegistry::with_backends(backends));
         let hooks = Arc::new(Hooks::default());
         let policies = Arc::new(PolicyCache::new(root.clone()));
+        policies.seed_buckets(buckets);
         let mixins = Arc::new(MixinRule::default());
         mixins.register(Arc::new(BucketIsolationMixin::new(policies.clone())));
         mixins.register(Arc::new(RowFilterMixin::new(policies.clone())));
@@ -85,6 +93,7 @@ impl Omega {
             memory_cache: Default::default(),
             planner: None,
             options: Vec::new(),
+            query_memory: None,
         };
         crate::sql::cache_table::register(&parts.system_tables);
         crate::runtime::tables::register(&parts.system_tables);
@@ -214,6 +223,30 @@ impl Omega {
             parts,
             runtime: self.runtime.clone(),
         })
+    }
+
+    /// The same session, with every query of it and of the sessions derived
+    /// from it (`with_identity`, `bucket`, a server's requests, …) drawing
+    /// on one pool of `limit` bytes: past it, sorts and grouped aggregates
+    /// spill to temporary files, and a query that cannot spill fails with
+    /// [`SqlError::Memory`] instead of taking the process's memory. `None`
+    /// lifts the limit (the default).
+    pub fn with_memory_limit(&self, limit: Option<usize>) -> Result<Self, SqlError> {
+        let mut parts = self.parts.clone();
+        parts.query_memory = limit
+            .map(crate::sql::query_memory::QueryMemory::new)
+            .transpose()?;
+        let engine = open_engine(&parts, self.options()).bucket(self.bucket_name())?;
+        Ok(Self {
+            engine,
+            parts,
+            runtime: self.runtime.clone(),
+        })
+    }
+
+    /// The query memory limit in bytes, if one is set.
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.parts.query_memory.as_ref().map(|m| m.limit())
     }
 
     /// The models of the store at `root` as a cluster executor loads them:

@@ -396,6 +396,76 @@ fn bench_commands_run_and_report_json() {
     assert!(err.contains("--rows"), "{err}");
 }
 
+/// `--memory-limit` bounds what a query may hold: a join past it fails with
+/// a one-line error that names the flag, a query within it runs; a limit
+/// that is not a size or a share is refused before anything runs.
+#[test]
+fn a_query_past_the_memory_limit_fails_with_a_message_that_names_the_flag() {
+    let root = common::local();
+    run(
+        &root,
+        &[
+            "sql",
+            "CREATE TABLE big AS SELECT value AS id, concat('n', CAST(value AS VARCHAR)) AS name \
+             FROM generate_series(1, 300000)",
+        ],
+    );
+    let join = "SELECT count(*) FROM big a JOIN big b ON a.id = b.id AND a.name = b.name";
+    let err = fail(&root, &["--memory-limit", "1MiB", "sql", join]);
+    assert!(
+        err.contains("ran out of memory") && err.contains("--memory-limit"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = run(
+        &root,
+        &["--memory-limit", "1MiB", "sql", "SELECT count(*) FROM big"],
+    );
+    assert!(out.contains("300000"), "{out}");
+    let out = run(&root, &["--memory-limit", "off", "sql", join]);
+    assert!(out.contains("300000"), "{out}");
+    for bad in ["0", "150%", "lots"] {
+        let err = fail(&root, &["--memory-limit", bad, "sql", "SELECT 1"]);
+        assert!(err.contains("--memory-limit"), "{bad}: {err}");
+    }
+}
+
+/// `om bench catalog` lists every object it stored and counts the store
+/// requests of an open and list: a few, however many objects (no record
+/// read or listed per object), as the listing index and journal promise.
+#[test]
+fn bench_catalog_counts_the_requests_of_an_open_and_list() {
+    let root = common::local();
+    let out = run(
+        &root,
+        &[
+            "bench",
+            "catalog",
+            "--objects",
+            "60",
+            "--runs",
+            "1",
+            "--format",
+            "json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let timing = &report["timings"][0];
+    assert_eq!(timing["answer"], "60", "{report}");
+    let requests = timing["requests"].as_object().unwrap();
+    let total: u64 = requests.values().map(|n| n.as_u64().unwrap()).sum();
+    assert!(
+        (2..=5).contains(&total) && requests.contains_key("LIST"),
+        "{report}"
+    );
+    // the table names them too
+    let out = run(
+        &root,
+        &["bench", "catalog", "--objects", "60", "--runs", "1"],
+    );
+    assert!(out.contains(&format!("{total} store requests")), "{out}");
+}
+
 /// `om bench serve` runs its load on loopback (tiny and short here) and
 /// reports every operation answered, the stream's rows and the memory
 /// sampled across the run.

@@ -1,6 +1,7 @@
 //! Big and many: a 100 MB value, 10,000 columns, many small appends then a
-//! compaction (cases 17 and 18 of the bad-input table). Sizes that take
-//! minutes run under `OMEGA_LIMITS_LONG=1` (the README's long variant).
+//! compaction (cases 17 and 18 of the bad-input table), queries past the
+//! query memory limit. Sizes that take minutes run under
+//! `OMEGA_LIMITS_LONG=1` (the README's long variant).
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
+use omegastore::sql::SqlError;
 use omegastore::{GetOptions, Omega, PutOptions, TableChange};
 
 use common::{local, rows, sample_batch};
@@ -128,4 +130,77 @@ async fn many_small_appends_then_optimize_keep_every_row() {
     // time travel across the checkpoints
     assert_eq!(rows(&om, "log@1").await, 2);
     assert_eq!(rows(&om, &format!("log@{}", appends / 2)).await, appends);
+}
+
+/// Rows of `SELECT id …` as one vector.
+async fn ids(om: &Omega, sql: &str) -> Vec<i64> {
+    let batches = om.sql(sql).await.unwrap().collect().await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            col.values().to_vec()
+        })
+        .collect()
+}
+
+/// The `spill_count` metrics of an `EXPLAIN ANALYZE`, summed.
+async fn spills(om: &Omega, sql: &str) -> usize {
+    common::explain_analyze(om, sql)
+        .await
+        .split("spill_count=")
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .sum()
+}
+
+/// Under a query memory limit a sort larger than the limit spills to
+/// temporary files and answers exactly as without a limit; a join whose
+/// build side cannot fit fails with a memory error that says how to raise
+/// the limit, and the store and session go on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_past_the_memory_limit_spills_or_fails_by_name() {
+    let root = local();
+    let om = Omega::open(&root.url).await.unwrap();
+    common::exec(
+        &om,
+        "CREATE TABLE big AS SELECT value AS id, random() AS r, \
+         concat('name-', CAST(value % 977 AS VARCHAR)) AS name \
+         FROM generate_series(1, 2000000)",
+    )
+    .await;
+    let sort = "SELECT id, name FROM big ORDER BY r, id";
+    let unlimited = ids(&om, sort).await;
+    assert_eq!(unlimited.len(), 2_000_000);
+    assert_eq!(spills(&om, sort).await, 0, "no limit, no spill");
+
+    let limited = om.with_memory_limit(Some(64 << 20)).unwrap();
+    assert_eq!(limited.memory_limit(), Some(64 << 20));
+    assert_eq!(ids(&limited, sort).await, unlimited);
+    assert!(spills(&limited, sort).await > 0, "the sort spilled");
+    // sessions derived from it share the limit
+    let derived = limited.bucket("other").unwrap();
+    assert_eq!(derived.memory_limit(), Some(64 << 20));
+
+    let join = "SELECT count(*) FROM big a JOIN big b ON a.id = b.id AND a.name = b.name";
+    let err = match limited.sql(join).await {
+        Ok(df) => df.collect().await.map(|_| ()).map_err(SqlError::from),
+        Err(e) => Err(e),
+    }
+    .unwrap_err();
+    assert!(matches!(err, SqlError::Memory(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("ran out of memory") && text.contains("--memory-limit"),
+        "{text}"
+    );
+    // nothing held back, nothing broken
+    assert_eq!(
+        ids(&limited, "SELECT count(*) FROM big").await,
+        vec![2_000_000]
+    );
+    assert_eq!(rows(&om, "big").await, 2_000_000);
 }

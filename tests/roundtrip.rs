@@ -919,24 +919,10 @@ async fn a_sort_order_is_written_kept_and_followed_by_appends() {
     assert!(meta.kind_meta.get("sort_by").is_none());
 }
 
-/// The text of `EXPLAIN ANALYZE` of `sql`.
-async fn explain_analyze(om: &Omega, sql: &str) -> String {
-    let batches = om
-        .sql(&format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
-}
-
 /// The `(pruned, matched)` counts of a pruning metric of the Parquet scan
 /// in `EXPLAIN ANALYZE` of `sql` (summed over partitions).
 async fn pruning(om: &Omega, sql: &str, metric: &str) -> (u64, u64) {
-    let text = explain_analyze(om, sql).await;
+    let text = common::explain_analyze(om, sql).await;
     let at = text
         .find(&format!("{metric}="))
         .unwrap_or_else(|| panic!("no {metric} in {text}"));
@@ -1339,7 +1325,7 @@ async fn z_order_lets_filters_on_every_column_skip_data() {
 /// that report it; 0 when none does. Counts are shown rounded past a
 /// thousand (`199.9 K`), so they are read to that precision.
 async fn scan_count(om: &Omega, sql: &str, metric: &str) -> u64 {
-    let text = explain_analyze(om, sql).await;
+    let text = common::explain_analyze(om, sql).await;
     text.match_indices(&format!("{metric}="))
         .map(|(at, m)| {
             let rest = &text[at + m.len()..];
@@ -1488,7 +1474,7 @@ async fn an_aggregate_named_twice_is_computed_once() {
     let sharing = |q: &'static str| {
         let om = &om;
         async move {
-            let text = explain_analyze(om, q).await;
+            let text = common::explain_analyze(om, q).await;
             let occurrences = text.matches("SharedSubplanExec").count();
             (occurrences, scan_count(om, q, "computed").await)
         }
@@ -1588,14 +1574,14 @@ async fn join_filters_drop_probe_rows_at_the_scan() {
             .collect::<Vec<_>>()
     };
     assert_eq!(body(&with[0]), body(&with[1]), "the two joins agree");
-    let plan = explain_analyze(&om, through_aggregate).await;
+    let plan = common::explain_analyze(&om, through_aggregate).await;
     assert!(plan.contains("DynamicFilterExec"), "{plan}");
     let dropped = scan_count(&om, through_aggregate, "rows_dropped").await;
     assert!(
         dropped as f64 >= 0.999 * (n - 60) as f64,
         "the scan of facts gives out only matching rows: {dropped} dropped\n{plan}"
     );
-    let plan = explain_analyze(&om, direct).await;
+    let plan = common::explain_analyze(&om, direct).await;
     assert!(
         !plan.contains("DynamicFilterExec"),
         "the join drops them: {plan}"
@@ -1607,7 +1593,7 @@ async fn join_filters_drop_probe_rows_at_the_scan() {
 
     common::exec(&om, "SET omega_scan.dynamic_filters = false").await;
     assert!(
-        !explain_analyze(&om, through_aggregate)
+        !common::explain_analyze(&om, through_aggregate)
             .await
             .contains("DynamicFilterExec")
     );
@@ -1622,7 +1608,7 @@ async fn join_filters_drop_probe_rows_at_the_scan() {
     )
     .await;
     assert!(
-        !explain_analyze(&om, through_aggregate)
+        !common::explain_analyze(&om, through_aggregate)
             .await
             .contains("DynamicFilterExec")
     );

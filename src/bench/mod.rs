@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::store::request_count::RequestCounts;
+
 /// One measured operation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timing {
@@ -34,6 +36,10 @@ pub struct Timing {
     /// What the operation computed (for cross-engine checks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// Store requests of one more run, counted by kind (see
+    /// [`crate::store::request_count`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<RequestCounts>,
 }
 
 impl Timing {
@@ -56,6 +62,7 @@ impl Timing {
             median,
             runs,
             answer,
+            requests: None,
         }
     }
 }
@@ -101,6 +108,17 @@ pub fn table(title: &str, timings: &[Timing]) -> String {
             t.max * 1e3,
             t.answer.as_deref().unwrap_or("")
         ));
+    }
+    for t in timings {
+        if let Some(requests) = &t.requests {
+            let total: u64 = requests.values().sum();
+            let kinds: Vec<String> = requests.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            out.push_str(&format!(
+                "{}: {total} store requests in one more run ({})\n",
+                t.name,
+                kinds.join(", ")
+            ));
+        }
     }
     out
 }

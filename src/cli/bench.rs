@@ -161,6 +161,7 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
                 None => format!("TPC-H sf {sf}"),
             };
             report(&title, &timings, common.format)?;
+            print_peak_memory(common.format);
         }
         BenchCommand::Serve {
             clients,
@@ -218,14 +219,20 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
             let timings = ops::run(&om, &opts, &say).await?;
             pb.finish_and_clear();
             report(&format!("ops on {rows} rows"), &timings, common.format)?;
-            if common.format == ReportFormat::Table
-                && let Some(peak) = ops::peak_rss()
-            {
-                println!("peak memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
-            }
+            print_peak_memory(common.format);
         }
     }
     Ok(())
+}
+
+/// The process's peak resident memory under a table report (the JSON
+/// report carries it as `peak_rss_bytes`).
+fn print_peak_memory(format: ReportFormat) {
+    if format == ReportFormat::Table
+        && let Some(peak) = ops::peak_rss()
+    {
+        println!("peak memory: {:.2} GiB", peak as f64 / (1u64 << 30) as f64);
+    }
 }
 
 fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Result<(), CliError> {

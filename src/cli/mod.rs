@@ -54,6 +54,12 @@ pub enum CliError {
 
 impl From<datafusion::error::DataFusionError> for CliError {
     fn from(e: datafusion::error::DataFusionError) -> Self {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            return CliError::Sql(e.into());
+        }
         // a cluster's error keeps its own (typed, one-line) message
         match e {
             datafusion::error::DataFusionError::External(inner)
@@ -90,6 +96,12 @@ pub struct Cli {
     /// Bucket (namespace) inside the root.
     #[arg(long, global = true, env = "OMEGA_BUCKET", default_value = crate::DEFAULT_BUCKET)]
     pub bucket: String,
+    /// Memory all running queries may hold together, as a size (8GiB) or a
+    /// share of the machine's memory (80%); past it sorts and aggregates
+    /// spill to temporary files and a query that cannot spill fails. `off`
+    /// for no limit.
+    #[arg(long, global = true, env = "OMEGA_MEMORY_LIMIT", default_value = "80%")]
+    pub memory_limit: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -130,8 +142,46 @@ pub enum Command {
 }
 
 /// Runs `om` with `args`; returns the process exit code.
+/// `--memory-limit`: a size, a share of the machine's memory, or `off`.
+fn memory_limit(text: &str) -> Result<Option<usize>, CliError> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let bytes = match t.strip_suffix('%') {
+        Some(share) => {
+            let share: f64 = share
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s| *s > 0.0 && *s <= 100.0)
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "--memory-limit '{text}': a share is between 0% and 100%, like 80%"
+                    ))
+                })?;
+            let memory = crate::sql::query_memory::available_memory().ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--memory-limit '{text}': this machine's memory is unknown; give a size like 8GiB"
+                ))
+            })?;
+            (memory as f64 * share / 100.0) as u64
+        }
+        None => serve::parse_size("memory-limit", t)?,
+    };
+    Ok(Some(bytes.min(usize::MAX as u64) as usize))
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let open = async || Ok::<_, CliError>(Omega::open(&cli.root).await?.bucket(&cli.bucket)?);
+    let limit = memory_limit(&cli.memory_limit)?;
+    let open = async || {
+        Ok::<_, CliError>(
+            Omega::open(&cli.root)
+                .await?
+                .bucket(&cli.bucket)?
+                .with_memory_limit(limit)?,
+        )
+    };
     // against a server, the local root is never opened
     match cli.command {
         Command::Tasks(args) => return runtime::tasks(args, open).await,

@@ -96,6 +96,15 @@ pub fn parse_size(flag: &str, text: &str) -> Result<u64, CliError> {
     }
 }
 
+/// `1.5 GiB`, `512 MiB`, `off` for 0.
+fn size_text(bytes: u64) -> String {
+    match bytes {
+        0 => "off".to_string(),
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b => format!("{} MiB", b >> 20),
+    }
+}
+
 pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
     let mut limits = Limits {
         body_bytes: parse_size("max-body", &args.max_body)?,
@@ -160,7 +169,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         None => "API key required".into(),
     };
     println!(
-        "om serve: {}; root {}{}; scheduler on (runtime {}); {}; memory cache {}; {access}",
+        "om serve: {}; root {}{}; scheduler on (runtime {}); {}; memory cache {}; query memory {}; {access}",
         listening.join(", "),
         om.root().url(),
         match &args.cluster {
@@ -173,10 +182,10 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         } else {
             "query aging off (needs CAP_SYS_NICE or `ulimit -e 20`)"
         },
-        match cache_bytes {
-            0 => "off".to_string(),
-            b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-            b => format!("{} MiB", b >> 20),
+        size_text(cache_bytes),
+        match om.memory_limit() {
+            Some(limit) => size_text(limit as u64),
+            None => "unlimited".to_string(),
         }
     );
     if args.allow_anonymous.is_some() {

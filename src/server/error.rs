@@ -173,6 +173,8 @@ impl From<SqlError> for ServerError {
             SqlError::Store(s) => store_kind(s),
             SqlError::ReadOnly(_) => ErrorKind::Forbidden,
             SqlError::Query(_) | SqlError::Usage(_) => ErrorKind::BadRequest,
+            // the server's memory is shared: others' queries may free it
+            SqlError::Memory(_) => ErrorKind::Unavailable,
         };
         Self::new(kind, e.to_string())
     }

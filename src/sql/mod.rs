@@ -11,6 +11,7 @@
 //! | `execute.rs` | runs statements; routes writes to the store |
 //! | `mixins.rs` | the `Mixin` trait and the analyzer rule that applies mixins |
 //! | `policies.rs` | built-in mixins declared as data: row filter, column mask, bucket isolation, schema contract |
+//! | `query_memory.rs` | the memory limit and spill directory every session of a store shares |
 //! | `policy_sql.rs` | `CREATE POLICY`, `CREATE MASK`, `CREATE CONTRACT`, `ALTER BUCKET … SET ISOLATED` |
 //! | `model_functions.rs` | `predict()`, `predict_proba()`, `evaluate()`, and the per-statement model cache |
 //! | `model_statements.rs` | `CREATE [OR REPLACE] MODEL … OPTIONS (…) AS SELECT …`, `DROP MODEL` |
@@ -35,6 +36,7 @@ pub mod options;
 pub mod placeholders;
 pub mod policies;
 pub mod policy_sql;
+pub mod query_memory;
 pub mod session;
 pub mod shared_exec;
 pub mod shared_subplans;
@@ -65,10 +67,20 @@ pub enum SqlError {
     ReadOnly(String),
     #[error("{0}")]
     Usage(String),
+    /// A query needed more memory than the query memory limit allows.
+    #[error(
+        "the query ran out of memory: {0}. Raise the query memory limit (`om --memory-limit`, \
+         OMEGA_MEMORY_LIMIT; `Omega::with_memory_limit` in Rust) or have the query hold less \
+         (fewer groups, a smaller side to join)"
+    )]
+    Memory(String),
 }
 
 impl From<DataFusionError> for SqlError {
     fn from(e: DataFusionError) -> Self {
+        if let DataFusionError::ResourcesExhausted(what) = e.find_root() {
+            return SqlError::Memory(one_line(what));
+        }
         // A store error surfacing through DataFusion keeps its type.
         match e {
             DataFusionError::External(inner) => match inner.downcast::<StoreError>() {

@@ -138,6 +138,10 @@ type Listed<'a> = (
 /// Policy listings a reload runs at once.
 const CONCURRENT_LISTINGS: usize = 16;
 
+/// How long a bucket listing handed over by the store's open stands in for
+/// the first reload's own (see [`PolicyCache::seed_buckets`]).
+const SEED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The policies of every bucket of a root, as last loaded. It reads the
 /// policy documents with a session of its own (a plain one: documents need
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
@@ -150,6 +154,8 @@ pub struct PolicyCache {
     /// The documents read so far, by (bucket, store, name), with the head
     /// record they were read from: a reload reads only what changed.
     docs: std::sync::Mutex<HashMap<DocKey, (RecordStamp, Option<Value>)>>,
+    /// A bucket listing the store's open just made, with when it was made.
+    seed: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -163,12 +169,22 @@ impl PolicyCache {
             loaded: Default::default(),
             reloads: Default::default(),
             docs: Default::default(),
+            seed: Default::default(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
                 DocumentBackend,
             )])),
         }
+    }
+
+    /// Hands over the bucket listing that opening the store made (its
+    /// reachability check): the first reload uses it instead of listing
+    /// the buckets again, if it comes within [`SEED_FRESH`] — one request
+    /// fewer per process on S3; a later reload lists for itself.
+    pub fn seed_buckets(&self, names: Vec<String>) {
+        *self.seed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), names));
     }
 
     /// The contract of `bucket.name`, if it has one.
@@ -251,7 +267,11 @@ impl PolicyCache {
         let mut datasets = HashMap::new();
         let mut buckets = HashMap::new();
         let mut seen = HashMap::new();
-        let names = list_buckets(&self.root).await?;
+        let seeded = self.seed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let names = match seeded {
+            Some((at, names)) if at.elapsed() < SEED_FRESH => names,
+            _ => list_buckets(&self.root).await?,
+        };
         // One listing per store finds each document's newest version (no
         // listing per name); the listings run concurrently, since every
         // statement waits for them.

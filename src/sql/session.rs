@@ -58,6 +58,8 @@ pub struct SessionParts {
     /// DataFusion options every session sets (`key`, `value`), after the
     /// defaults (a cluster turns off what its plans cannot carry).
     pub options: Vec<(String, String)>,
+    /// The memory limit all sessions' queries share; none when `None`.
+    pub query_memory: Option<super::query_memory::QueryMemory>,
 }
 
 /// The planner of a session that runs everything in this process:
@@ -147,7 +149,16 @@ fn new_session(parts: &SessionParts, options: OmegaOptions) -> SessionContext {
         vec![Arc::new(SharedMixinRule(parts.mixins.clone()))];
     rules.extend(Analyzer::new().rules);
     rules.push(Arc::new(super::model_functions::PinModels));
-    let state = SessionStateBuilder::new()
+    let mut builder = SessionStateBuilder::new();
+    if let Some(memory) = &parts.query_memory {
+        match memory.runtime_env() {
+            Ok(env) => builder = builder.with_runtime_env(env),
+            // building a runtime around an existing pool and spill
+            // directory does no I/O; should it fail, say so loudly
+            Err(e) => tracing::error!("this session runs without the query memory limit: {e}"),
+        }
+    }
+    let state = builder
         .with_default_features()
         .with_config(config)
         .with_analyzer_rules(rules)

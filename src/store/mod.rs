@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod name;
 pub mod objects;
 pub mod registry;
+pub mod request_count;
 pub mod root;
 
 /// The DataFusion catalog name under which every table dataset is scanned:

@@ -266,6 +266,20 @@ pub async fn exec(om: &omegastore::Omega, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// The text of `EXPLAIN ANALYZE` of `sql`.
+pub async fn explain_analyze(om: &omegastore::Omega, sql: &str) -> String {
+    let batches = om
+        .sql(&format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
 /// The first value of a one-row query, as an integer.
 pub async fn scalar(om: &omegastore::Omega, sql: &str) -> i64 {
     let b = om.sql(sql).await.unwrap().collect().await.unwrap();
