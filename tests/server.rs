@@ -36,8 +36,14 @@ struct Served {
 /// `default` with a row filter `id < 4` on `t`, writers write it (and see
 /// no rows of `t`: no policy of theirs applies there); `u` has no policy.
 async fn start(limits: Limits) -> Served {
+    start_with_memory(limits, None).await
+}
+
+/// As [`start`], the server's queries sharing `memory` bytes when given.
+async fn start_with_memory(limits: Limits, memory: Option<usize>) -> Served {
     let root = local();
     let (om, store) = common::faults::faulty(&root.url).await;
+    let om = om.with_memory_limit(memory).unwrap();
     om.datasets()
         .put(sample_batch(0, 10), "t", PutOptions::default())
         .await
@@ -947,6 +953,60 @@ async fn a_panicking_request_gets_an_internal_error_and_the_server_goes_on() {
         let (status, _, _) = http(addr, "GET", "/api/v1/datasets/u", &auth, b"").await;
         assert_eq!(status, 200, "the server goes on");
     }
+    assert!(s.running.shutdown().await);
+}
+
+/// A query that fails while it runs is answered with its own status and a
+/// JSON error, not a `200` whose body breaks off: over the memory limit
+/// `503` / `UNAVAILABLE` with the hint, a bad value in the data `400`; the
+/// key's next query runs.
+#[tokio::test]
+async fn a_query_that_fails_while_running_gets_its_status_on_both_protocols() {
+    let s = start_with_memory(Limits::default(), Some(4 << 20)).await;
+    exec(
+        &s.om,
+        "CREATE TABLE big AS SELECT value AS id, concat('n', CAST(value AS VARCHAR)) AS name \
+         FROM generate_series(1, 300000)",
+    )
+    .await;
+    let analyst = s.key("analyst").await;
+    let addr = s.running.http.unwrap();
+    let bearer = format!("Bearer {analyst}");
+    let post = |sql: &str| {
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let bearer = bearer.clone();
+        async move {
+            let headers = [
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ];
+            http(addr, "POST", "/api/v1/sql", &headers, body.as_bytes()).await
+        }
+    };
+    let join = "SELECT count(*) FROM big a JOIN big b ON a.id = b.id AND a.name = b.name";
+    let (status, _, body) = post(join).await;
+    assert_eq!((status, error_code(&body).as_str()), (503, "unavailable"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("ran out of memory"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = post("SELECT CAST(name AS INT) FROM big").await;
+    assert_eq!((status, error_code(&body).as_str()), (400, "bad_request"));
+
+    let mut c = s.client(Some(&analyst)).await;
+    let info = c.execute(join.to_string(), None).await.unwrap();
+    let err = fetch(&mut c, info).await.unwrap_err();
+    assert_eq!(code_of(&err), tonic::Code::Unavailable, "{err}");
+    assert!(err.to_string().contains("ran out of memory"), "{err}");
+
+    assert_eq!(
+        int(&query(&mut c, "SELECT count(*) FROM big").await),
+        300_000
+    );
+    let (status, _, body) = post("SELECT count(*) AS n FROM big").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("300000"));
     assert!(s.running.shutdown().await);
 }
 

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use arrow::record_batch::RecordBatch;
 use axum::body::Body;
 use bytes::Bytes;
+use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
 /// A response format, chosen from the `Accept` header.
@@ -166,10 +168,25 @@ impl Encoder {
     }
 }
 
+/// `stream` once its first batch is computed, so that an error before any
+/// row — most of a query's failures: out of memory, a bad cast, a division
+/// by zero, all raised while an aggregate or a join's build side is
+/// computed — can be answered with its own status and JSON error instead of
+/// a `200` whose body breaks off.
+pub async fn started(
+    mut stream: SendableRecordBatchStream,
+) -> Result<SendableRecordBatchStream, DataFusionError> {
+    let schema = stream.schema();
+    let first = stream.next().await.transpose()?;
+    let rest = futures::stream::iter(first.map(Ok)).chain(stream);
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, rest)))
+}
+
 /// The body of a result: `stream` encoded as `format`, at most `row_limit`
 /// rows for JSON and CSV (Arrow and Parquet are for bulk reads). An error
 /// after the first bytes were sent ends the body early (the client sees a
-/// truncated transfer, never a well-formed partial answer).
+/// truncated transfer, never a well-formed partial answer); see [`started`]
+/// for errors before them.
 pub fn body(
     mut stream: SendableRecordBatchStream,
     format: Format,

@@ -538,7 +538,9 @@ impl FlightSqlService for OmegaFlightSql {
         let schema = planned.schema.clone();
         let batches = stream.map(move |batch| {
             batch
-                .map_err(|e| FlightError::ExternalError(Box::new(e)))
+                // typed as any other error of the request (a query out of
+                // memory is UNAVAILABLE with its hint, not INTERNAL)
+                .map_err(|e| FlightError::Tonic(Box::new(Status::from(ServerError::from(e)))))
                 .and_then(|b| conform(&b, &schema).map_err(FlightError::from))
         });
         let (abort, registration) = AbortHandle::new_pair();

@@ -29,7 +29,7 @@ use utoipa_axum::routes;
 
 use super::ServerState;
 use super::auth::Identity;
-use super::encode::{Format, body};
+use super::encode::{Format, body, started};
 use super::error::{ErrorKind, ServerError};
 use super::runtime_api;
 use crate::models::{Input, TrainingData};
@@ -187,7 +187,7 @@ async fn respond(state: &ServerState, df: DataFrame, format: Format) -> HttpResu
     // a worker is taken by the query itself once it is past its youth
     let context = Arc::new(df.task_ctx());
     let plan = df.create_physical_plan().await?;
-    let stream = state.lanes.execute(plan, context)?;
+    let stream = started(state.lanes.execute(plan, context)?).await?;
     let body = body(stream, format, state.limits.result_rows);
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
