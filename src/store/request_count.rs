@@ -4,7 +4,8 @@
 //!
 //! Every call is forwarded unchanged. A listing counts one request per page
 //! of up to [`LIST_PAGE`] entries it returns (at least one), as S3 pages its
-//! listings; every other call counts one request.
+//! listings; a delete counts one per path (S3 may batch up to 1,000 paths in
+//! one request, so deletes are an upper bound); every other call counts one.
 
 use std::collections::BTreeMap;
 use std::fmt;
