@@ -14,9 +14,11 @@
 //! | `models.rs` | `predict()` on executors: pinned model versions, loaded once |
 //! | `process.rs` | `om cluster scheduler` / `om cluster executor` |
 //! | `watch.rs` | the scheduler's watchdog: jobs nothing will move are cancelled |
+//! | `lost_executor.rs` | jobs needing results a lost executor held are cancelled, not rerun twice |
 
 pub mod codec;
 pub mod exec;
+mod lost_executor;
 pub mod models;
 pub mod planner;
 pub mod process;
@@ -121,7 +123,7 @@ impl ClusterError {
         let mut message = one_line(&e.strip_backtrace());
         if message.ends_with("Cancelled") {
             message.push_str(&format!(
-                " (a scheduler cancels a query that waits {} s with no executor alive, or {} s with no task ready or running: check that executors run, `om cluster executor`, and run it again)",
+                " (a scheduler cancels a query when an executor holding part of its results stops, when it waits {} s with no executor alive, or {} s with no task ready or running: check that executors run, `om cluster executor`, and run it again)",
                 watch::NO_EXECUTORS_GRACE.as_secs(),
                 watch::STUCK_JOB_GRACE.as_secs()
             ));

@@ -4,7 +4,7 @@
 //! object store (so they read the snapshot's Parquet files directly) and
 //! its models.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ballista_core::JobId;
@@ -29,6 +29,7 @@ use url::Url;
 
 use super::ClusterError;
 use super::codec::{OmegaPhysicalCodec, logical_codec};
+use super::lost_executor::LostExecutorGuard;
 use super::models::ModelSource;
 use super::watch::{JobState, JobWatch, NO_EXECUTORS_GRACE, STUCK_JOB_GRACE, Verdict};
 use crate::backends::scan_options::ScanOptions;
@@ -121,17 +122,30 @@ pub async fn run_scheduler(listener: TcpListener) -> Result<(), ClusterError> {
         // outputs of the rolled-back stage's finished tasks and adds the
         // rerun's to them, so the query would answer with rows counted twice
         // (seen in tests/cluster_processes.rs). A clean error beats a wrong
-        // answer; tasks lost while running are still rerun.
+        // answer; tasks lost while running are still rerun. The same
+        // rollback on an executor's removal is kept from running jobs by
+        // `lost_executor::LostExecutorGuard`.
         stage_max_failures: STAGE_MAX_FAILURES,
         ..Default::default()
     };
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(|e| ClusterError::start("scheduler", e))?;
+    // executors removed only after the jobs needing their results are
+    // cancelled (see `lost_executor`)
+    let guarded = Arc::new(OnceLock::new());
+    let cluster = BallistaCluster::new(
+        Arc::new(LostExecutorGuard::new(
+            cluster.cluster_state(),
+            guarded.clone(),
+        )),
+        cluster.job_state(),
+    );
     let scheduler =
         create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
             .await
             .map_err(|e| ClusterError::start("scheduler", e))?;
+    let _ = guarded.set(scheduler.clone());
     tokio::spawn(watch_jobs(scheduler.clone()));
     start_grpc_service_with_listener(listener, scheduler)
         .await
