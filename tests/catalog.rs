@@ -277,3 +277,42 @@ async fn a_record_that_cannot_be_read_fails_the_rebuild_rather_than_hide_its_nam
         assert_eq!(listing(&om).await, expected, "{}", root.kind);
     }
 }
+
+#[tokio::test]
+async fn a_change_noted_in_the_nested_layout_of_earlier_versions_is_listed() {
+    use futures::TryStreamExt;
+    for root in roots() {
+        let (om, _faults) = faulty(&root.url).await;
+        put_docs(&om, 3).await;
+        assert_eq!(listing(&om).await.len(), 3, "{}", root.kind);
+
+        // another client commits, and its note is moved to where omegastore
+        // put notes before the journal was flat: one directory per name
+        let other = Omega::open(&root.url).await.unwrap();
+        put(&other, "doc/01", 101).await;
+        let store = Root::open(&root.url).unwrap().object_store();
+        let journal = store_path(&root.url, &["changes"]);
+        let notes: Vec<_> = store
+            .list(Some(&journal))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .unwrap();
+        let flat: Vec<_> = notes
+            .iter()
+            .filter(|p| p.filename() == Some("doc=2F01@00000000000000000002.json"))
+            .collect();
+        assert_eq!(flat.len(), 1, "{}: the flat note: {notes:?}", root.kind);
+        let file = flat[0].filename().unwrap().split_once('@').unwrap().1;
+        let nested = journal.clone().join("doc=2F01").join(file);
+        store.copy(flat[0], &nested).await.unwrap();
+        store.delete(flat[0]).await.unwrap();
+
+        let now = listing(&om).await;
+        assert!(
+            now.contains(&"doc/01@2: 101".to_string()),
+            "{}: the nested note was not read: {now:?}",
+            root.kind
+        );
+    }
+}

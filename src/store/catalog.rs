@@ -108,7 +108,7 @@ impl Catalog {
     /// Writes the journal marker of `change` to `name`'s records (see
     /// [`super::change_journal`]); it comes before the change itself.
     async fn note(&self, name: &ObjectName, change: Change) -> Result<()> {
-        let path = join_name(self.journal_root(), name).join(change.file_name());
+        let path = change_journal::marker_path(&self.journal_root(), name, change);
         self.root
             .store
             .put(&path, PutPayload::new())
