@@ -106,8 +106,10 @@ async fn ten_thousand_columns_store_and_query() {
     assert_eq!(back[0].num_columns(), n);
 }
 
-/// Many small appends (each its own Delta commit, a checkpoint every 100),
-/// then a compaction: same rows, fewer files, and every version still reads.
+/// Many small appends (each its own Delta commit; a small table checkpoints
+/// every 10 versions, so opening it for the next append replays at most 10
+/// log entries), then a compaction: same rows, fewer files, and every
+/// version still reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_appends_then_optimize_keep_every_row() {
     let root = local();
@@ -122,6 +124,11 @@ async fn many_small_appends_then_optimize_keep_every_row() {
     let before = ds.metadata("log").await.unwrap();
     assert_eq!(before.version, appends as u64);
     assert_eq!(rows(&om, "log").await, 2 * appends);
+    if !long() {
+        // Delta versions 0..appends: a checkpoint after every 10th
+        let checkpoints = files_named(std::path::Path::new(&root.url), ".checkpoint.parquet");
+        assert_eq!(checkpoints.len(), appends / 10, "{checkpoints:?}");
+    }
     let (after, removed) = ds.change_table("log", TableChange::Compact).await.unwrap();
     assert_eq!(after.version, appends as u64 + 1);
     assert_eq!(removed, appends as u64, "every small file compacted");
@@ -130,6 +137,20 @@ async fn many_small_appends_then_optimize_keep_every_row() {
     // time travel across the checkpoints
     assert_eq!(rows(&om, "log@1").await, 2);
     assert_eq!(rows(&om, &format!("log@{}", appends / 2)).await, appends);
+}
+
+/// Files under `dir` (recursively) whose name ends with `suffix`.
+fn files_named(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_named(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// Rows of `SELECT id …` as one vector.

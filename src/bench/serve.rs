@@ -1,7 +1,8 @@
 //! `om bench serve`: a loopback load test of `om serve`, bounded in clients
 //! and time. The server runs in this process on a fresh local root; clients
-//! speak real protocols (Flight SQL through arrow-flight's client, HTTP/1.1
-//! with keep-alive through hyper). Three measurements:
+//! run on a tokio runtime of their own and speak real protocols (Flight SQL
+//! through arrow-flight's client, HTTP/1.1 with keep-alive through hyper).
+//! Three measurements:
 //!
 //! 1. `SELECT 1` round trips over Flight SQL (GetFlightInfo + DoGet), one at a time;
 //! 2. N concurrent clients for a fixed time mixing HTTP point lookups (50%),
@@ -326,7 +327,17 @@ async fn run_in(
         "{} clients warming up for {warm_up:?}",
         bench.clients
     ));
-    load(bench.clients, flight, http, &key, bench.rows, warm_up).await?;
+    let clients = ClientRuntime::new()?;
+    load(
+        clients.handle(),
+        bench.clients,
+        flight,
+        http,
+        &key,
+        bench.rows,
+        warm_up,
+    )
+    .await?;
     say(&format!(
         "{} clients for {:?}",
         bench.clients, bench.duration
@@ -336,6 +347,7 @@ async fn run_in(
     let began = Instant::now();
     let (stop_sampling, sampling) = sample_anon(Duration::from_secs(1));
     let samples = load(
+        clients.handle(),
         bench.clients,
         flight,
         http,
@@ -418,8 +430,42 @@ async fn run_in(
 /// One sample: operation, milliseconds, answered correctly.
 type Sample = (&'static str, f64, bool);
 
-/// `clients` concurrent clients mixing the operations for `duration`.
+/// The clients' own runtime. Clients of a real server run elsewhere; on
+/// the server's runtime their tasks and the server's would queue behind
+/// each other on the same worker threads, and the latencies measured would
+/// be partly the bench's own. The OS still shares the cores between both.
+struct ClientRuntime(Option<tokio::runtime::Runtime>);
+
+impl ClientRuntime {
+    fn new() -> Result<Self, BenchError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(ClientRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("bench-client")
+                .enable_all()
+                .build()?,
+        )))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running").handle()
+    }
+}
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        // dropped inside the server's runtime: a blocking shutdown would panic
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `clients` concurrent clients mixing the operations for `duration`, on
+/// the runtime `on`.
 async fn load(
+    on: &tokio::runtime::Handle,
     clients: usize,
     flight: SocketAddr,
     http: SocketAddr,
@@ -432,7 +478,7 @@ async fn load(
     for c in 0..clients {
         let key = key.to_string();
         let rows = rows as u64;
-        tasks.push(tokio::spawn(async move {
+        tasks.push(on.spawn(async move {
             let mut samples: Vec<Sample> = Vec::new();
             let mut flight = flight_client(flight, &key).await?;
             let mut http = HttpClient::connect(http, &key).await?;
