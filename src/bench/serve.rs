@@ -328,16 +328,18 @@ async fn run_in(
         bench.clients
     ));
     let clients = ClientRuntime::new()?;
-    load(
-        clients.handle(),
-        bench.clients,
-        flight,
-        http,
-        &key,
-        bench.rows,
-        warm_up,
-    )
-    .await?;
+    let run_for = |duration| {
+        load(
+            clients.handle(),
+            bench.clients,
+            flight,
+            http,
+            &key,
+            bench.rows,
+            duration,
+        )
+    };
+    run_for(warm_up).await?;
     say(&format!(
         "{} clients for {:?}",
         bench.clients, bench.duration
@@ -346,16 +348,7 @@ async fn run_in(
     let anon_start = status_mib("RssAnon:");
     let began = Instant::now();
     let (stop_sampling, sampling) = sample_anon(Duration::from_secs(1));
-    let samples = load(
-        clients.handle(),
-        bench.clients,
-        flight,
-        http,
-        &key,
-        bench.rows,
-        bench.duration,
-    )
-    .await?;
+    let samples = run_for(bench.duration).await?;
     let mut by_op: BTreeMap<String, (Vec<f64>, usize)> = BTreeMap::new();
     let total = samples.len();
     for (op, ms, ok) in samples {
