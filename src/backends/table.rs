@@ -55,7 +55,7 @@ const SMALL_CHECKPOINT_INTERVAL: u64 = 10;
 const SMALL_TABLE_FILES: usize = 1_000;
 
 /// Whether publishing `version` of a table with `files` data files writes
-/// a checkpoint (`None`: the count is not known yet).
+/// a checkpoint (`None`: a record without the count).
 fn checkpoint_due(version: u64, files: Option<usize>) -> bool {
     let next = version + 1;
     next.is_multiple_of(CHECKPOINT_INTERVAL)
@@ -293,18 +293,13 @@ pub(crate) async fn publish(root: &Root, meta: &Metadata) -> Result<()> {
             .delete(&dir.clone().join(STAGED_DIR).join(".table"))
             .await;
     }
-    // every version a checkpoint can be due at is one of these
-    if (version + 1).is_multiple_of(SMALL_CHECKPOINT_INTERVAL)
+    // the record counts the version's files (see `describe`)
+    let files = meta.kind_meta.get("files").and_then(Value::as_u64);
+    if checkpoint_due(version, files.map(|n| n as usize))
         && let Ok(table) = open_table(root, &dir, Some(version)).await
     {
-        let files = table
-            .snapshot()
-            .ok()
-            .and_then(|s| s.snapshot().try_log_data().ok().map(|d| d.num_files()));
-        if checkpoint_due(version, files) {
-            // a missing checkpoint only slows opening; the next one covers it
-            let _ = deltalake::checkpoints::create_checkpoint(&table, None).await;
-        }
+        // a missing checkpoint only slows opening; the next one covers it
+        let _ = deltalake::checkpoints::create_checkpoint(&table, None).await;
     }
     Ok(())
 }

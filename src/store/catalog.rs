@@ -647,7 +647,7 @@ pub(crate) fn name_and_file(dir: &Path, location: &Path) -> Option<(ObjectName, 
 }
 
 /// `dir` joined with the segments of `name`'s encoding.
-fn join_name(dir: Path, name: &ObjectName) -> Path {
+pub(crate) fn join_name(dir: Path, name: &ObjectName) -> Path {
     name.encoded_parts()
         .iter()
         .fold(dir, |p, part| p.join(part.as_str()))

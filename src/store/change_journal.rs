@@ -112,10 +112,7 @@ pub(crate) fn marker_path(root: &Path, name: &ObjectName, change: Change) -> Pat
         [encoded] => root
             .clone()
             .join(format!("{encoded}{FLAT}{}", change.file_name())),
-        parts => parts
-            .iter()
-            .fold(root.clone(), |p, part| p.join(part.as_str()))
-            .join(change.file_name()),
+        _ => super::catalog::join_name(root.clone(), name).join(change.file_name()),
     }
 }
 
