@@ -495,3 +495,30 @@ async fn a_statement_never_takes_a_policy_reload_older_than_itself() {
     assert!(a == 4 || a == 7, "{a}");
     assert_eq!(b.await.unwrap(), 7, "B must not take A's older reload");
 }
+
+/// A reload lists the policies of the buckets the last one found while it
+/// lists the buckets; a bucket made since is listed too, before the
+/// statement is planned: its grants and row filters apply at once.
+#[tokio::test]
+async fn the_policies_of_a_bucket_made_since_the_last_statement_apply_to_the_next() {
+    let (root, admin) = store().await;
+    let ana = Omega::open(&root.url)
+        .await
+        .unwrap()
+        .with_identity("ana", &["analyst"], false)
+        .unwrap();
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    let late = admin.bucket("late").unwrap();
+    run(
+        &late,
+        "CREATE TABLE x AS SELECT v AS id FROM generate_series(1, 10) t(v)",
+    )
+    .await;
+    run(&late, "CREATE POLICY few ON x TO analyst USING (id < 3)").await;
+    run(&admin, "GRANT read ON BUCKET late TO analyst").await;
+    assert_eq!(
+        count(&ana, "SELECT count(*) FROM omega.late.x").await,
+        2,
+        "the new bucket's grant and row filter apply"
+    );
+}

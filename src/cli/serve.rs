@@ -180,7 +180,7 @@ pub async fn run(om: &Omega, args: ServeArgs) -> Result<(), CliError> {
         if running.query_aging {
             "queries lose priority as they age"
         } else {
-            "query aging off (needs CAP_SYS_NICE or `ulimit -e 20`)"
+            "query aging off (needs CAP_SYS_NICE or `ulimit -e 15`)"
         },
         size_text(cache_bytes),
         match om.memory_limit() {

@@ -2,30 +2,44 @@
 //!
 //! Each query the server streams runs on an executor of its own: a small
 //! tokio runtime whose threads (workers and blocking threads) carry only
-//! that query's operators. The query starts at the process's priority and
-//! moves to older age classes as it runs ([`AGES`]: 20 ms, 200 ms). While a
-//! younger query runs, an older one's threads are `nice 10` (past 20 ms) or
-//! `nice 19` (past 200 ms), so the kernel's scheduler gives a young query (a
-//! point lookup, `SELECT 1`) the cores ahead of old ones. The youngest
-//! queries running always have the process's priority: an old query alone
-//! runs at full speed, also against other processes on the machine (a
-//! client on the same host). This is the multi-level feedback idea of OS
-//! schedulers applied per query, without guessing a query's cost from its
-//! plan.
+//! that query's operators. The query starts young and moves to older age
+//! classes as it computes ([`AGES`]): its age is the CPU
+//! time its executor's threads have used since it started (5 ms, 100 ms), or
+//! its time since it started (1 s, 10 s), whichever comes first. While a
+//! younger query runs, an older one's threads are `nice 10` or `nice 19`, so
+//! the kernel's scheduler gives a young query (a point lookup, `SELECT 1`)
+//! the cores ahead of old ones. The youngest queries running always have the
+//! young priority: an old query alone runs at full speed, also against
+//! other processes on the machine (a client on the same host). This is the
+//! multi-level feedback queue of OS schedulers applied per query, without
+//! guessing a query's cost from its plan.
+//!
+//! Why CPU time rather than time since start: under load a point lookup
+//! waits for a core, and a lookup that had waited 20 ms used to be demoted
+//! behind every newer query and wait longer still (HTTP lookups under 32
+//! clients: p50 21 ms, p99 65 ms). Waiting uses no CPU, so now it keeps its
+//! youth; a query that computes (an aggregate over a table) loses it after
+//! a few milliseconds of work whatever the load. The time since start still
+//! ages a query that mostly waits (on a remote store), so that it takes a
+//! worker (below) before it has held its memory for long.
 //!
 //! A young query needs no worker: it starts at once. Past its first age a
 //! query goes on only with one of the server's workers (`--workers`), so at
 //! most that many old queries run (and hold memory) at once, while short
 //! ones never queue behind them.
 //!
+//! Every query runs [`YOUNG_NICE`] levels below the server's own threads
+//! (the work of handling requests), and ages from there.
+//!
 //! Executors are reused: when a query ends, its threads get their priority
 //! back and the executor waits for the next query ([`IDLE_KEEP_ALIVE`] at
-//! most; then it is shut down). Giving a thread its
-//! priority back needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (`ulimit -e
-//! 20`, systemd `LimitNICE=`); a process without it does not age queries
-//! (an executor left at `nice 19` would slow every later query on it), and
-//! [`Lanes::aging`] says so for the startup line. Elsewhere than Linux
-//! queries are not aged either.
+//! most; then it is shut down). Giving a thread its priority back needs
+//! `CAP_SYS_NICE` or an `RLIMIT_NICE` of 15 (`ulimit -e 15`, systemd
+//! `LimitNICE=15`); a process without it does not renice queries by age (an
+//! executor left at `nice 19` would slow every later query on it) but still
+//! runs them below its own threads, and [`Lanes::aging`] says so for the
+//! startup line; queries still take a worker by age. Elsewhere than Linux
+//! ages count time since start only and queries are not reniced.
 
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,15 +53,47 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-/// A query's age (time since it started executing) and the OS priority
-/// (`nice`) its threads get from then on while a younger query runs.
-pub const AGES: [(Duration, i32); 2] = [
-    (Duration::from_millis(20), 10),
-    (Duration::from_millis(200), 19),
+/// How many nice levels below the server's own threads (requests read,
+/// keys checked, store records and policies read, plans made, answers
+/// encoded) a young query runs. Under load, that work for a new request
+/// (a few short steps, each a hand-off between threads) otherwise waits
+/// behind the execution of every query running: HTTP point lookups under
+/// 32 clients spent 20 of their 24 ms there (p50), and 7 of 11 with this.
+pub const YOUNG_NICE: i32 = 5;
+
+/// An age class: a query enters it once its executor's threads have used
+/// `cpu` of CPU time since it started, or `wall` has passed since then;
+/// from then on its threads are `nice` above the process's while a younger
+/// query runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Age {
+    pub cpu: Duration,
+    pub wall: Duration,
+    pub nice: i32,
+}
+
+/// The age classes past youth, youngest first (see the module doc). A point
+/// lookup computes for well under 5 ms; an aggregate over a million rows
+/// for tens of milliseconds.
+pub const AGES: [Age; 2] = [
+    Age {
+        cpu: Duration::from_millis(5),
+        wall: Duration::from_secs(1),
+        nice: 10,
+    },
+    Age {
+        cpu: Duration::from_millis(100),
+        wall: Duration::from_secs(10),
+        nice: 19,
+    },
 ];
+
+/// How often the running queries' CPU time is read. A query's class may
+/// lag its CPU time by this much.
+pub const AGE_POLL: Duration = Duration::from_millis(2);
 
 /// Blocking threads (file reads and syncs, through `spawn_blocking`) an
 /// executor may have; more blocking calls wait for one. Tokio's default is
@@ -77,8 +123,17 @@ pub struct Lanes {
     threads: usize,
     /// How long an executor may wait unused ([`IDLE_KEEP_ALIVE`]).
     keep_alive: Duration,
+    /// The age classes ([`AGES`]).
+    ages: [Age; 2],
+    /// Whether old queries are reniced (see the module doc).
     aging: bool,
-    /// The process's own nice value: a young query's, and what ages add to.
+    /// Wakes the ager when a query starts while none ran.
+    wake: Arc<Notify>,
+    /// The task that reads the running queries' CPU time and ages them.
+    ager: Mutex<Option<JoinHandle<()>>>,
+    /// A young query's nice value: the process's plus [`YOUNG_NICE`].
+    young: i32,
+    /// The process's own nice value, which ages add to.
     base: i32,
 }
 
@@ -87,14 +142,20 @@ impl Lanes {
     /// them (as many as run at once, which the server's workers bound) and
     /// kept for the next ones.
     pub fn new(threads: usize, workers: Arc<Semaphore>) -> Self {
+        let base = priority::current_nice();
+        let young = (base + YOUNG_NICE).min(19);
         Lanes {
             idle: Mutex::new(Vec::new()),
             running: Mutex::new(Vec::new()),
             workers,
             threads: threads.max(1),
             keep_alive: IDLE_KEEP_ALIVE,
-            aging: priority::can_restore(),
-            base: priority::current_nice(),
+            ages: AGES,
+            aging: priority::can_restore(young),
+            wake: Arc::new(Notify::new()),
+            ager: Mutex::new(None),
+            young,
+            base,
         }
     }
 
@@ -102,6 +163,13 @@ impl Lanes {
     /// [`IDLE_KEEP_ALIVE`]).
     pub fn with_keep_alive(mut self, keep_alive: Duration) -> Self {
         self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Age classes `ages` instead of [`AGES`].
+    #[cfg(test)]
+    fn with_ages(mut self, ages: [Age; 2]) -> Self {
+        self.ages = ages;
         self
     }
 
@@ -125,6 +193,7 @@ impl Lanes {
         let schema = plan.schema();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let workers = self.workers.clone();
+        let (aged, mut class) = watch::channel(0);
         let task = executor.runtime().spawn(async move {
             let mut stream = match execute_stream(plan, context) {
                 Ok(s) => s,
@@ -133,7 +202,6 @@ impl Lanes {
                     return;
                 }
             };
-            let young_until = tokio::time::Instant::now() + AGES[0].0;
             let mut worker = None;
             loop {
                 let next = if worker.is_some() {
@@ -141,7 +209,8 @@ impl Lanes {
                 } else {
                     tokio::select! {
                         biased;
-                        _ = tokio::time::sleep_until(young_until) => {
+                        // the class only grows: its first change ends youth
+                        _ = class.changed() => {
                             // no longer young: go on with a worker, waiting for one
                             match workers.clone().acquire_owned().await {
                                 Ok(permit) => worker = Some(permit),
@@ -162,7 +231,7 @@ impl Lanes {
                 }
             }
         });
-        let mut lease = self.lease(executor, task.abort_handle());
+        let mut lease = self.lease(executor, task.abort_handle(), aged);
         let batches = futures::stream::poll_fn(move |cx| {
             // the whole lease moves into the stream (not just `ended`): it
             // holds the executor until the stream is dropped
@@ -187,7 +256,7 @@ impl Lanes {
     ) -> DfResult<T> {
         let executor = self.take()?;
         let task = executor.runtime().spawn(work);
-        let mut lease = self.lease(executor, task.abort_handle());
+        let mut lease = self.lease(executor, task.abort_handle(), watch::channel(0).0);
         let out = task.await;
         lease.ended = true;
         match out {
@@ -200,32 +269,30 @@ impl Lanes {
     }
 
     /// Registers the work `task` runs on `executor` among the running
-    /// queries (when queries age) and starts aging it.
-    fn lease(self: &Arc<Self>, executor: Executor, task: AbortHandle) -> Lease {
-        let aging = self.aging.then(|| {
-            let aging = Arc::new(Aging {
-                class: AtomicUsize::new(0),
-                threads: executor.threads.clone(),
-            });
-            self.running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(aging.clone());
-            self.rebalance();
-            // on the server's runtime: the query's own threads may be niced
-            let lanes = self.clone();
-            let ages = aging.clone();
-            let ager = tokio::spawn(async move {
-                let mut waited = Duration::ZERO;
-                for (class, (age, _)) in AGES.iter().enumerate() {
-                    tokio::time::sleep(*age - waited).await;
-                    waited = *age;
-                    ages.class.store(class + 1, Ordering::Relaxed);
-                    lanes.rebalance();
-                }
-            });
-            (aging, ager)
+    /// queries, where the ager tells `aged` its age class as it changes.
+    fn lease(
+        self: &Arc<Self>,
+        executor: Executor,
+        task: AbortHandle,
+        aged: watch::Sender<usize>,
+    ) -> Lease {
+        let aging = Arc::new(Aging {
+            class: AtomicUsize::new(0),
+            aged,
+            started: Instant::now(),
+            cpu: Mutex::new(CpuUse::start(&executor.threads)),
+            threads: executor.threads.clone(),
         });
+        let first = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.push(aging.clone());
+            running.len() == 1
+        };
+        self.rebalance();
+        if first {
+            self.wake.notify_one();
+        }
+        self.start_ager();
         Lease {
             lanes: self.clone(),
             executor: Some(executor),
@@ -235,9 +302,70 @@ impl Lanes {
         }
     }
 
+    /// Starts the ager on the calling runtime (the server's) unless it runs.
+    fn start_ager(self: &Arc<Self>) {
+        let mut ager = self.ager.lock().unwrap_or_else(|p| p.into_inner());
+        if ager.as_ref().is_some_and(|a| !a.is_finished()) {
+            return;
+        }
+        let (lanes, wake) = (Arc::downgrade(self), self.wake.clone());
+        *ager = Some(tokio::spawn(async move {
+            loop {
+                // holds the lanes only between waits, so that they can go
+                let idle = {
+                    let Some(lanes) = lanes.upgrade() else { return };
+                    lanes.age_running()
+                };
+                if idle {
+                    wake.notified().await;
+                } else {
+                    tokio::time::sleep(AGE_POLL).await;
+                }
+            }
+        }));
+    }
+
+    /// Moves each running query to the age class its CPU time and time
+    /// since start have reached; true when none runs.
+    fn age_running(&self) -> bool {
+        let changed = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.is_empty() {
+                return true;
+            }
+            let mut changed = false;
+            for aging in running.iter() {
+                let class = aging.class.load(Ordering::Relaxed);
+                if class == self.ages.len() {
+                    continue; // the oldest already
+                }
+                let cpu = aging.cpu_used();
+                let wall = aging.started.elapsed();
+                let reached = self
+                    .ages
+                    .iter()
+                    .take_while(|a| cpu >= a.cpu || wall >= a.wall)
+                    .count();
+                if reached > class {
+                    aging.class.store(reached, Ordering::Relaxed);
+                    aging.aged.send_replace(reached);
+                    changed = true;
+                }
+            }
+            changed
+        };
+        if changed {
+            self.rebalance();
+        }
+        false
+    }
+
     /// Gives each running query the priority of its age class when a
     /// younger query runs, the process's own otherwise (see the module doc).
     fn rebalance(&self) {
+        if !self.aging {
+            return;
+        }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let youngest = running
             .iter()
@@ -247,10 +375,19 @@ impl Lanes {
         for aging in running.iter() {
             let class = aging.class.load(Ordering::Relaxed);
             let nice = match class {
-                c if c > youngest => AGES[c - 1].1.max(self.base),
-                _ => self.base,
+                c if c > youngest => self.nice_of(c),
+                _ => self.young,
             };
             aging.threads.set_nice(nice);
+        }
+    }
+
+    /// The nice value of age class `class` (0: young) while a younger
+    /// query runs.
+    fn nice_of(&self, class: usize) -> i32 {
+        match class {
+            0 => self.young,
+            c => (self.base + self.ages[c - 1].nice).clamp(self.young, 19),
         }
     }
 
@@ -258,12 +395,12 @@ impl Lanes {
         if let Some(e) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(e);
         }
-        Executor::new(self.threads, self.base)
+        Executor::new(self.threads, self.young)
             .map_err(|e| DataFusionError::Execution(format!("cannot start a query executor: {e}")))
     }
 
     fn give_back(&self, mut executor: Executor) {
-        if !executor.threads.set_nice(self.base) {
+        if !executor.threads.set_nice(self.young) {
             return; // cannot be made young again: dropped
         }
         executor.idle_since = Instant::now();
@@ -305,16 +442,69 @@ fn constant(plan: &dyn ExecutionPlan) -> bool {
 struct Aging {
     /// 0: young; `i + 1`: past `AGES[i]`.
     class: AtomicUsize,
+    /// Tells the query its class (it takes a worker once past youth).
+    aged: watch::Sender<usize>,
+    started: Instant,
+    cpu: Mutex<CpuUse>,
     threads: Arc<Threads>,
+}
+
+impl Aging {
+    /// CPU time the query's threads have used since it started.
+    fn cpu_used(&self) -> Duration {
+        let tids = self.threads.tids.lock().unwrap_or_else(|p| p.into_inner());
+        self.cpu
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(&tids)
+    }
+}
+
+/// The CPU time an executor's threads used while leased: each thread's
+/// clock as last read. A thread started during the lease (a blocking read)
+/// counts from zero; one that ended keeps what was counted of it.
+struct CpuUse {
+    seen: Vec<(i32, Duration)>,
+    used: Duration,
+}
+
+impl CpuUse {
+    fn start(threads: &Threads) -> Self {
+        let tids = threads.tids.lock().unwrap_or_else(|p| p.into_inner());
+        CpuUse {
+            seen: tids
+                .iter()
+                .filter_map(|t| priority::cpu_time(*t).map(|c| (*t, c)))
+                .collect(),
+            used: Duration::ZERO,
+        }
+    }
+
+    fn update(&mut self, tids: &[i32]) -> Duration {
+        let mut seen = Vec::with_capacity(tids.len());
+        for &tid in tids {
+            let Some(now) = priority::cpu_time(tid) else {
+                continue;
+            };
+            let before = self
+                .seen
+                .iter()
+                .find(|(t, _)| *t == tid)
+                .map_or(Duration::ZERO, |(_, c)| *c);
+            self.used += now.saturating_sub(before);
+            seen.push((tid, now));
+        }
+        self.seen = seen;
+        self.used
+    }
 }
 
 /// One query's hold on an executor.
 struct Lease {
     lanes: Arc<Lanes>,
     executor: Option<Executor>,
-    /// Its entry among the running queries and the task that ages it
-    /// (none when the server does not age queries).
-    aging: Option<(Arc<Aging>, JoinHandle<()>)>,
+    /// Its entry among the running queries.
+    aging: Arc<Aging>,
     task: AbortHandle,
     /// The query sent its last batch (its task is done with the executor).
     ended: bool,
@@ -322,16 +512,13 @@ struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some((aging, ager)) = &self.aging {
-            ager.abort();
-            // no longer running: older queries may get their priority back
-            self.lanes
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|a| !Arc::ptr_eq(a, aging));
-            self.lanes.rebalance();
-        }
+        // no longer running: older queries may get their priority back
+        self.lanes
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|a| !Arc::ptr_eq(a, &self.aging));
+        self.lanes.rebalance();
         let Some(executor) = self.executor.take() else {
             return;
         };
@@ -417,6 +604,13 @@ impl Executor {
     }
 }
 
+impl Drop for Lanes {
+    fn drop(&mut self) {
+        // the ager waits for a query when none runs: let it see the end
+        self.wake.notify_one();
+    }
+}
+
 impl Drop for Executor {
     fn drop(&mut self) {
         // dropped from async code (the server's tasks): never block there
@@ -469,19 +663,35 @@ mod priority {
         false
     }
 
-    /// Whether a thread of this process may get its priority back after
-    /// losing it: tried on a scratch thread.
-    pub fn can_restore() -> bool {
-        if !cfg!(target_os = "linux") {
-            return false;
-        }
-        let base = current_nice();
-        if base >= 19 {
+    /// The CPU time thread `tid` of this process has used.
+    #[cfg(target_os = "linux")]
+    pub fn cpu_time(tid: i32) -> Option<std::time::Duration> {
+        // the thread's CPU clock: glibc's MAKE_THREAD_CPUCLOCK(tid,
+        // CPUCLOCK_SCHED), what pthread_getcpuclockid returns for it
+        let clock = ((!(tid as u32)) << 3) as libc::clockid_t | 6;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: plain syscall writing into `ts`; fails for a gone thread
+        let r = unsafe { libc::clock_gettime(clock, &mut ts) };
+        (r == 0).then(|| std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn cpu_time(_tid: i32) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Whether a thread of this process may get nice value `young` back
+    /// after losing it: tried on a scratch thread.
+    pub fn can_restore(young: i32) -> bool {
+        if !cfg!(target_os = "linux") || young >= 19 {
             return false; // nothing lower to age to
         }
         std::thread::spawn(move || {
             let tid = this_thread();
-            set_all(&[tid], base + 1) && set_all(&[tid], base)
+            set_all(&[tid], young + 1) && set_all(&[tid], young)
         })
         .join()
         .unwrap_or(false)
@@ -495,13 +705,27 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
     use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
     use datafusion::prelude::SessionContext;
-    use tokio::sync::watch;
 
-    /// One row naming the thread that computed it, sent once `open` is true.
+    /// Ages by time since start at the old 20 ms and 200 ms: the tests of
+    /// what age does use queries that wait (no CPU time) to reach them.
+    const WALL_AGES: [Age; 2] = [
+        Age {
+            wall: Duration::from_millis(20),
+            ..AGES[0]
+        },
+        Age {
+            wall: Duration::from_millis(200),
+            ..AGES[1]
+        },
+    ];
+
+    /// One row naming the thread that computed it, sent once `open` is
+    /// true; until then it waits, or computes when `spin`.
     #[derive(Debug)]
     struct Gated {
         schema: SchemaRef,
         open: watch::Receiver<bool>,
+        spin: bool,
     }
 
     impl PartitionStream for Gated {
@@ -512,8 +736,21 @@ mod tests {
         fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
             let mut open = self.open.clone();
             let schema = self.schema.clone();
+            let spin = self.spin;
             let once = futures::stream::once(async move {
-                let _ = open.wait_for(|o| *o).await;
+                if spin {
+                    // computes in slices, yielding between them as operators
+                    // do between batches
+                    while !*open.borrow() {
+                        let slice = Instant::now();
+                        while slice.elapsed() < Duration::from_millis(1) {
+                            std::hint::spin_loop();
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                } else {
+                    let _ = open.wait_for(|o| *o).await;
+                }
                 let thread = std::thread::current().name().unwrap_or("").to_string();
                 let nice = priority_of(priority::this_thread());
                 Ok(RecordBatch::try_new(
@@ -529,6 +766,10 @@ mod tests {
     }
 
     fn gated(open: watch::Receiver<bool>) -> Arc<dyn ExecutionPlan> {
+        gated_plan(open, false)
+    }
+
+    fn gated_plan(open: watch::Receiver<bool>, spin: bool) -> Arc<dyn ExecutionPlan> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("thread", DataType::Utf8, false),
             Field::new("nice", DataType::Int64, false),
@@ -536,6 +777,7 @@ mod tests {
         let part: Arc<dyn PartitionStream> = Arc::new(Gated {
             schema: schema.clone(),
             open,
+            spin,
         });
         Arc::new(StreamingTableExec::try_new(schema, vec![part], None, [], false, None).unwrap())
     }
@@ -586,26 +828,26 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_old_query_yields_the_cores_to_a_young_one_and_its_executor_comes_back_young() {
-        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
-        let base = lanes.base;
-        let oldest = AGES.len();
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))).with_ages(WALL_AGES));
+        let young = lanes.young;
+        let oldest = WALL_AGES.len();
         let ctx = SessionContext::new().task_ctx();
         let (open_long, gate) = watch::channel(false);
         let long = lanes.execute(gated(gate), ctx.clone()).unwrap();
-        let past_all_ages = AGES[oldest - 1].0 + Duration::from_millis(100);
+        let past_all_ages = WALL_AGES[oldest - 1].wall + Duration::from_millis(100);
         tokio::time::sleep(past_all_ages).await;
         if lanes.aging() {
             // alone, an old query keeps the process's priority
             let threads = running_at(&lanes, oldest);
             assert!(!threads.is_empty(), "the long query is not running old");
-            assert!(threads.iter().all(|n| *n == base), "{threads:?}");
+            assert!(threads.iter().all(|n| *n == young), "{threads:?}");
         }
 
         // a query started now runs young on an executor of its own, and the
         // old one yields to it for as long as it runs
         let (open_short, gate) = watch::channel(false);
         let short = lanes.execute(gated(gate), ctx.clone()).unwrap();
-        let demoted = AGES[oldest - 1].1.max(base);
+        let demoted = lanes.nice_of(oldest);
         if lanes.aging() {
             let threads = running_at(&lanes, oldest);
             assert!(threads.iter().all(|n| *n == demoted), "{threads:?}");
@@ -615,15 +857,17 @@ mod tests {
         assert!(thread.starts_with("om-query"), "computed on {thread}");
         match lanes.aging() {
             true => assert_eq!(nice, demoted as i64, "old query not demoted"),
-            false => assert_eq!(nice, base as i64),
+            false => assert_eq!(nice, young as i64),
         }
         open_short.send(true).unwrap();
         let (thread, nice) = answer(short).await;
         assert!(thread.starts_with("om-query"), "computed on {thread}");
-        assert_eq!(nice, base as i64);
+        // a young query runs below the server's own threads (this one's)
+        assert_eq!(young, (priority::current_nice() + YOUNG_NICE).min(19));
+        assert_eq!(nice, young as i64);
 
         // both executors wait for the next queries, young again
-        assert_eq!(idle_at(&lanes, base), 2);
+        assert_eq!(idle_at(&lanes, young), 2);
         let (open, gate) = watch::channel(true);
         answer(lanes.execute(gated(gate), ctx.clone()).unwrap()).await;
         drop(open);
@@ -633,6 +877,62 @@ mod tests {
             "an idle executor is reused"
         );
         assert!(lanes.running.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_ages_by_the_cpu_time_it_uses_not_by_the_time_it_waits() {
+        let workers = Arc::new(Semaphore::new(2));
+        let lanes = Arc::new(Lanes::new(1, workers.clone()));
+        let young = lanes.young;
+        let ctx = SessionContext::new().task_ctx();
+        let class_of = |i: usize| {
+            lanes.running.lock().unwrap()[i]
+                .class
+                .load(Ordering::Relaxed)
+        };
+        // a query that waits (as a lookup waits for a core under load)
+        let (open_waiting, gate) = watch::channel(false);
+        let waiting = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        // and one that computes
+        let (open_busy, gate) = watch::channel(false);
+        let busy = lanes.execute(gated_plan(gate, true), ctx.clone()).unwrap();
+        let started = Instant::now();
+        while class_of(1) == 0 {
+            assert!(
+                started.elapsed() < AGES[0].wall,
+                "the computing query is still young after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // it aged by its CPU time, long before its time since start would
+        // have aged it; the waiting one, as long in the lanes, is young
+        assert!(started.elapsed() < AGES[0].wall);
+        assert_eq!(class_of(0), 0, "the waiting query aged");
+        // past youth it goes on with a worker; the young one holds none
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while workers.available_permits() != 1 {
+            assert!(Instant::now() < deadline, "the old query took no worker");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if lanes.aging() {
+            // and yields the cores to the young one
+            let threads = running_at(&lanes, 1);
+            assert!(!threads.is_empty());
+            assert!(
+                threads.iter().all(|n| *n == lanes.nice_of(1)),
+                "{threads:?}"
+            );
+        }
+        open_busy.send(true).unwrap();
+        let (_, nice) = answer(busy).await;
+        match lanes.aging() {
+            true => assert_eq!(nice, lanes.nice_of(1) as i64),
+            false => assert_eq!(nice, young as i64),
+        }
+        open_waiting.send(true).unwrap();
+        assert_eq!(answer(waiting).await.1, young as i64, "the young query");
+        assert_eq!(workers.available_permits(), 2, "the worker came back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -734,9 +1034,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn old_queries_go_on_one_per_worker_and_young_ones_start_at_once() {
-        let lanes = Arc::new(Lanes::new(1, Arc::new(Semaphore::new(1))));
+        let lanes = Arc::new(Lanes::new(1, Arc::new(Semaphore::new(1))).with_ages(WALL_AGES));
         let ctx = SessionContext::new().task_ctx();
-        let past_youth = AGES[0].0 + Duration::from_millis(50);
+        let past_youth = WALL_AGES[0].wall + Duration::from_millis(50);
         let (open_a, gate) = watch::channel(false);
         let a = lanes.execute(gated(gate), ctx.clone()).unwrap();
         tokio::time::sleep(past_youth).await; // a holds the only worker
@@ -764,8 +1064,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn work_runs_on_an_executor_and_ages_like_a_query() {
-        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
-        let base = lanes.base;
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))).with_ages(WALL_AGES));
+        let young = lanes.young;
         let ctx = SessionContext::new().task_ctx();
         let (open, mut gate) = watch::channel(false);
         let write = tokio::spawn({
@@ -779,7 +1079,7 @@ mod tests {
                 lanes.run(work).await.unwrap()
             }
         });
-        tokio::time::sleep(AGES[AGES.len() - 1].0 + Duration::from_millis(100)).await;
+        tokio::time::sleep(WALL_AGES[WALL_AGES.len() - 1].wall + Duration::from_millis(100)).await;
         // a young query runs: the old write yields to it while it does
         let (open_query, query_gate) = watch::channel(false);
         let query = lanes.execute(gated(query_gate), ctx).unwrap();
@@ -787,12 +1087,12 @@ mod tests {
         let (thread, nice) = write.await.unwrap();
         assert!(thread.starts_with("om-query"), "the write ran on {thread}");
         match lanes.aging() {
-            true => assert_eq!(nice, AGES[AGES.len() - 1].1.max(base), "not demoted"),
-            false => assert_eq!(nice, base),
+            true => assert_eq!(nice, lanes.nice_of(WALL_AGES.len()), "not demoted"),
+            false => assert_eq!(nice, young),
         }
         open_query.send(true).unwrap();
-        assert_eq!(answer(query).await.1, base as i64);
-        assert_eq!(idle_at(&lanes, base), 2, "both executors come back young");
+        assert_eq!(answer(query).await.1, young as i64);
+        assert_eq!(idle_at(&lanes, young), 2, "both executors come back young");
         assert!(lanes.running.lock().unwrap().is_empty());
     }
 

@@ -156,6 +156,9 @@ pub struct PolicyCache {
     docs: std::sync::Mutex<HashMap<DocKey, (RecordStamp, Option<Value>)>>,
     /// A bucket listing the store's open just made, with when it was made.
     seed: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// The buckets the last reload found: the next lists their stores while
+    /// it lists the buckets (see [`PolicyCache::reload`]).
+    known_buckets: std::sync::Mutex<Option<Vec<String>>>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -170,6 +173,7 @@ impl PolicyCache {
             reloads: Default::default(),
             docs: Default::default(),
             seed: Default::default(),
+            known_buckets: Default::default(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
@@ -251,10 +255,13 @@ impl PolicyCache {
         self.reload().await
     }
 
-    /// Reloads every bucket's policies: one listing of the buckets, then one
-    /// of each bucket's policy and settings records (concurrently); a
-    /// document is read again only when its head record is not the one it
-    /// was read from.
+    /// Reloads every bucket's policies: one listing of the buckets and one
+    /// of each bucket's policy and settings records, all at once (the
+    /// stores of the buckets the last reload found; the listings are made
+    /// again, after, for a bucket list that changed); a document is read
+    /// again only when its head record is not the one it was read from.
+    /// Every request waits for a reload that began after it asked, so one
+    /// round of listings instead of two halves that wait under load.
     ///
     /// Concurrent callers share reloads ([`Fresh`]): a caller returns once
     /// a reload that began after it called has succeeded, so what it sees
@@ -263,18 +270,11 @@ impl PolicyCache {
         self.reloads.get(|| self.load_all()).await
     }
 
-    async fn load_all(&self) -> Result<()> {
-        let mut datasets = HashMap::new();
-        let mut buckets = HashMap::new();
-        let mut seen = HashMap::new();
-        let seeded = self.seed.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let names = match seeded {
-            Some((at, names)) if at.elapsed() < SEED_FRESH => names,
-            _ => list_buckets(&self.root).await?,
-        };
-        // One listing per store finds each document's newest version (no
-        // listing per name); the listings run concurrently, since every
-        // statement waits for them.
+    /// The head records of each bucket's policy and settings stores (one
+    /// listing per store finds each document's newest version, no listing
+    /// per name); the listings run concurrently, since every statement
+    /// waits for them.
+    async fn list_stores<'a>(&self, names: &'a [String]) -> Result<Vec<Listed<'a>>> {
         let stores: Vec<(&String, &'static str, bool)> = names
             .iter()
             .flat_map(|b| [(b, POLICY_STORE, false), (b, SETTINGS_STORE, true)])
@@ -295,6 +295,38 @@ impl PolicyCache {
                 .collect();
             listed.extend(futures::future::try_join_all(listings).await?);
         }
+        Ok(listed)
+    }
+
+    async fn load_all(&self) -> Result<()> {
+        let mut datasets = HashMap::new();
+        let mut buckets = HashMap::new();
+        let mut seen = HashMap::new();
+        let seeded = self.seed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let known_buckets = self
+            .known_buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let names: Vec<String>;
+        let mut early = None;
+        match (seeded, known_buckets.as_deref()) {
+            (Some((at, seeded)), _) if at.elapsed() < SEED_FRESH => names = seeded,
+            (_, Some(known)) => {
+                let (listed_names, listed) =
+                    futures::future::try_join(list_buckets(&self.root), self.list_stores(known))
+                        .await?;
+                if listed_names == known {
+                    early = Some(listed);
+                }
+                names = listed_names;
+            }
+            (_, None) => names = list_buckets(&self.root).await?,
+        }
+        let listed = match early {
+            Some(listed) => listed,
+            None => self.list_stores(&names).await?,
+        };
         let mut known = std::mem::take(&mut *self.docs.lock().unwrap_or_else(|e| e.into_inner()));
         for (bucket, prefix, settings, store, heads) in listed {
             for (name, stamp) in heads {
@@ -328,6 +360,7 @@ impl PolicyCache {
         *self.docs.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         *self.datasets.write().unwrap_or_else(|e| e.into_inner()) = datasets;
         *self.buckets.write().unwrap_or_else(|e| e.into_inner()) = buckets;
+        *self.known_buckets.lock().unwrap_or_else(|e| e.into_inner()) = Some(names);
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
