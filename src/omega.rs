@@ -379,6 +379,22 @@ impl Omega {
         crate::sql::execute::read_table(&self.engine, name).await
     }
 
+    /// [`Omega::table`] of dataset `name` whose record `meta` the caller
+    /// has just read (`datasets().metadata(name)`), without reading it
+    /// again; access is checked as for `table`.
+    pub async fn table_with_record(
+        &self,
+        name: &str,
+        meta: crate::Metadata,
+    ) -> Result<DataFrame, SqlError> {
+        crate::sql::catalog::with_record(
+            name,
+            meta,
+            crate::sql::execute::read_table(&self.engine, name),
+        )
+        .await
+    }
+
     /// Runs SQL (one or more statements) and returns the last statement's
     /// result as a lazy DataFusion frame.
     pub async fn sql(&self, query: &str) -> Result<DataFrame, SqlError> {

@@ -316,3 +316,41 @@ async fn a_change_noted_in_the_nested_layout_of_earlier_versions_is_listed() {
         );
     }
 }
+
+/// A caller that has just read a dataset's record (the server's GET, to
+/// learn its kind) resolves it as a table without reading the record
+/// again; the record stands in only for the name it was read under.
+#[tokio::test]
+async fn a_table_resolved_with_the_record_just_read_does_not_read_it_again() {
+    let root = common::local();
+    let (om, faults) = faulty(&root.url).await;
+    om.datasets()
+        .put(common::sample_batch(0, 10), "t", PutOptions::default())
+        .await
+        .unwrap();
+    let meta = om.datasets().metadata("t").await.unwrap();
+    let record_reads = || {
+        faults.count(|op, p| {
+            matches!(op, Op::Get | Op::List) && p.as_ref().contains("datasets/meta/t")
+        })
+    };
+    record_reads();
+    let df = om.table_with_record("t", meta.clone()).await.unwrap();
+    assert_eq!(df.count().await.unwrap(), 10);
+    assert_eq!(faults.calls(), 0, "the record was read again");
+    record_reads();
+    om.table("t").await.unwrap();
+    assert!(faults.calls() > 0, "a plain resolution reads the record");
+    // the record of another name is not taken (policies go by the name a
+    // table is resolved under): that name is read from the store
+    assert!(
+        om.table_with_record("u", meta.clone()).await.is_err(),
+        "'u' does not exist"
+    );
+    om.datasets()
+        .put(common::sample_batch(0, 3), "u", PutOptions::default())
+        .await
+        .unwrap();
+    let u = om.table_with_record("u", meta).await.unwrap();
+    assert_eq!(u.count().await.unwrap(), 3, "resolved with t's record");
+}

@@ -252,7 +252,8 @@ async fn get_dataset(
     match data {
         None | Some(Data::Table(_)) => {
             let format = format_of(&headers)?;
-            let df = id.om.table(&name).await?;
+            // the record just read (no second read of it while planning)
+            let df = id.om.table_with_record(&name, meta).await?;
             let df = shape(&name, df, &q)?;
             respond(&state, df, format).await
         }

@@ -96,6 +96,21 @@ impl CatalogProvider for OmegaCatalog {
     }
 }
 
+tokio::task_local! {
+    /// A dataset's record its caller read just now, under the name it then
+    /// resolves as a table (see [`with_record`]).
+    static RESOLVED: (String, crate::Metadata);
+}
+
+/// Runs `f` with `meta` standing in for the record of dataset `name` of
+/// `meta`'s bucket when `f` resolves it as a table: a caller that has just
+/// read the record (to learn its kind) does not read it again. Scoped to
+/// `f`: no later resolution takes it, so nothing read here goes stale. A
+/// record of another name is not taken (`name` is read as usual).
+pub async fn with_record<F: Future>(name: &str, meta: crate::Metadata, f: F) -> F::Output {
+    RESOLVED.scope((name.to_string(), meta), f).await
+}
+
 /// The tables of one bucket.
 #[derive(Debug)]
 pub struct BucketSchema {
@@ -117,11 +132,29 @@ impl SchemaProvider for BucketSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let engine = self.engine.engine().map_err(external)?;
         let ds = engine.datasets();
-        let meta = match ds.metadata(name).await {
-            Ok(m) => m,
-            // a missing dataset is no table; a missing version is an error worth its message
-            Err(StoreError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(DataFusionError::External(Box::new(e))),
+        let resolved = RESOLVED
+            .try_with(|(n, m)| {
+                // only the record of this very name (`t` or `t@3`): a table's
+                // policies go by the name it is resolved under
+                let same_name = name
+                    .strip_prefix(m.name.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'));
+                (n == name
+                    && same_name
+                    && m.bucket == engine.bucket_name()
+                    && m.prefix == "datasets")
+                    .then(|| m.clone())
+            })
+            .ok()
+            .flatten();
+        let meta = match resolved {
+            Some(m) => m,
+            None => match ds.metadata(name).await {
+                Ok(m) => m,
+                // a missing dataset is no table; a missing version is an error worth its message
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(DataFusionError::External(Box::new(e))),
+            },
         };
         // a view may use models: load them before it is planned
         if meta.kind == crate::backends::view::KIND
