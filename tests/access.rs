@@ -436,17 +436,22 @@ async fn a_statement_in_an_isolated_bucket_writes_only_there() {
     assert_eq!(count(&om, "SELECT count(*) FROM t").await, 10);
 }
 
+/// A second client of the root, as user `ana` playing `analyst`.
+async fn analyst_client(root: &common::TestRoot) -> Omega {
+    Omega::open(&root.url)
+        .await
+        .unwrap()
+        .with_identity("ana", &["analyst"], false)
+        .unwrap()
+}
+
 /// Policies are cached per process and validated by one listing per
 /// statement: what another client changes applies to this client's next
 /// statement, and what nobody changed is not read again.
 #[tokio::test]
 async fn a_policy_another_client_changes_applies_to_the_next_statement() {
     let (root, _om) = store().await;
-    let ana = Omega::open(&root.url)
-        .await
-        .unwrap()
-        .with_identity("ana", &["analyst"], false)
-        .unwrap();
+    let ana = analyst_client(&root).await;
     let admin = Omega::open(&root.url).await.unwrap();
     let rows = |om: Omega| async move { count(&om, "SELECT count(*) FROM t").await };
     assert_eq!(rows(ana.clone()).await, 4);
@@ -502,11 +507,7 @@ async fn a_statement_never_takes_a_policy_reload_older_than_itself() {
 #[tokio::test]
 async fn the_policies_of_a_bucket_made_since_the_last_statement_apply_to_the_next() {
     let (root, admin) = store().await;
-    let ana = Omega::open(&root.url)
-        .await
-        .unwrap()
-        .with_identity("ana", &["analyst"], false)
-        .unwrap();
+    let ana = analyst_client(&root).await;
     assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
     let late = admin.bucket("late").unwrap();
     run(

@@ -41,7 +41,7 @@
 //! startup line; queries still take a worker by age. Elsewhere than Linux
 //! ages count time since start only and queries are not reniced.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,7 +127,7 @@ pub struct Lanes {
     ages: [Age; 2],
     /// Whether old queries are reniced (see the module doc).
     aging: bool,
-    /// Wakes the ager when a query starts while none ran.
+    /// Wakes the ager when a query starts.
     wake: Arc<Notify>,
     /// The task that reads the running queries' CPU time and ages them.
     ager: Mutex<Option<JoinHandle<()>>>,
@@ -277,21 +277,18 @@ impl Lanes {
         aged: watch::Sender<usize>,
     ) -> Lease {
         let aging = Arc::new(Aging {
-            class: AtomicUsize::new(0),
-            aged,
+            class: aged,
             started: Instant::now(),
             cpu: Mutex::new(CpuUse::start(&executor.threads)),
             threads: executor.threads.clone(),
         });
-        let first = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            running.push(aging.clone());
-            running.len() == 1
-        };
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(aging.clone());
         self.rebalance();
-        if first {
-            self.wake.notify_one();
-        }
+        // the ager may be waiting: nothing ran, or nothing could age further
+        self.wake.notify_one();
         self.start_ager();
         Lease {
             lanes: self.clone(),
@@ -326,16 +323,15 @@ impl Lanes {
     }
 
     /// Moves each running query to the age class its CPU time and time
-    /// since start have reached; true when none runs.
+    /// since start have reached; true when none can age further (none
+    /// runs, or all are in the oldest class): the ager then waits for the
+    /// next query instead of polling.
     fn age_running(&self) -> bool {
-        let changed = {
+        let (changed, settled) = {
             let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            if running.is_empty() {
-                return true;
-            }
-            let mut changed = false;
+            let (mut changed, mut settled) = (false, true);
             for aging in running.iter() {
-                let class = aging.class.load(Ordering::Relaxed);
+                let class = aging.class();
                 if class == self.ages.len() {
                     continue; // the oldest already
                 }
@@ -347,34 +343,29 @@ impl Lanes {
                     .take_while(|a| cpu >= a.cpu || wall >= a.wall)
                     .count();
                 if reached > class {
-                    aging.class.store(reached, Ordering::Relaxed);
-                    aging.aged.send_replace(reached);
+                    aging.class.send_replace(reached);
                     changed = true;
                 }
+                settled &= reached == self.ages.len();
             }
-            changed
+            (changed, settled)
         };
         if changed {
             self.rebalance();
         }
-        false
+        settled
     }
 
     /// Gives each running query the priority of its age class when a
-    /// younger query runs, the process's own otherwise (see the module doc).
+    /// younger query runs, the young one otherwise (see the module doc).
     fn rebalance(&self) {
         if !self.aging {
             return;
         }
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let youngest = running
-            .iter()
-            .map(|a| a.class.load(Ordering::Relaxed))
-            .min()
-            .unwrap_or(0);
+        let youngest = running.iter().map(|a| a.class()).min().unwrap_or(0);
         for aging in running.iter() {
-            let class = aging.class.load(Ordering::Relaxed);
-            let nice = match class {
+            let nice = match aging.class() {
                 c if c > youngest => self.nice_of(c),
                 _ => self.young,
             };
@@ -440,16 +431,19 @@ fn constant(plan: &dyn ExecutionPlan) -> bool {
 
 /// A running query's age class and the threads it runs on.
 struct Aging {
-    /// 0: young; `i + 1`: past `AGES[i]`.
-    class: AtomicUsize,
-    /// Tells the query its class (it takes a worker once past youth).
-    aged: watch::Sender<usize>,
+    /// 0: young; `i + 1`: past `AGES[i]`. The query watches it (it takes
+    /// a worker once past youth).
+    class: watch::Sender<usize>,
     started: Instant,
     cpu: Mutex<CpuUse>,
     threads: Arc<Threads>,
 }
 
 impl Aging {
+    fn class(&self) -> usize {
+        *self.class.borrow()
+    }
+
     /// CPU time the query's threads have used since it started.
     fn cpu_used(&self) -> Duration {
         let tids = self.threads.tids.lock().unwrap_or_else(|p| p.into_inner());
@@ -820,7 +814,7 @@ mod tests {
         let running = lanes.running.lock().unwrap();
         running
             .iter()
-            .filter(|a| a.class.load(Ordering::Relaxed) == class)
+            .filter(|a| a.class() == class)
             .flat_map(|a| a.threads.tids.lock().unwrap().clone())
             .map(priority_of)
             .collect()
@@ -837,16 +831,19 @@ mod tests {
         let past_all_ages = WALL_AGES[oldest - 1].wall + Duration::from_millis(100);
         tokio::time::sleep(past_all_ages).await;
         if lanes.aging() {
-            // alone, an old query keeps the process's priority
+            // alone, an old query keeps the young priority
             let threads = running_at(&lanes, oldest);
             assert!(!threads.is_empty(), "the long query is not running old");
             assert!(threads.iter().all(|n| *n == young), "{threads:?}");
         }
+        // nothing can age further: the ager stops polling
+        assert!(lanes.age_running());
 
         // a query started now runs young on an executor of its own, and the
         // old one yields to it for as long as it runs
         let (open_short, gate) = watch::channel(false);
         let short = lanes.execute(gated(gate), ctx.clone()).unwrap();
+        assert!(!lanes.age_running(), "a young query can still age");
         let demoted = lanes.nice_of(oldest);
         if lanes.aging() {
             let threads = running_at(&lanes, oldest);
@@ -885,11 +882,7 @@ mod tests {
         let lanes = Arc::new(Lanes::new(1, workers.clone()));
         let young = lanes.young;
         let ctx = SessionContext::new().task_ctx();
-        let class_of = |i: usize| {
-            lanes.running.lock().unwrap()[i]
-                .class
-                .load(Ordering::Relaxed)
-        };
+        let class_of = |i: usize| lanes.running.lock().unwrap()[i].class();
         // a query that waits (as a lookup waits for a core under load)
         let (open_waiting, gate) = watch::channel(false);
         let waiting = lanes.execute(gated(gate), ctx.clone()).unwrap();

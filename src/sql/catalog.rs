@@ -102,12 +102,17 @@ tokio::task_local! {
     static RESOLVED: (String, crate::Metadata);
 }
 
-/// Runs `f` with `meta` standing in for the record of dataset `name` of
-/// `meta`'s bucket when `f` resolves it as a table: a caller that has just
-/// read the record (to learn its kind) does not read it again. Scoped to
-/// `f`: no later resolution takes it, so nothing read here goes stale. A
-/// record of another name is not taken (`name` is read as usual).
+/// Runs `f` with `meta` standing in for the record of dataset `name` when
+/// `f` resolves `name` as a table in `meta`'s bucket: a caller that has
+/// just read the record (to learn its kind) does not read it again. Scoped
+/// to `f`: no later resolution takes it, so nothing read here goes stale.
+/// A record of another name is not taken: a table's policies go by the
+/// name it is resolved under, so `name` is then read as usual.
 pub async fn with_record<F: Future>(name: &str, meta: crate::Metadata, f: F) -> F::Output {
+    let own = crate::store::NameRef::parse(name).is_ok_and(|r| r.name.as_str() == meta.name);
+    if !own {
+        return f.await;
+    }
     RESOLVED.scope((name.to_string(), meta), f).await
 }
 
@@ -132,17 +137,11 @@ impl SchemaProvider for BucketSchema {
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         let engine = self.engine.engine().map_err(external)?;
         let ds = engine.datasets();
+        // taken only in the bucket the record is of (a view resolved meanwhile
+        // may name the same table in another bucket)
         let resolved = RESOLVED
             .try_with(|(n, m)| {
-                // only the record of this very name (`t` or `t@3`): a table's
-                // policies go by the name it is resolved under
-                let same_name = name
-                    .strip_prefix(m.name.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'));
-                (n == name
-                    && same_name
-                    && m.bucket == engine.bucket_name()
-                    && m.prefix == "datasets")
+                (n == name && m.bucket == engine.bucket_name() && m.prefix == "datasets")
                     .then(|| m.clone())
             })
             .ok()
