@@ -523,3 +523,42 @@ async fn the_policies_of_a_bucket_made_since_the_last_statement_apply_to_the_nex
         "the new bucket's grant and row filter apply"
     );
 }
+
+/// While nobody changes a policy, a statement reads the root's access mark
+/// and lists no bucket's policies; a policy document an admin writes
+/// through the store API itself (not a policy statement) touches the mark
+/// and applies to another client's next statement.
+#[tokio::test]
+async fn a_statement_reads_only_the_access_mark_until_a_policy_changes() {
+    use common::faults::faulty;
+    let (root, admin) = store().await;
+    let (om, faults) = faulty(&root.url).await;
+    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+
+    let policy_records = |p: &object_store::path::Path| {
+        let p = p.as_ref();
+        p.contains("/policies/") || p.contains("/settings/")
+    };
+    faults.count(move |_, p| policy_records(p));
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    assert_eq!(faults.calls(), 0, "an unchanged policy was listed or read");
+    faults.count(|_, p| p.as_ref().ends_with("_system/marks/access"));
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    assert!(faults.calls() >= 1, "the statement did not read the mark");
+
+    let doc = serde_json::json!({"row_filters": [
+        {"name": "lower", "role": "analyst", "predicate": "id < 2"}
+    ]});
+    admin
+        .store("policies")
+        .unwrap()
+        .put(doc, "t", PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&ana, "SELECT count(*) FROM t").await,
+        2,
+        "the policy written through the store applies"
+    );
+}

@@ -32,6 +32,7 @@ use serde_json::Value;
 
 use super::mixins::{Mixin, MixinContext};
 use crate::backends::document::DocumentBackend;
+use crate::store::access_mark;
 use crate::store::error::{Result, StoreError};
 use crate::store::fresh::Fresh;
 use crate::store::hooks::{ReadHook, WriteHook, WriteTarget};
@@ -40,10 +41,7 @@ use crate::store::{
     Access, AccessHook, BackendRegistry, Data, ObjectName, PutOptions, Root, Store, list_buckets,
 };
 
-/// The store prefix that holds policies.
-pub const POLICY_STORE: &str = "policies";
-/// The store prefix that holds bucket settings.
-pub const SETTINGS_STORE: &str = "settings";
+pub use crate::store::access_mark::{POLICY_STORE, SETTINGS_STORE};
 /// The document with bucket-wide settings (in [`SETTINGS_STORE`]).
 pub const BUCKET_DOC: &str = "bucket";
 
@@ -135,6 +133,11 @@ type Listed<'a> = (
     Vec<(ObjectName, RecordStamp)>,
 );
 
+/// How long a full load of the policies stands while the access mark is
+/// unchanged: what changed without touching it (files copied into the root,
+/// a writer that failed to touch it) applies within this time.
+pub const FULL_RELOAD_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Policy listings a reload runs at once.
 const CONCURRENT_LISTINGS: usize = 16;
 
@@ -159,6 +162,9 @@ pub struct PolicyCache {
     /// The buckets the last reload found: the next lists their stores while
     /// it lists the buckets (see [`PolicyCache::reload`]).
     known_buckets: std::sync::Mutex<Option<Vec<String>>>,
+    /// The access mark read before the last full load began, and when it
+    /// began (see [`PolicyCache::reload`]).
+    loaded_under: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
@@ -174,6 +180,7 @@ impl PolicyCache {
             docs: Default::default(),
             seed: Default::default(),
             known_buckets: Default::default(),
+            loaded_under: Default::default(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
@@ -255,19 +262,35 @@ impl PolicyCache {
         self.reload().await
     }
 
-    /// Reloads every bucket's policies: one listing of the buckets and one
-    /// of each bucket's policy and settings records, all at once (the
-    /// stores of the buckets the last reload found; the listings are made
-    /// again, after, for a bucket list that changed); a document is read
-    /// again only when its head record is not the one it was read from.
-    /// Every request waits for a reload that began after it asked, so one
-    /// round of listings instead of two halves that wait under load.
+    /// Brings the policies up to date with the store: reads the root's
+    /// access mark (see [`crate::store::access_mark`]) and, when it is not
+    /// the one the last full load began under (or that load is older than
+    /// [`FULL_RELOAD_AFTER`]), loads every bucket's policies again. So a
+    /// statement costs one small read while nobody changes a policy, and a
+    /// change made through any omegastore client applies to the next.
     ///
     /// Concurrent callers share reloads ([`Fresh`]): a caller returns once
     /// a reload that began after it called has succeeded, so what it sees
     /// is never older than the store was when it asked.
     pub async fn reload(&self) -> Result<()> {
-        self.reloads.get(|| self.load_all()).await
+        self.reloads.get(|| self.refresh()).await
+    }
+
+    async fn refresh(&self) -> Result<()> {
+        let mark = access_mark::read(&self.root).await?;
+        let current = self
+            .loaded_under
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(under, at)| *under == mark && at.elapsed() < FULL_RELOAD_AFTER);
+        if current {
+            return Ok(());
+        }
+        let began = std::time::Instant::now();
+        self.load_all().await?;
+        *self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, began));
+        Ok(())
     }
 
     /// The head records of each bucket's policy and settings stores (one
@@ -298,6 +321,11 @@ impl PolicyCache {
         Ok(listed)
     }
 
+    /// A full load: one listing of the buckets and one of each bucket's
+    /// policy and settings records, all at once (the stores of the buckets
+    /// the last load found; the listings are made again, after, for a
+    /// bucket list that changed); a document is read again only when its
+    /// head record is not the one it was read from.
     async fn load_all(&self) -> Result<()> {
         let mut datasets = HashMap::new();
         let mut buckets = HashMap::new();

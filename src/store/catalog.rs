@@ -30,6 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::access_mark;
 use super::change_journal::{self, Change, Marker};
 use super::error::{Result, StoreError};
 use super::listing_index::{ListingIndex, RecordStamp};
@@ -221,7 +222,10 @@ impl Catalog {
             .put_opts(&path, PutPayload::from(Bytes::from(body)), opts)
             .await
         {
-            Ok(_) => Ok(Ok(())),
+            Ok(_) => {
+                self.changed().await;
+                Ok(Ok(()))
+            }
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Err(CommitConflict {
                 version: meta.version,
             })),
@@ -246,7 +250,16 @@ impl Catalog {
         for &v in versions {
             self.delete_quietly(&self.record_path(name, v)).await?;
         }
+        self.changed().await;
         self.note(name, Change::Relist).await
+    }
+
+    /// After a change to records: a store whose records decide access
+    /// touches the root's access mark (see [`super::access_mark`]).
+    async fn changed(&self) {
+        if access_mark::marks(&self.prefix) {
+            access_mark::touch(&self.root).await;
+        }
     }
 
     /// The latest committed version number of every name, from one
@@ -546,6 +559,7 @@ impl Catalog {
         for (_, p) in records {
             self.delete_quietly(&p).await?;
         }
+        self.changed().await;
         self.note(name, Change::Relist).await
     }
 

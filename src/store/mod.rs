@@ -4,6 +4,7 @@
 //! only the libraries below it (object_store, arrow, DataFusion's types);
 //! it never names a concrete backend or anything of SQL.
 
+pub mod access_mark;
 pub mod backend;
 pub mod bucket;
 pub mod catalog;
