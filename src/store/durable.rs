@@ -70,6 +70,15 @@ fn fs_path(location: &Path) -> PathBuf {
     PathBuf::from(format!("/{location}"))
 }
 
+#[cfg(unix)]
+/// The file of `location` exactly as `LocalFileSystem` maps it (percent
+/// escapes of path parts decoded).
+fn local_path(location: &Path) -> Option<PathBuf> {
+    static LOCAL: std::sync::LazyLock<object_store::local::LocalFileSystem> =
+        std::sync::LazyLock::new(object_store::local::LocalFileSystem::new);
+    LOCAL.path_to_filesystem(location).ok()
+}
+
 fn sync_blocking(file: &FsPath) -> std::io::Result<()> {
     std::fs::File::open(file)?.sync_all()?;
     SYNCS.fetch_add(1, Ordering::Relaxed);
@@ -126,6 +135,12 @@ impl ObjectStore for DurableLocal {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        #[cfg(unix)]
+        if let Some(r) = local_path(location)
+            .and_then(|file| super::inline_reads::get(&file, location, &options))
+        {
+            return Ok(r);
+        }
         self.inner.get_opts(location, options).await
     }
 
@@ -142,6 +157,11 @@ impl ObjectStore for DurableLocal {
                 && super::mapped::enabled()
             {
                 return mapped_ranges(location, ranges).await;
+            }
+            if let Some(r) =
+                local_path(location).and_then(|file| super::inline_reads::ranges(&file, ranges))
+            {
+                return Ok(r);
             }
         }
         self.inner.get_ranges(location, ranges).await

@@ -16,6 +16,8 @@ pub mod failpoint;
 pub mod fresh;
 pub mod gc;
 pub mod hooks;
+#[cfg(unix)]
+mod inline_reads;
 pub mod keys;
 pub mod listing_index;
 #[cfg(unix)]
