@@ -125,9 +125,7 @@ async fn read(
                     .load()
                     .await
                     .map_err(|e| bad(&e))?;
-                table
-                    .update_datafusion_session(&session.state())
-                    .map_err(|e| bad(&e))?;
+                super::table::register_store(&table, session).map_err(|e| bad(&e))?;
                 table.table_provider().await.map_err(|e| bad(&e))?
             };
             session.read_table(provider).map_err(|e| bad(&e))

@@ -1413,6 +1413,22 @@ async fn with_table_types(root: &Root, table: &Metadata, obj: Object) -> Result<
     })
 }
 
+/// Registers `table`'s object store with `session`'s runtime unless it has
+/// one for that URL: what `update_datafusion_session` does, without the
+/// copy of the whole session state (every function registry) that calling
+/// it from a `SessionContext` takes — on every read of a cached version.
+pub(crate) fn register_store(
+    table: &DeltaTable,
+    session: &SessionContext,
+) -> deltalake::DeltaResult<()> {
+    use deltalake::delta_datafusion::engine::AsObjectStoreUrl;
+    let url = table.log_store().root_url().as_object_store_url();
+    if session.runtime_env().object_store(&url).is_ok() {
+        return Ok(());
+    }
+    table.update_datafusion_session(&session.state())
+}
+
 /// A DataFusion provider for the Delta version a record pins.
 pub(crate) async fn table_provider(
     root: &Root,
@@ -1428,9 +1444,7 @@ pub(crate) async fn table_provider(
     let dir = root.resolve(rel)?;
     let key = snapshot_key(root, meta)?.map(|(url, version)| (url, version, scan));
     if let Some((table, provider)) = key.as_ref().and_then(|k| provider_cache::get(k)) {
-        table
-            .update_datafusion_session(&session.state())
-            .map_err(|e| StoreError::table(&meta.name, e))?;
+        register_store(&table, session).map_err(|e| StoreError::table(&meta.name, e))?;
         return Ok(provider);
     }
     let table = match open_table(root, &dir, delta_version(meta)).await {
@@ -1454,9 +1468,7 @@ pub(crate) async fn table_provider(
             reason: crate::store::error::one_line(&e.to_string()),
         },
     })?;
-    table
-        .update_datafusion_session(&session.state())
-        .map_err(|e| StoreError::table(&meta.name, e))?;
+    register_store(&table, session).map_err(|e| StoreError::table(&meta.name, e))?;
     let store_url =
         ObjectStoreUrl::parse(root.base.as_str()).map_err(|e| StoreError::table(&meta.name, e))?;
     let provider = match scan {
