@@ -73,7 +73,7 @@ impl Omega {
         backends.push(Arc::new(ModelBackend));
         let registry = Arc::new(BackendRegistry::with_backends(backends));
         let hooks = Arc::new(Hooks::default());
-        let policies = Arc::new(PolicyCache::new(root.clone()));
+        let policies = PolicyCache::new(root.clone());
         policies.seed_buckets(buckets);
         let mixins = Arc::new(MixinRule::default());
         mixins.register(Arc::new(BucketIsolationMixin::new(policies.clone())));

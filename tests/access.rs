@@ -562,3 +562,62 @@ async fn a_statement_reads_only_the_access_mark_until_a_policy_changes() {
         "the policy written through the store applies"
     );
 }
+
+/// A policy changed behind omegastore's back (its record written, the
+/// access mark left as it was) applies once the policies are a second old;
+/// that full reload runs beside statements: a statement does not wait for
+/// its listings.
+#[tokio::test]
+async fn a_change_that_left_the_mark_applies_within_a_second_and_no_statement_waits_for_it() {
+    use common::faults::{Op, faulty};
+    use object_store::ObjectStoreExt;
+    use omegastore::sql::policies::FULL_RELOAD_AFTER;
+    use std::time::{Duration, Instant};
+    let (root, admin) = store().await;
+    let (om, faults) = faulty(&root.url).await;
+    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+
+    let objects = omegastore::store::Root::open(&root.url)
+        .unwrap()
+        .object_store();
+    let mark = store_path(&root.url, &["_system", "marks", "access"]);
+    let before = objects.get(&mark).await.unwrap().bytes().await.unwrap();
+    run(&admin, "DROP POLICY low ON t").await;
+    run(&admin, "CREATE POLICY lower ON t TO analyst USING (id < 2)").await;
+    objects
+        .put(&mark, object_store::PutPayload::from(before))
+        .await
+        .unwrap();
+
+    tokio::time::sleep(FULL_RELOAD_AFTER).await;
+    let (reached, release) =
+        faults.hold_next(|op, p| op == Op::List && p.as_ref().contains("/policies"));
+    let planned = tokio::time::timeout(
+        Duration::from_secs(20),
+        count(&ana, "SELECT count(*) FROM t"),
+    )
+    .await
+    .expect("a statement waited for the background reload");
+    assert_eq!(planned, 4, "the statement ran on the policies it had");
+    tokio::time::timeout(Duration::from_secs(20), reached.notified())
+        .await
+        .expect("no reload began once the policies were a second old");
+    release.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&ana, "SELECT count(*) FROM t").await != 2 {
+        assert!(Instant::now() < deadline, "the change never applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The object-store path of `parts` under the test root.
+fn store_path(url: &str, parts: &[&str]) -> object_store::path::Path {
+    let root = omegastore::store::Root::open(url).unwrap();
+    let base = root.url().to_file_path().unwrap();
+    let mut file = base;
+    for p in parts {
+        file.push(p);
+    }
+    object_store::path::Path::from_filesystem_path(file).unwrap()
+}

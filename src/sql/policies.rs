@@ -162,17 +162,26 @@ pub struct PolicyCache {
     /// The buckets the last reload found: the next lists their stores while
     /// it lists the buckets (see [`PolicyCache::reload`]).
     known_buckets: std::sync::Mutex<Option<Vec<String>>>,
-    /// The access mark read before the last full load began, and when it
-    /// began (see [`PolicyCache::reload`]).
+    /// The access mark read before the last full load applied began, and
+    /// when it began (see [`PolicyCache::reload`]).
     loaded_under: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
+    /// Full loads begun so far; each is numbered by this count.
+    loads: std::sync::atomic::AtomicU64,
+    /// The number of the newest full load applied: an older one finishing
+    /// later (a background load) is dropped.
+    applied: std::sync::Mutex<u64>,
+    /// Whether a background full load is under way.
+    background: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// This cache, for the background load to hold.
+    this: std::sync::Weak<PolicyCache>,
     root: Root,
     session: SessionContext,
     registry: Arc<BackendRegistry>,
 }
 
 impl PolicyCache {
-    pub fn new(root: Root) -> Self {
-        Self {
+    pub fn new(root: Root) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
             datasets: Default::default(),
             buckets: Default::default(),
             loaded: Default::default(),
@@ -181,12 +190,16 @@ impl PolicyCache {
             seed: Default::default(),
             known_buckets: Default::default(),
             loaded_under: Default::default(),
+            loads: Default::default(),
+            applied: Default::default(),
+            background: Default::default(),
+            this: this.clone(),
             root,
             session: SessionContext::new(),
             registry: Arc::new(BackendRegistry::with_backends(vec![Arc::new(
                 DocumentBackend,
             )])),
-        }
+        })
     }
 
     /// Hands over the bucket listing that opening the store made (its
@@ -264,10 +277,12 @@ impl PolicyCache {
 
     /// Brings the policies up to date with the store: reads the root's
     /// access mark (see [`crate::store::access_mark`]) and, when it is not
-    /// the one the last full load began under (or that load is older than
-    /// [`FULL_RELOAD_AFTER`]), loads every bucket's policies again. So a
-    /// statement costs one small read while nobody changes a policy, and a
-    /// change made through any omegastore client applies to the next.
+    /// the one the last full load began under, loads every bucket's
+    /// policies again. So a statement costs one small read while nobody
+    /// changes a policy, and a change made through any omegastore client
+    /// applies to the next. A load older than [`FULL_RELOAD_AFTER`] under
+    /// an unchanged mark is renewed in the background (for changes made
+    /// behind omegastore's back): statements do not wait for it.
     ///
     /// Concurrent callers share reloads ([`Fresh`]): a caller returns once
     /// a reload that began after it called has succeeded, so what it sees
@@ -278,19 +293,43 @@ impl PolicyCache {
 
     async fn refresh(&self) -> Result<()> {
         let mark = access_mark::read(&self.root).await?;
-        let current = self
-            .loaded_under
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|(under, at)| *under == mark && at.elapsed() < FULL_RELOAD_AFTER);
-        if current {
-            return Ok(());
+        let (current, old) = match &*self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((under, at)) if *under == mark => (true, at.elapsed() >= FULL_RELOAD_AFTER),
+            _ => (false, false),
+        };
+        if !current {
+            return self.load_all(mark).await;
         }
-        let began = std::time::Instant::now();
-        self.load_all().await?;
-        *self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, began));
+        if old {
+            self.load_in_background(mark);
+        }
         Ok(())
+    }
+
+    /// Starts a full load on a task of its own unless one is under way.
+    fn load_in_background(&self, mark: Option<String>) {
+        use std::sync::atomic::Ordering;
+        /// Clears the flag however the task ends (its runtime may be shut
+        /// down with it).
+        struct Running(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        if self.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let running = Running(self.background.clone());
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _running = running;
+            if let Err(e) = this.load_all(mark).await {
+                tracing::warn!(error = %e, "a background reload of the policies failed; the next statement starts another");
+            }
+        });
     }
 
     /// The head records of each bucket's policy and settings stores (one
@@ -326,7 +365,13 @@ impl PolicyCache {
     /// the last load found; the listings are made again, after, for a
     /// bucket list that changed); a document is read again only when its
     /// head record is not the one it was read from.
-    async fn load_all(&self) -> Result<()> {
+    ///
+    /// `mark`: the access mark read before it began. Of loads running at
+    /// once, the newest begun wins: one finishing after a newer one applied
+    /// is dropped.
+    async fn load_all(&self, mark: Option<String>) -> Result<()> {
+        let number = self.loads.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        let began = std::time::Instant::now();
         let mut datasets = HashMap::new();
         let mut buckets = HashMap::new();
         let mut seen = HashMap::new();
@@ -385,10 +430,16 @@ impl PolicyCache {
                 }
             }
         }
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if *applied > number {
+            return Ok(());
+        }
+        *applied = number;
         *self.docs.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         *self.datasets.write().unwrap_or_else(|e| e.into_inner()) = datasets;
         *self.buckets.write().unwrap_or_else(|e| e.into_inner()) = buckets;
         *self.known_buckets.lock().unwrap_or_else(|e| e.into_inner()) = Some(names);
+        *self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, began));
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(())

@@ -226,7 +226,7 @@ impl SqlEngine for Engine {
             .read()
             .config()
             .get_extension::<PolicyCache>()
-            .unwrap_or_else(|| Arc::new(PolicyCache::new(self.root().clone())))
+            .unwrap_or_else(|| PolicyCache::new(self.root().clone()))
     }
 
     fn policies(&self) -> Policies {
