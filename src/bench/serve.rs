@@ -47,7 +47,9 @@ pub struct OpStats {
     pub count: usize,
     pub errors: usize,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// The measurements.
@@ -376,7 +378,9 @@ async fn run_in(
                 count: ms.len(),
                 errors: errs,
                 p50_ms: percentile(&ms, 0.5),
+                p90_ms: percentile(&ms, 0.9),
                 p99_ms: percentile(&ms, 0.99),
+                max_ms: ms.last().copied().unwrap_or(f64::NAN),
             },
         );
     }

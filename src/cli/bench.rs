@@ -270,13 +270,13 @@ fn print_serve(r: &crate::bench::serve::ServeReport, format: ReportFormat) -> Re
         100.0 * (r.anon_last_quarter_mib / r.anon_first_quarter_mib - 1.0)
     );
     println!(
-        "{:<24} {:>9} {:>7} {:>10} {:>10}",
-        "operation", "count", "errors", "p50 ms", "p99 ms"
+        "{:<24} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}",
+        "operation", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for (op, s) in &r.ops {
         println!(
-            "{op:<24} {:>9} {:>7} {:>10.2} {:>10.2}",
-            s.count, s.errors, s.p50_ms, s.p99_ms
+            "{op:<24} {:>9} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            s.count, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
         );
     }
     println!(
