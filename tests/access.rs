@@ -445,8 +445,17 @@ async fn analyst_client(root: &common::TestRoot) -> Omega {
         .unwrap()
 }
 
-/// Policies are cached per process and validated by one listing per
-/// statement: what another client changes applies to this client's next
+/// An analyst session whose store calls the returned decorator sees, after
+/// its first statement (which loads the policies: 4 rows of `t`).
+async fn watched_analyst(root: &common::TestRoot) -> (Omega, common::faults::FaultStore) {
+    let (om, faults) = common::faults::faulty(&root.url).await;
+    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
+    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    (ana, faults)
+}
+
+/// Policies are cached per process and validated by one read of the access
+/// mark per statement: what another client changes applies to this client's next
 /// statement, and what nobody changed is not read again.
 #[tokio::test]
 async fn a_policy_another_client_changes_applies_to_the_next_statement() {
@@ -476,12 +485,10 @@ async fn a_policy_another_client_changes_applies_to_the_next_statement() {
 /// waited for that reload to finish.
 #[tokio::test]
 async fn a_statement_never_takes_a_policy_reload_older_than_itself() {
-    use common::faults::{Op, faulty};
+    use common::faults::Op;
     let (root, admin) = store().await;
-    let (om, faults) = faulty(&root.url).await;
-    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
+    let (ana, faults) = watched_analyst(&root).await;
     let rows = |om: Omega| async move { count(&om, "SELECT count(*) FROM t").await };
-    assert_eq!(rows(ana.clone()).await, 4);
     // a new grant makes the next reload read the settings document again
     run(&admin, "GRANT read ON BUCKET default TO auditor").await;
     // reload A has listed and read the policies; it waits at the settings
@@ -530,11 +537,8 @@ async fn the_policies_of_a_bucket_made_since_the_last_statement_apply_to_the_nex
 /// and applies to another client's next statement.
 #[tokio::test]
 async fn a_statement_reads_only_the_access_mark_until_a_policy_changes() {
-    use common::faults::faulty;
     let (root, admin) = store().await;
-    let (om, faults) = faulty(&root.url).await;
-    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
-    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    let (ana, faults) = watched_analyst(&root).await;
 
     let policy_records = |p: &object_store::path::Path| {
         let p = p.as_ref();
@@ -569,14 +573,12 @@ async fn a_statement_reads_only_the_access_mark_until_a_policy_changes() {
 /// its listings.
 #[tokio::test]
 async fn a_change_that_left_the_mark_applies_within_a_second_and_no_statement_waits_for_it() {
-    use common::faults::{Op, faulty};
+    use common::faults::Op;
     use object_store::ObjectStoreExt;
     use omegastore::sql::policies::FULL_RELOAD_AFTER;
     use std::time::{Duration, Instant};
     let (root, admin) = store().await;
-    let (om, faults) = faulty(&root.url).await;
-    let ana = om.with_identity("ana", &["analyst"], false).unwrap();
-    assert_eq!(count(&ana, "SELECT count(*) FROM t").await, 4);
+    let (ana, faults) = watched_analyst(&root).await;
 
     let objects = omegastore::store::Root::open(&root.url)
         .unwrap()

@@ -9,15 +9,28 @@
 //! take what they need, as DataFusion does by default.
 //!
 //! [`SqlError::Memory`]: super::SqlError::Memory
+//!
+//! The sessions share one cache of Parquet metadata (footers, page
+//! indexes) too, of [`METADATA_CACHE_BYTES`]: DataFusion gives each runtime
+//! one of 50 MB, and a server keeps a session per API key (4,096 keys could
+//! have held 200 GB of it).
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManager, DiskManagerBuilder};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 
 use super::SqlError;
+
+/// The Parquet metadata every session of a process keeps at most, together:
+/// DataFusion's default for one runtime (a file's footer and page index take
+/// tens to hundreds of KB; a lookup or a repeated scan reads them from here).
+pub const METADATA_CACHE_BYTES: usize =
+    datafusion::execution::cache::cache_manager::DEFAULT_METADATA_CACHE_LIMIT;
 
 /// Consumers named in an out-of-memory error (the largest first).
 const NAMED_CONSUMERS: usize = 3;
@@ -28,6 +41,7 @@ pub struct QueryMemory {
     limit: usize,
     pool: Arc<dyn MemoryPool>,
     disk: Arc<DiskManager>,
+    metadata: Arc<FileMetadataCache>,
 }
 
 impl std::fmt::Debug for QueryMemory {
@@ -58,6 +72,9 @@ impl QueryMemory {
                 NonZeroUsize::new(NAMED_CONSUMERS).expect("non-zero"),
             )),
             disk: Arc::new(disk),
+            metadata: Arc::new(
+                DefaultCache::new(METADATA_CACHE_BYTES).with_name("omega Parquet metadata"),
+            ),
         })
     }
 
@@ -71,10 +88,17 @@ impl QueryMemory {
         self.pool.reserved()
     }
 
-    /// A runtime for one session: this pool and spill directory, the
-    /// session's own file caches (sessions never share cached listings).
+    /// A runtime for one session: this pool, spill directory and Parquet
+    /// metadata cache (a file's metadata never changes: its key holds its
+    /// size and time), the session's own listing and statistics caches
+    /// (sessions never share cached listings).
     pub(crate) fn runtime_env(&self) -> datafusion::error::Result<Arc<RuntimeEnv>> {
-        let mut builder = RuntimeEnvBuilder::new().with_memory_pool(self.pool.clone());
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.metadata.clone()))
+            .with_metadata_cache_limit(METADATA_CACHE_BYTES);
+        let mut builder = RuntimeEnvBuilder::new()
+            .with_memory_pool(self.pool.clone())
+            .with_cache_manager(caches);
         builder.disk_manager = Some(self.disk.clone());
         builder.build_arc()
     }
@@ -102,6 +126,24 @@ pub fn available_memory() -> Option<u64> {
 mod tests {
     use super::*;
     use datafusion::execution::memory_pool::MemoryConsumer;
+
+    /// However many sessions (a server keeps one per key), the Parquet
+    /// metadata they cache is one cache of one bound.
+    #[test]
+    fn sessions_share_one_bounded_parquet_metadata_cache() {
+        let memory = QueryMemory::new(1 << 20).unwrap();
+        let (a, b) = (memory.runtime_env().unwrap(), memory.runtime_env().unwrap());
+        let (ca, cb) = (
+            a.cache_manager.get_file_metadata_cache(),
+            b.cache_manager.get_file_metadata_cache(),
+        );
+        assert!(Arc::ptr_eq(&ca, &cb), "each session has a cache of its own");
+        assert_eq!(
+            a.cache_manager.get_metadata_cache_limit(),
+            METADATA_CACHE_BYTES
+        );
+        assert_eq!(ca.cache_limit(), METADATA_CACHE_BYTES);
+    }
 
     #[test]
     fn sessions_draw_on_one_pool_and_a_reservation_past_it_fails() {
