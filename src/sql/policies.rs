@@ -145,13 +145,22 @@ const CONCURRENT_LISTINGS: usize = 16;
 /// the first reload's own (see [`PolicyCache::seed_buckets`]).
 const SEED_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A full load of the policies, as applied.
+struct Loaded {
+    /// The access mark read before it began.
+    mark: Option<String>,
+    began: std::time::Instant,
+    /// Its number: of loads running at once, an older one finishing later
+    /// (a background load) is dropped.
+    number: u64,
+}
+
 /// The policies of every bucket of a root, as last loaded. It reads the
 /// policy documents with a session of its own (a plain one: documents need
 /// no catalog), so it holds nothing of the sessions whose mixins use it.
 pub struct PolicyCache {
     datasets: RwLock<HashMap<(String, String), DatasetPolicy>>,
     buckets: RwLock<HashMap<String, BucketPolicy>>,
-    loaded: std::sync::atomic::AtomicBool,
     /// Reloads, shared by concurrent statements.
     reloads: Fresh<()>,
     /// The documents read so far, by (bucket, store, name), with the head
@@ -162,14 +171,10 @@ pub struct PolicyCache {
     /// The buckets the last reload found: the next lists their stores while
     /// it lists the buckets (see [`PolicyCache::reload`]).
     known_buckets: std::sync::Mutex<Option<Vec<String>>>,
-    /// The access mark read before the last full load applied began, and
-    /// when it began (see [`PolicyCache::reload`]).
-    loaded_under: std::sync::Mutex<Option<(Option<String>, std::time::Instant)>>,
+    /// The last full load applied (`None`: none yet).
+    loaded: std::sync::Mutex<Option<Loaded>>,
     /// Full loads begun so far; each is numbered by this count.
     loads: std::sync::atomic::AtomicU64,
-    /// The number of the newest full load applied: an older one finishing
-    /// later (a background load) is dropped.
-    applied: std::sync::Mutex<u64>,
     /// Whether a background full load is under way.
     background: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// This cache, for the background load to hold.
@@ -184,14 +189,12 @@ impl PolicyCache {
         Arc::new_cyclic(|this| Self {
             datasets: Default::default(),
             buckets: Default::default(),
-            loaded: Default::default(),
             reloads: Default::default(),
             docs: Default::default(),
             seed: Default::default(),
             known_buckets: Default::default(),
-            loaded_under: Default::default(),
+            loaded: Default::default(),
             loads: Default::default(),
-            applied: Default::default(),
             background: Default::default(),
             this: this.clone(),
             root,
@@ -269,7 +272,12 @@ impl PolicyCache {
     /// Loads the policies if they never were (a session used directly,
     /// before any statement): reads never run on an empty cache.
     pub async fn ensure_loaded(&self) -> Result<()> {
-        if self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+        if self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
             return Ok(());
         }
         self.reload().await
@@ -293,8 +301,8 @@ impl PolicyCache {
 
     async fn refresh(&self) -> Result<()> {
         let mark = access_mark::read(&self.root).await?;
-        let (current, old) = match &*self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((under, at)) if *under == mark => (true, at.elapsed() >= FULL_RELOAD_AFTER),
+        let (current, old) = match &*self.loaded.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(l) if l.mark == mark => (true, l.began.elapsed() >= FULL_RELOAD_AFTER),
             _ => (false, false),
         };
         if !current {
@@ -430,18 +438,19 @@ impl PolicyCache {
                 }
             }
         }
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if *applied > number {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.as_ref().is_some_and(|l| l.number > number) {
             return Ok(());
         }
-        *applied = number;
         *self.docs.lock().unwrap_or_else(|e| e.into_inner()) = seen;
         *self.datasets.write().unwrap_or_else(|e| e.into_inner()) = datasets;
         *self.buckets.write().unwrap_or_else(|e| e.into_inner()) = buckets;
         *self.known_buckets.lock().unwrap_or_else(|e| e.into_inner()) = Some(names);
-        *self.loaded_under.lock().unwrap_or_else(|e| e.into_inner()) = Some((mark, began));
-        self.loaded
-            .store(true, std::sync::atomic::Ordering::Release);
+        *loaded = Some(Loaded {
+            mark,
+            began,
+            number,
+        });
         Ok(())
     }
 
