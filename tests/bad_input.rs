@@ -71,6 +71,55 @@ async fn names_that_look_alike_are_different_objects() {
     }
 }
 
+/// A root directory whose name holds URL characters keeps every file of
+/// the store inside it, and one with a `%` is refused: deltalake wrote such
+/// a root's table files to the directory the name decodes to (`p%41q` →
+/// `pAq`), where the store's records did not point.
+#[tokio::test]
+async fn a_root_with_url_characters_keeps_its_files_inside_it_and_one_with_percent_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("p q#x~[y]^|@");
+    let om = Omega::open(&dir.to_string_lossy()).await.unwrap();
+    let ds = om.datasets();
+    for name in ["sales", "sales%41/q1"] {
+        ds.put(sample_batch(0, 10), name, PutOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        ds.put(
+            sample_batch(10, 5),
+            name,
+            PutOptions {
+                mode: PutMode::Append,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(common::rows(&om, name).await, 15, "{name}");
+    }
+    assert_eq!(common::scalar(&om, "SELECT count(*) FROM sales").await, 15);
+    // nothing beside the root; a fresh process finds every version
+    let siblings: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(siblings, vec![dir.file_name().unwrap().to_owned()]);
+    let reopened = Omega::open(&dir.to_string_lossy()).await.unwrap();
+    assert_eq!(common::rows(&reopened, "sales%41/q1").await, 15);
+    // a '%' in the root's own path is refused before anything is created
+    let percent = parent.path().join("p%41q");
+    match Omega::open(&percent.to_string_lossy()).await {
+        Err(StoreError::InvalidUrl { url, reason }) => {
+            assert!(
+                url.contains("p%41q") && reason.contains("without '%'"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected InvalidUrl, got {:?}", other.map(|_| ())),
+    }
+    assert!(!percent.exists() && !parent.path().join("pAq").exists());
+}
+
 #[tokio::test]
 async fn hostile_quotes_in_names_and_values_never_reach_sql_text() {
     let om = Omega::open("memory://").await.unwrap();

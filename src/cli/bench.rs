@@ -175,6 +175,8 @@ pub async fn run(om: &Omega, cmd: BenchCommand) -> Result<(), CliError> {
                     "--clients 1..1024, --seconds 1..3600 and --rows > 0".into(),
                 ));
             }
+            // the server's warnings, and its request logs with OMEGA_LOG
+            super::init_logs("warn");
             let bench = crate::bench::serve::ServeBench {
                 clients,
                 duration: std::time::Duration::from_secs(seconds),

@@ -51,6 +51,16 @@ impl Root {
                     .map_err(|_| invalid("not an absolute path".into()))?
             }
         };
+        // deltalake decodes a table URL's path more than once, so a '%' in
+        // the root's path names another directory for a table's files than
+        // for the store's records (`/data/p%41q` wrote tables to `/data/pAq`)
+        if Path::from_url_path(url.path()).is_ok_and(|p| p.as_ref().contains('%')) {
+            return Err(invalid(
+                "a '%' in the root's path cannot be used (table files would be written \
+                 elsewhere); choose a directory or prefix without '%'"
+                    .into(),
+            ));
+        }
         match url.scheme() {
             "file" => {
                 let dir = url
