@@ -1,8 +1,68 @@
 //! The `om` binary; everything lives in `omegastore::cli`.
 fn main() -> std::process::ExitCode {
+    if omegastore::cli::runs_server() {
+        serve_without_thread_caches();
+    }
     tune_malloc();
     omegastore::cli::main()
 }
+
+/// Allocations up to this size come from the heap (see [`tune_malloc`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: usize = 8 << 20;
+/// Free heap kept before trimming (see [`tune_malloc`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD: usize = 16 << 20;
+
+/// Whether the user set malloc's parameters; theirs win.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn user_tuned() -> bool {
+    std::env::vars_os().any(|(k, v)| {
+        let k = k.to_string_lossy();
+        k.starts_with("MALLOC_")
+            || (k == "GLIBC_TUNABLES" && v.to_string_lossy().contains("malloc"))
+    })
+}
+
+/// Restarts a server (`om serve`, `om bench serve`) once, in place, with
+/// glibc's per-thread cache of freed blocks (`tcache`) off.
+///
+/// A loaded server runs a few hundred threads (each query on an executor
+/// of its own), and every thread's cache keeps freed blocks that
+/// `malloc_trim` cannot return: they were most of the server's memory
+/// growth under `om bench serve` (anonymous memory +20-25% over 30 s; with
+/// the cache off +6-15%, throughput unchanged; BENCHMARKS.md, 2026-12-07).
+/// glibc reads that setting only from `GLIBC_TUNABLES` at startup, so the
+/// process executes itself again (same pid, arguments and descriptors) with
+/// it and [`tune_malloc`]'s thresholds set there. A user's own malloc
+/// settings win; if the restart fails the server runs as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn serve_without_thread_caches() {
+    use std::os::unix::process::CommandExt;
+    // set for the restarted process: never restart twice, whatever glibc
+    // leaves of GLIBC_TUNABLES in the environment
+    const RESTARTED: &str = "OMEGA_MALLOC_RESTARTED";
+    if user_tuned() || std::env::var_os(RESTARTED).is_some() {
+        return;
+    }
+    let tunables = format!(
+        "glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:\
+         glibc.malloc.trim_threshold={TRIM_THRESHOLD}:glibc.malloc.tcache_count=0"
+    );
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "om".into());
+    // returns only when the exec failed
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(arg0)
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .env(RESTARTED, "1")
+        .exec();
+    eprintln!("om: could not restart with malloc's thread caches off ({error}); going on");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn serve_without_thread_caches() {}
 
 /// Keeps the Arrow buffers of a scan in the heap instead of fresh mappings.
 ///
@@ -18,21 +78,14 @@ fn main() -> std::process::ExitCode {
 /// its allocator. A user's own `GLIBC_TUNABLES`/`MALLOC_*` settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_malloc() {
-    const MMAP_THRESHOLD: libc::c_int = 8 << 20;
-    const TRIM_THRESHOLD: libc::c_int = 16 << 20;
-    let user_tuned = std::env::vars_os().any(|(k, v)| {
-        let k = k.to_string_lossy();
-        k.starts_with("MALLOC_")
-            || (k == "GLIBC_TUNABLES" && v.to_string_lossy().contains("malloc"))
-    });
-    if user_tuned {
+    if user_tuned() {
         return;
     }
     // SAFETY: mallopt only sets malloc parameters; called before any other
     // thread exists, so no allocation races with the change.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
     }
 }
 

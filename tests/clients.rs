@@ -207,3 +207,39 @@ fn request_logs_to_a_pipe_carry_no_colour_codes() {
         "colour codes in a piped log: {log:?}"
     );
 }
+
+/// `om serve` restarts itself once with glibc's per-thread caches off (most
+/// of a loaded server's memory growth, BENCHMARKS.md), keeping its pid and
+/// its output; a user's own malloc settings are left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn om_serve_runs_without_mallocs_thread_caches_unless_the_user_tuned_malloc() {
+    let root = local();
+    let environ = |user: &[(&str, &str)]| {
+        let mut child = Command::new(om_bin())
+            .args(["--root", &root.url, "serve", "--flight", "off"])
+            .args(["--http", "127.0.0.1:0"])
+            .env_remove("GLIBC_TUNABLES")
+            .envs(user.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // the startup line comes from the process the pid names now
+        assert!(line.contains("http://127.0.0.1:"), "{line}");
+        let env = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        String::from_utf8_lossy(&env).replace('\0', "\n")
+    };
+    let env = environ(&[]);
+    assert!(env.contains("GLIBC_TUNABLES=glibc.malloc"), "{env}");
+    assert!(env.contains("OMEGA_MALLOC_RESTARTED=1"), "{env}");
+    let env = environ(&[("MALLOC_ARENA_MAX", "4")]);
+    assert!(!env.contains("GLIBC_TUNABLES"), "{env}");
+    assert!(!env.contains("OMEGA_MALLOC_RESTARTED"), "{env}");
+}
