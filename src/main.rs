@@ -1,8 +1,6 @@
 //! The `om` binary; everything lives in `omegastore::cli`.
 fn main() -> std::process::ExitCode {
-    if omegastore::cli::runs_server() {
-        serve_without_thread_caches();
-    }
+    serve_without_thread_caches();
     tune_malloc();
     omegastore::cli::main()
 }
@@ -24,7 +22,8 @@ fn user_tuned() -> bool {
     })
 }
 
-/// Restarts a server (`om serve`, `om bench serve`) once, in place, with
+/// Restarts a server (`om serve`, `om bench serve`; other commands return
+/// at once) once, in place, with
 /// glibc's per-thread cache of freed blocks (`tcache`) off.
 ///
 /// A loaded server runs a few hundred threads (each query on an executor
@@ -42,7 +41,9 @@ fn serve_without_thread_caches() {
     // set for the restarted process: never restart twice, whatever glibc
     // leaves of GLIBC_TUNABLES in the environment
     const RESTARTED: &str = "OMEGA_MALLOC_RESTARTED";
-    if user_tuned() || std::env::var_os(RESTARTED).is_some() {
+    // the environment first: a restarted or user-tuned process does not
+    // parse its arguments a second time here
+    if user_tuned() || std::env::var_os(RESTARTED).is_some() || !omegastore::cli::runs_server() {
         return;
     }
     let tunables = format!(

@@ -203,8 +203,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Entry point of the binary: parses arguments, runs, and turns any error
-/// into one line on stderr and exit code 1.
 /// Whether this process's arguments run a server that lives long under
 /// load (`om serve`, `om bench serve`): the binary tunes its allocator for
 /// those before anything else starts.
@@ -215,6 +213,8 @@ pub fn runs_server() -> bool {
     )
 }
 
+/// Entry point of the binary: parses arguments, runs, and turns any error
+/// into one line on stderr and exit code 1.
 pub fn main() -> std::process::ExitCode {
     // A bug must not print a Rust backtrace at a user: one line, exit 101.
     std::panic::set_hook(Box::new(|info| {
