@@ -118,6 +118,22 @@ async fn a_root_with_url_characters_keeps_its_files_inside_it_and_one_with_perce
         other => panic!("expected InvalidUrl, got {:?}", other.map(|_| ())),
     }
     assert!(!percent.exists() && !parent.path().join("pAq").exists());
+    // a root reached through a symlink to such a directory is refused too, as
+    // is one to be created under it, and nothing is created there
+    let target = parent.path().join("x%41y");
+    std::fs::create_dir(&target).unwrap();
+    let link = parent.path().join("plain");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for root in [link.clone(), link.join("sub")] {
+        match Omega::open(&root.to_string_lossy()).await {
+            Err(StoreError::InvalidUrl { reason, .. }) => {
+                assert!(reason.contains("without '%'"), "{reason}")
+            }
+            other => panic!("{root:?}: expected InvalidUrl, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+    assert!(!parent.path().join("xAy").exists());
 }
 
 #[tokio::test]

@@ -4,11 +4,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use omegastore::{GetOptions, Omega, PutOptions};
+use omegastore::server::lanes::Lanes;
+use omegastore::{GetOptions, Omega, PutMode, PutOptions};
 
 use common::{om, roots, sample_batch, total_rows};
 
@@ -286,4 +288,56 @@ async fn a_put_killed_mid_write_leaves_the_previous_version_readable() {
             20
         );
     }
+}
+
+/// `om serve` runs each write on an executor of its own (its lanes); the
+/// Delta kernel there waits in blocking threads for reads that need
+/// blocking threads too. Many tables written at once on one executor must
+/// not wait for each other forever (they did with 8 blocking threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tables_appended_at_once_in_one_server_write_all_complete() {
+    const TABLES: usize = 24;
+    let root = common::local();
+    let om = Omega::open(&root.url).await.unwrap();
+    let append = PutOptions {
+        mode: PutMode::Append,
+        ..Default::default()
+    };
+    for i in 0..TABLES {
+        for v in 0..4 {
+            om.datasets()
+                .put(sample_batch(v * 10, 10), &format!("t{i}"), append.clone())
+                .await
+                .unwrap();
+        }
+    }
+    let lanes = Arc::new(Lanes::new(2, Arc::new(tokio::sync::Semaphore::new(2))));
+    let url = root.url.clone();
+    let work = lanes.run(async move {
+        // a fresh store: every table's log is read again
+        let om = Omega::open(&url).await.unwrap();
+        let tasks: Vec<_> = (0..TABLES)
+            .map(|i| {
+                let (om, append) = (om.clone(), append.clone());
+                tokio::spawn(async move {
+                    let name = format!("t{i}");
+                    om.datasets()
+                        .put(sample_batch(100, 5), &name, append)
+                        .await
+                        .unwrap();
+                    common::rows(&om, &name).await
+                })
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for t in tasks {
+            rows.push(t.await.unwrap());
+        }
+        rows
+    });
+    let rows = tokio::time::timeout(Duration::from_secs(120), work)
+        .await
+        .expect("the writes waited for each other on the executor")
+        .unwrap();
+    assert_eq!(rows, vec![45; TABLES]);
 }

@@ -100,14 +100,24 @@ pub const AGES: [Age; 2] = [
 /// lag its CPU time by this much.
 pub const AGE_POLL: Duration = Duration::from_millis(2);
 
-/// Blocking threads (file reads and syncs, through `spawn_blocking`) an
-/// executor may have; more blocking calls wait for one. Tokio's default is
-/// 512 per runtime, and every executor is a runtime: under a 32-client load
-/// the server grew to 800 threads and their stacks and malloc caches to
-/// hundreds of MiB of resident memory (BENCHMARKS.md). A query's scan keeps
-/// a few reads in flight per partition; 8 is plenty on any core count a
-/// query executor gets.
+/// Blocking threads (file reads and syncs, through `spawn_blocking`) a
+/// query's executor may have; more blocking calls wait for one. Tokio's
+/// default is 512 per runtime, and every executor is a runtime: under a
+/// 32-client load the server grew to 800 threads and their stacks and
+/// malloc caches to hundreds of MiB of resident memory (BENCHMARKS.md). A
+/// query's scan keeps a few reads in flight per partition; 8 is plenty on
+/// any core count a query executor gets. Only for queries: a query's
+/// execution reads files and never waits in a blocking thread for other
+/// blocking work (the Delta log was read when it was planned).
 pub const BLOCKING_THREADS: usize = 8;
+/// Blocking threads of an executor that runs a write ([`Lanes::run`]):
+/// tokio's default. Writes drive deltalake's kernel, which reads the Delta
+/// log in a blocking thread that waits for reads needing blocking threads
+/// of their own (a local store's listings and large reads): with a small
+/// pool, a few such reads at once took every thread and waited for each
+/// other forever (24 tables appended at once with 8 threads: a deadlock).
+/// Threads are started only as they are needed.
+pub const WRITE_BLOCKING_THREADS: usize = 512;
 /// How long an idle blocking thread of an executor waits for work (tokio's
 /// default: 10 s); executors are many and mostly idle.
 pub const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(2);
@@ -194,7 +204,7 @@ impl Lanes {
             // one row of expressions (`SELECT 1`): nothing to age or to isolate
             return execute_stream(plan, context);
         }
-        let executor = self.take()?;
+        let executor = self.take(BLOCKING_THREADS)?;
         let schema = plan.schema();
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let workers = self.workers.clone();
@@ -259,7 +269,7 @@ impl Lanes {
         self: &Arc<Self>,
         work: impl Future<Output = T> + Send + 'static,
     ) -> DfResult<T> {
-        let executor = self.take()?;
+        let executor = self.take(WRITE_BLOCKING_THREADS)?;
         let task = executor.runtime().spawn(work);
         let mut lease = self.lease(executor, task.abort_handle(), watch::channel(0).0);
         let out = task.await;
@@ -387,11 +397,17 @@ impl Lanes {
         }
     }
 
-    fn take(&self) -> DfResult<Executor> {
-        if let Some(e) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(e);
+    /// An executor with `blocking` blocking threads at most: the one of
+    /// them to go idle last, or a new one.
+    fn take(&self, blocking: usize) -> DfResult<Executor> {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = idle.iter().rposition(|e| e.blocking == blocking) {
+                // removed in place: the others stay in the order they went idle
+                return Ok(idle.remove(i));
+            }
         }
-        Executor::new(self.threads, self.young)
+        Executor::new(self.threads, blocking, self.young)
             .map_err(|e| DataFusionError::Execution(format!("cannot start a query executor: {e}")))
     }
 
@@ -557,12 +573,14 @@ impl Threads {
 struct Executor {
     runtime: Option<tokio::runtime::Runtime>,
     threads: Arc<Threads>,
+    /// Its most blocking threads.
+    blocking: usize,
     /// When it last went idle (its creation until then).
     idle_since: Instant,
 }
 
 impl Executor {
-    fn new(workers: usize, nice: i32) -> std::io::Result<Self> {
+    fn new(workers: usize, blocking: usize, nice: i32) -> std::io::Result<Self> {
         let threads = Arc::new(Threads {
             tids: Mutex::new(Vec::new()),
             nice: AtomicI32::new(nice),
@@ -570,7 +588,7 @@ impl Executor {
         let (on_start, on_stop) = (threads.clone(), threads.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
-            .max_blocking_threads(BLOCKING_THREADS)
+            .max_blocking_threads(blocking)
             .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .thread_name("om-query")
             .enable_all()
@@ -594,6 +612,7 @@ impl Executor {
         Ok(Executor {
             runtime: Some(runtime),
             threads,
+            blocking,
             idle_since: Instant::now(),
         })
     }
@@ -934,12 +953,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_executors_blocking_threads_stay_bounded_under_bursts_of_reads() {
+    async fn a_query_executors_blocking_threads_stay_bounded_under_bursts_of_reads() {
         let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
         for _ in 0..3 {
             // a burst of 32 blocking reads at once, as a scan of many files makes
-            let done = lanes
-                .run(async {
+            let executor = lanes.take(BLOCKING_THREADS).unwrap();
+            let done = executor
+                .runtime()
+                .spawn(async {
                     let reads: Vec<_> = (0..32)
                         .map(|_| {
                             tokio::task::spawn_blocking(|| {
@@ -952,6 +973,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(done, 32, "every read ran");
+            lanes.give_back(executor);
         }
         let idle = lanes.idle.lock().unwrap();
         assert_eq!(idle.len(), 1, "one executor, reused");
@@ -960,6 +982,41 @@ mod tests {
             threads <= 2 + BLOCKING_THREADS,
             "an executor holds {threads} threads"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_whose_blocking_threads_wait_for_more_blocking_work_completes() {
+        // deltalake's kernel: a blocking thread waits for a task that needs a
+        // blocking thread of its own (a file read), many of them at once
+        let lanes = Arc::new(Lanes::new(2, Arc::new(Semaphore::new(2))));
+        let work = lanes.run(async {
+            let handle = tokio::runtime::Handle::current();
+            let waits: Vec<_> = (0..2 * BLOCKING_THREADS)
+                .map(|_| {
+                    let handle = handle.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let read = handle.spawn(async {
+                            tokio::task::spawn_blocking(|| {
+                                std::thread::sleep(Duration::from_millis(20))
+                            })
+                            .await
+                        });
+                        // a blocking wait, as the kernel's `block_on` makes
+                        futures::executor::block_on(read).unwrap().unwrap()
+                    })
+                })
+                .collect();
+            futures::future::join_all(waits).await.len()
+        });
+        let done = tokio::time::timeout(Duration::from_secs(30), work)
+            .await
+            .expect("the write's blocking threads waited for each other")
+            .unwrap();
+        assert_eq!(done, 2 * BLOCKING_THREADS);
+        // a query after it gets an executor of its own kind
+        let executor = lanes.take(BLOCKING_THREADS).unwrap();
+        assert_eq!(executor.blocking, BLOCKING_THREADS);
+        assert_eq!(lanes.idle.lock().unwrap().len(), 1, "the write's, kept");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,12 +54,22 @@ impl Root {
         // deltalake decodes a table URL's path more than once, so a '%' in
         // the root's path names another directory for a table's files than
         // for the store's records (`/data/p%41q` wrote tables to `/data/pAq`)
-        if Path::from_url_path(url.path()).is_ok_and(|p| p.as_ref().contains('%')) {
-            return Err(invalid(
+        let percent = || {
+            invalid(
                 "a '%' in the root's path cannot be used (table files would be written \
                  elsewhere); choose a directory or prefix without '%'"
                     .into(),
-            ));
+            )
+        };
+        if Path::from_url_path(url.path()).is_ok_and(|p| p.as_ref().contains('%')) {
+            return Err(percent());
+        }
+        // the same for the path tables are opened by: the canonical one, which a
+        // symlink on the way may give a '%' (checked before anything is created)
+        if let Ok(dir) = url.to_file_path()
+            && existing_ancestor(&dir).is_some_and(|d| d.to_string_lossy().contains('%'))
+        {
+            return Err(percent());
         }
         match url.scheme() {
             "file" => {
@@ -237,4 +247,10 @@ impl Root {
             .map_err(|e| StoreError::object_store(&self.url, e))?;
         Ok(())
     }
+}
+
+/// The canonical path of `dir`'s nearest ancestor that exists (`dir` itself
+/// when it does): where a root that is yet to be created will be.
+fn existing_ancestor(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    dir.ancestors().find_map(|a| a.canonicalize().ok())
 }
