@@ -11,6 +11,16 @@ const MMAP_THRESHOLD: usize = 8 << 20;
 /// Free heap kept before trimming (see [`tune_malloc`]).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: usize = 16 << 20;
+/// malloc arenas a server may have per core: half of glibc's default of 8.
+/// Freed memory stays scattered among the live blocks of every arena (a
+/// loaded server's arenas held ~105 MiB for 22 MiB in use, and
+/// `malloc_trim` gave back 2 MiB), so fewer arenas hold less: 4 per core
+/// kept ~28 MiB less resident under `om bench serve` at the same
+/// throughput and latency; 2 arenas in all held half as much but cost a
+/// fifth of the throughput and quadrupled the lookup tail (BENCHMARKS.md,
+/// 2026-12-08).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENAS_PER_CORE: usize = 4;
 
 /// Whether the user set malloc's parameters; theirs win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -24,7 +34,8 @@ fn user_tuned() -> bool {
 
 /// Restarts a server (`om serve`, `om bench serve`; other commands return
 /// at once) once, in place, with
-/// glibc's per-thread cache of freed blocks (`tcache`) off.
+/// glibc's per-thread cache of freed blocks (`tcache`) off and fewer malloc
+/// arenas ([`ARENAS_PER_CORE`]).
 ///
 /// A loaded server runs a few hundred threads (each query on an executor
 /// of its own), and every thread's cache keeps freed blocks that
@@ -46,9 +57,11 @@ fn serve_without_thread_caches() {
     if user_tuned() || std::env::var_os(RESTARTED).is_some() || !omegastore::cli::runs_server() {
         return;
     }
+    let arenas = ARENAS_PER_CORE * std::thread::available_parallelism().map_or(1, |n| n.get());
     let tunables = format!(
         "glibc.malloc.mmap_threshold={MMAP_THRESHOLD}:\
-         glibc.malloc.trim_threshold={TRIM_THRESHOLD}:glibc.malloc.tcache_count=0"
+         glibc.malloc.trim_threshold={TRIM_THRESHOLD}:glibc.malloc.tcache_count=0:\
+         glibc.malloc.arena_max={arenas}"
     );
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| "om".into());

@@ -209,7 +209,8 @@ fn request_logs_to_a_pipe_carry_no_colour_codes() {
 }
 
 /// `om serve` restarts itself once with glibc's per-thread caches off (most
-/// of a loaded server's memory growth, BENCHMARKS.md), keeping its pid and
+/// of a loaded server's memory growth, BENCHMARKS.md) and 4 malloc arenas
+/// per core (half of glibc's default; less memory held), keeping its pid and
 /// its output; a user's own malloc settings are left alone.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
@@ -238,6 +239,12 @@ fn om_serve_runs_without_mallocs_thread_caches_unless_the_user_tuned_malloc() {
     };
     let env = environ(&[]);
     assert!(env.contains("GLIBC_TUNABLES=glibc.malloc"), "{env}");
+    assert!(env.contains("glibc.malloc.tcache_count=0"), "{env}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        env.contains(&format!("glibc.malloc.arena_max={}", 4 * cores)),
+        "{env}"
+    );
     assert!(env.contains("OMEGA_MALLOC_RESTARTED=1"), "{env}");
     let env = environ(&[("MALLOC_ARENA_MAX", "4")]);
     assert!(!env.contains("GLIBC_TUNABLES"), "{env}");
