@@ -67,9 +67,14 @@ impl Root {
         // the same for the path tables are opened by: the canonical one, which a
         // symlink on the way may give a '%' (checked before anything is created)
         if let Ok(dir) = url.to_file_path()
-            && existing_ancestor(&dir).is_some_and(|d| d.to_string_lossy().contains('%'))
+            && let Some(real) = existing_ancestor(&dir)
+            && real.to_string_lossy().contains('%')
         {
-            return Err(percent());
+            return Err(invalid(format!(
+                "it leads (through a symlink) to {}, and a '%' in the root's path cannot be \
+                 used (table files would be written elsewhere); choose a directory without '%'",
+                real.display()
+            )));
         }
         match url.scheme() {
             "file" => {
