@@ -107,8 +107,11 @@ pub const AGE_POLL: Duration = Duration::from_millis(2);
 /// malloc caches to hundreds of MiB of resident memory (BENCHMARKS.md). A
 /// query's scan keeps a few reads in flight per partition; 8 is plenty on
 /// any core count a query executor gets. Only for queries: a query's
-/// execution reads files and never waits in a blocking thread for other
-/// blocking work (the Delta log was read when it was planned).
+/// execution reads files and does not wait in a blocking thread for other
+/// blocking work (the Delta log was read when it was planned). The one
+/// exception: delta-rs's own scan (tables with deletion vectors) loads the
+/// vectors in blocking threads, whose reads of a local file up to 256 KiB
+/// are made in place (`store::inline_reads`), without a second thread.
 pub const BLOCKING_THREADS: usize = 8;
 /// Blocking threads of an executor that runs a write ([`Lanes::run`]):
 /// tokio's default. Writes drive deltalake's kernel, which reads the Delta
