@@ -1,6 +1,6 @@
 //! The `om` binary; everything lives in `omegastore::cli`.
 fn main() -> std::process::ExitCode {
-    serve_without_thread_caches();
+    restart_server_with_malloc_tunables();
     tune_malloc();
     omegastore::cli::main()
 }
@@ -47,7 +47,7 @@ fn user_tuned() -> bool {
 /// it and [`tune_malloc`]'s thresholds set there. A user's own malloc
 /// settings win; if the restart fails the server runs as it is.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn serve_without_thread_caches() {
+fn restart_server_with_malloc_tunables() {
     use std::os::unix::process::CommandExt;
     // set for the restarted process: never restart twice, whatever glibc
     // leaves of GLIBC_TUNABLES in the environment
@@ -76,7 +76,7 @@ fn serve_without_thread_caches() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn serve_without_thread_caches() {}
+fn restart_server_with_malloc_tunables() {}
 
 /// Keeps the Arrow buffers of a scan in the heap instead of fresh mappings.
 ///

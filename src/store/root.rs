@@ -54,15 +54,12 @@ impl Root {
         // deltalake decodes a table URL's path more than once, so a '%' in
         // the root's path names another directory for a table's files than
         // for the store's records (`/data/p%41q` wrote tables to `/data/pAq`)
-        let percent = || {
-            invalid(
+        if Path::from_url_path(url.path()).is_ok_and(|p| p.as_ref().contains('%')) {
+            return Err(invalid(
                 "a '%' in the root's path cannot be used (table files would be written \
                  elsewhere); choose a directory or prefix without '%'"
                     .into(),
-            )
-        };
-        if Path::from_url_path(url.path()).is_ok_and(|p| p.as_ref().contains('%')) {
-            return Err(percent());
+            ));
         }
         // the same for the path tables are opened by: the canonical one, which a
         // symlink on the way may give a '%' (checked before anything is created)
